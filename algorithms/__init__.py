@@ -1,0 +1,1 @@
+"""Label mappings and the bi-level training engine shared by every method."""

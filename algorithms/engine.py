@@ -1,0 +1,337 @@
+"""The bi-level training loop shared by every method.
+
+Each epoch: (lower level) refit the label mapping from source-prediction statistics when the
+mapping asks for it, then (upper level) one epoch of training with the mapping fixed, then a test
+evaluation. Which parts of the model train, and how inputs are prepared, is the method's business
+(:mod:`algorithms.methods`); this loop only sees a :class:`~models.reprogrammer.ReprogrammingModel`.
+
+Speed: batches arrive as uint8 already on the device; metrics stay on the device and are reduced
+once per epoch (no per-step host sync beyond the progress bar's every ``log_interval`` steps);
+statistics for the mapping are accumulated on the device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from algorithms.config import RunConfig
+from algorithms.errors import UserError
+from algorithms.label_mapping import accumulate_statistic
+from algorithms.run_dir import BEST, CHECKPOINT, RunDir, load_checkpoint
+from algorithms.runtime import Runtime, epoch_generator
+from data.loader import BatchLoader, to_float01
+from data.registry import TargetData
+from models.reprogrammer import ReprogrammingModel
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Experiment:
+    """What a method hands the engine: the model, the names of its source outputs, extras."""
+
+    model: ReprogrammingModel
+    source_names: list[str]
+    train_augment: Augment | None = None  # on-device augmentation, training batches only
+    param_groups: list[dict] | None = None  # optimizer groups (default: every trainable parameter)
+    info: dict = field(default_factory=dict)  # method facts for config.json / results.json
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and schedule
+
+
+def build_optimizer(config: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise UserError(f"unknown optimizer {config.optimizer!r}; choose adam or sgd")
+
+
+def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimizer step: warmup, then multistep/cosine/constant.
+
+    ``multistep`` decays by ``gamma`` at the epochs ``int(m * epochs)`` (the paper: 50% and 72%),
+    exactly as ``MultiStepLR`` stepped once per epoch; ``cosine`` decays per step to zero.
+    """
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = config.warmup_steps
+    milestones = [int(m * config.epochs) for m in config.milestones]
+    if config.scheduler not in ("multistep", "cosine", "constant"):
+        raise UserError(f"unknown scheduler {config.scheduler!r}; choose multistep, cosine or constant")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.scheduler == "multistep":
+            epoch = step // steps_per_epoch
+            return config.gamma ** sum(epoch >= m for m in milestones)
+        if config.scheduler == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, experiment: Experiment, data: TargetData, runtime: Runtime, run_dir: RunDir) -> None:
+        self.config, self.experiment, self.data, self.runtime, self.run_dir = config, experiment, data, runtime, run_dir
+        self.device = runtime.device
+        self.model = experiment.model.to(self.device)
+        self.mapping = self.model.label_mapping
+        if config.compile:
+            self.model.network.compile()
+        batch = data.batch_size
+        eval_batch = config.eval_batch_size or 2 * batch
+        common = dict(device=self.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size, resident=config.resident_data)
+        self.train_loader = BatchLoader(data.train, batch, shuffle=True, **common)
+        self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
+        self.test_loader = BatchLoader(data.test, eval_batch, shuffle=False, **common)
+        self.val_loader = BatchLoader(data.val, eval_batch, shuffle=False, **common) if data.val is not None else None
+        params = self.model.trainable_parameters()
+        self.num_trainable = sum(p.numel() for p in params)
+        groups = experiment.param_groups or [{"params": params}]
+        self.optimizer = build_optimizer(config, groups)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, len(self.train_loader)))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.precision == "fp16")
+        self.train_model = self.model
+        if runtime.distributed and params:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.history: list[dict] = []
+        self.best = {"test_acc": None, "epoch": None}
+        self.pending_stats: torch.Tensor | None = None  # --lm-source train: counts from the last epoch
+        self.start_epoch = 0
+        self.show_bars = runtime.is_main
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": self.model.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "pending_stats": None if self.pending_stats is None else self.pending_stats.cpu(),
+            "config": self.config.identity(),
+        }
+
+    def load_model_state(self, state: dict, source: str) -> None:
+        expected = set(self.model.trainable_state())
+        got = set(state)
+        if expected != got:
+            missing, unexpected = sorted(expected - got)[:3], sorted(got - expected)[:3]
+            raise UserError(f"checkpoint {source} does not match this model (missing {missing}, unexpected {unexpected})")
+        try:
+            self.model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise UserError(f"checkpoint {source} does not match this model: {str(exc).splitlines()[-1].strip()}") from exc
+
+    def resume(self) -> None:
+        path = self.run_dir.file(CHECKPOINT)
+        ckpt = load_checkpoint(path)
+        saved, now = ckpt.get("config", {}), self.config.identity()
+        differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if differing:
+            raise UserError(f"checkpoint {path} was written with other settings ({', '.join(differing)}); start a new run instead")
+        self.load_model_state(ckpt["model"], str(path))
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise UserError(f"checkpoint {path} has an incompatible optimizer state ({exc})") from exc
+        self.history, self.best = list(ckpt["history"]), dict(ckpt["best"])
+        pending = ckpt.get("pending_stats")
+        self.pending_stats = None if pending is None else pending.to(self.device)
+        self.start_epoch = int(ckpt["epoch"])
+
+    # -- phases --------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _bar(self, loader, desc: str):
+        return tqdm(loader, desc=desc, total=len(loader), leave=False, dynamic_ncols=True, disable=not self.show_bars or None)
+
+    def _new_stats(self) -> torch.Tensor:
+        return torch.zeros(self.mapping.num_source, self.mapping.num_target, device=self.device)
+
+    @torch.no_grad()
+    def gather_statistics(self, epoch: int) -> torch.Tensor:
+        """Lower level: the statistics matrix ``[S, K]`` of the current prompt on the training set."""
+        self.model.eval()
+        stats = self._new_stats()
+        for images, labels in self._bar(self.stats_loader, f"epoch {epoch + 1} mapping"):
+            with self.runtime.autocast():
+                source = self.model.source_logits(to_float01(images))
+            accumulate_statistic(stats, self.mapping.source_statistic(source.float()), labels)
+        return self.runtime.all_reduce_sum(stats)
+
+    def refresh_mapping(self, epoch: int) -> int | None:
+        """Refit the mapping if due; returns how many targets changed source (None at the first fit)."""
+        previous = {k: v.clone() for k, v in self.mapping.state_dict().items()}
+        if self.config.lm_source == "train" and self.pending_stats is not None:
+            stats = self.pending_stats
+        else:
+            stats = self.gather_statistics(epoch)
+        self.pending_stats = None
+        self.mapping.fit(stats)
+        return self.mapping.changes_since(previous) if epoch > 0 else None
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Upper level: one pass over the training set with the mapping fixed."""
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        augment_gen = epoch_generator(self.config.seed, epoch, stream=1)
+        collect = (
+            self.config.lm_source == "train" and epoch + 1 < self.config.epochs and self.mapping.refresh_due(epoch + 1)
+        )
+        stats = self._new_stats() if collect else None
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        bar = self._bar(self.train_loader, f"epoch {epoch + 1} train")
+        for step, (images, labels) in enumerate(bar):
+            x = to_float01(images)
+            if self.experiment.train_augment is not None:
+                x = self.experiment.train_augment(x, augment_gen)
+            with self.runtime.autocast():
+                target_logits, source_logits = self.train_model(x, return_source=True)
+            loss = F.cross_entropy(target_logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * labels.shape[0]
+                correct += (target_logits.argmax(dim=1) == labels).sum()
+                if stats is not None:
+                    accumulate_statistic(stats, self.mapping.source_statistic(source_logits.detach().float()), labels)
+            seen += labels.shape[0]
+            if self.show_bars and step % self.config.log_interval == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        totals = self.runtime.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=self.device)]))
+        if stats is not None:
+            self.pending_stats = self.runtime.all_reduce_sum(stats)
+        count = max(1.0, float(totals[2]))
+        return {"train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count, "train_samples": int(count)}
+
+    @torch.no_grad()
+    def evaluate(self, loader: BatchLoader, desc: str = "test") -> float:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        total = torch.zeros((), device=self.device, dtype=torch.long)
+        for images, labels in self._bar(loader, desc):
+            with self.runtime.autocast():
+                logits = self.model(to_float01(images))
+            correct += (logits.argmax(dim=1) == labels).sum()
+            total += labels.shape[0]
+        totals = self.runtime.all_reduce_sum(torch.stack([correct, total]))
+        return 100.0 * float(totals[0]) / max(1, int(totals[1]))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg_ = self.config
+        # on resume, drop TensorBoard events of epochs that the checkpoint does not contain
+        self.run_dir.tensorboard(purge_step=self.start_epoch + 1 if self.start_epoch else None)
+        for epoch in range(self.start_epoch, cfg_.epochs):
+            lr = self.optimizer.param_groups[0]["lr"]
+            self._sync()
+            t0 = time.perf_counter()
+            changes = self.refresh_mapping(epoch) if self.mapping.refresh_due(epoch) else None
+            self._sync()
+            t1 = time.perf_counter()
+            train = self.train_epoch(epoch)
+            self._sync()
+            t2 = time.perf_counter()
+            test_acc = self.evaluate(self.test_loader, f"epoch {epoch + 1} test")
+            val_acc = self.evaluate(self.val_loader, f"epoch {epoch + 1} val") if self.val_loader is not None else None
+            self._sync()
+            t3 = time.perf_counter()
+            row = {
+                "epoch": epoch + 1,
+                **train,
+                "test_acc": test_acc,
+                "val_acc": val_acc,
+                "lr": lr,
+                "mapping_changes": changes,
+                "mapping_seconds": t1 - t0,
+                "train_seconds": t2 - t1,
+                "eval_seconds": t3 - t2,
+                "epoch_seconds": t3 - t0,
+                "train_images_per_s": train["train_samples"] / max(1e-9, t2 - t1),
+            }
+            self.history.append(row)
+            improved = self.best["test_acc"] is None or test_acc > self.best["test_acc"]
+            if improved:
+                self.best = {"test_acc": test_acc, "epoch": epoch + 1}
+            self._write_epoch(epoch, row, improved)
+        results = self.summary()
+        self.run_dir.write_json("results.json", results)
+        self.run_dir.close()
+        return results
+
+    def _write_epoch(self, epoch: int, row: dict, improved: bool) -> None:
+        state = self.state(epoch + 1)
+        self.run_dir.save(CHECKPOINT, state)
+        if improved:
+            self.run_dir.save(BEST, {"epoch": epoch + 1, "model": state["model"], "test_acc": row["test_acc"], "config": state["config"]})
+        self.run_dir.write_metrics(self.history)
+        self.run_dir.write_mapping(epoch + 1, self.mapping.describe(self.experiment.source_names, self.data.class_names))
+        self.run_dir.log_scalars(
+            epoch + 1,
+            {
+                "train/loss": row["train_loss"],
+                "train/acc": row["train_acc"],
+                "test/acc": row["test_acc"],
+                "val/acc": row["val_acc"],
+                "lr": row["lr"],
+                "mapping/changes": row["mapping_changes"],
+                "time/epoch_seconds": row["epoch_seconds"],
+                "time/train_images_per_s": row["train_images_per_s"],
+            },
+        )
+        if self.runtime.is_main:
+            changes = "" if row["mapping_changes"] is None else f"  mapping changes {row['mapping_changes']}"
+            val = "" if row["val_acc"] is None else f"  val {row['val_acc']:.2f}%"
+            tqdm.write(
+                f"epoch {row['epoch']}/{self.config.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"
+                f"  test {row['test_acc']:.2f}% (best {self.best['test_acc']:.2f}%){val}  lr {row['lr']:.2e}{changes}"
+                f"  [{row['epoch_seconds']:.1f}s: mapping {row['mapping_seconds']:.1f} train {row['train_seconds']:.1f}"
+                f" eval {row['eval_seconds']:.1f}; {row['train_images_per_s']:.0f} img/s]"
+            )
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {
+            "method": self.config.method,
+            "dataset": self.config.dataset,
+            "network": self.config.network,
+            "seed": self.config.seed,
+            "epochs": len(self.history),
+            "final_test_acc": last.get("test_acc"),
+            "best_test_acc": self.best["test_acc"],
+            "best_epoch": self.best["epoch"],
+            "trainable_params": self.num_trainable,
+            "data_sizes": self.data.sizes(),
+            "total_seconds": sum(r["epoch_seconds"] for r in self.history),
+            "mean_epoch_seconds": (sum(r["epoch_seconds"] for r in self.history) / len(self.history)) if self.history else None,
+            **self.experiment.info,
+        }

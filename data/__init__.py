@@ -1,0 +1,13 @@
+"""Target datasets: a registry of loaders that decode every image once into uint8 tensors."""
+from data.registry import DatasetInfo, TargetData, dataset_names, get_dataset_info, load_dataset, register_dataset
+from data.tensors import ImageTensorSet
+
+__all__ = [
+    "DatasetInfo",
+    "ImageTensorSet",
+    "TargetData",
+    "dataset_names",
+    "get_dataset_info",
+    "load_dataset",
+    "register_dataset",
+]

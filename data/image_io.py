@@ -1,0 +1,50 @@
+"""Decode image files once into uint8 arrays; every error names the file."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from algorithms.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+def read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One RGB image as ``uint8 [H, W, 3]``, resized (bilinear, antialiased) to ``size`` = (H, W)."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size is not None and (img.height, img.width) != tuple(size):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError as exc:
+        raise UserError(f"image file not found: {path}") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from exc
+
+
+def decode_images(paths: Sequence[Path], size: tuple[int, int], desc: str = "decode") -> torch.Tensor:
+    """Decode files into one ``uint8 [N, 3, H, W]`` tensor (a progress bar for large sets)."""
+    out = torch.empty((len(paths), 3, size[0], size[1]), dtype=torch.uint8)
+    view = out.numpy()
+    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=len(paths) < 2000, leave=False)):
+        view[i] = read_image(path, size).transpose(2, 0, 1)
+    return out
+
+
+def list_class_folders(root: Path) -> list[tuple[str, list[Path]]]:
+    """``root/<class>/<image>`` as (class folder name, sorted image paths), classes sorted by name."""
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    return [
+        (c.name, sorted(f for f in c.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)) for c in classes
+    ]
+
+
+def readable_class_name(folder_name: str) -> str:
+    """``Golden_Retriever`` -> ``golden retriever``: the form text prompts and tables expect."""
+    return " ".join(folder_name.replace("_", " ").replace("-", " ").lower().split())

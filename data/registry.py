@@ -1,0 +1,157 @@
+"""The dataset registry: ``name -> loader`` giving train/test uint8 sets, class names and defaults.
+
+A loader is a function ``(request) -> DatasetSplits``; registering it with ``@register_dataset``
+makes it available to every script by ``--dataset NAME``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
+
+from algorithms.errors import UserError
+from data.tensors import FileImageList, ImageTensorSet, check_labels, stratified_subset
+
+ImageSet = Union[ImageTensorSet, FileImageList]
+
+
+@dataclass
+class DataRequest:
+    """What a loader is asked for: where to look and at what size to decode."""
+
+    name: str
+    root: Path  # the data root; for ``folder`` the dataset folder itself
+    image_size: int
+    download: bool
+
+
+@dataclass
+class DatasetSplits:
+    """What a loader returns, before subsetting and decoding."""
+
+    train: ImageSet
+    test: ImageSet
+    class_names: list[str]
+    val: ImageSet | None = None
+    # bool [H, W]: pixels inside the image that the prompt may also write (e.g. ABIDE's lower triangle)
+    prompt_mask: torch.Tensor | None = None
+
+
+@dataclass
+class TargetData:
+    """A target task ready for the engine: decoded uint8 splits and their metadata."""
+
+    name: str
+    train: ImageTensorSet
+    test: ImageTensorSet
+    class_names: list[str]
+    image_size: tuple[int, int]
+    batch_size: int
+    val: ImageTensorSet | None = None
+    prompt_mask: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val) if self.val is not None else 0, "test": len(self.test)}
+
+
+Loader = Callable[[DataRequest], DatasetSplits]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    loader: Loader
+    image_size: int
+    batch_size: int
+    description: str = ""
+    layout: str = ""  # where the files must be, shown in "missing data" errors and the README
+
+
+_REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(
+    name: str, *, image_size: int, batch_size: int = 128, description: str = "", layout: str = ""
+) -> Callable[[Loader], Loader]:
+    def decorator(loader: Loader) -> Loader:
+        _REGISTRY[name] = DatasetInfo(name, loader, image_size, batch_size, description, layout)
+        return loader
+
+    return decorator
+
+
+def _ensure_loaders_registered() -> None:
+    import data.sources  # noqa: F401  (registers the built-in datasets)
+
+
+def dataset_names() -> list[str]:
+    _ensure_loaders_registered()
+    return sorted(_REGISTRY)
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    _ensure_loaders_registered()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+@dataclass
+class SubsetSpec:
+    """Seeded class-balanced subsets, applied before decoding so unused images are never read."""
+
+    max_train: int | None = None
+    max_test: int | None = None
+    train_fraction: float | None = None
+    seed: int = 0
+
+
+def load_dataset(
+    name: str,
+    root: Path,
+    *,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    download: bool = False,
+    subset: SubsetSpec | None = None,
+) -> TargetData:
+    """Load a registered dataset by name and decode the (sub)sets the run will use."""
+    info = get_dataset_info(name)
+    size = image_size or info.image_size
+    request = DataRequest(name=name, root=Path(root), image_size=size, download=download)
+    splits = info.loader(request)
+    subset = subset or SubsetSpec()
+    num_classes = len(splits.class_names)
+    for split_name, split in (("train", splits.train), ("test", splits.test), ("val", splits.val)):
+        if split is not None:
+            check_labels(split.labels, num_classes, f"{name} {split_name} split")
+    train_idx = stratified_subset(
+        splits.train.labels, count=subset.max_train, fraction=subset.train_fraction, seed=subset.seed
+    )
+    test_idx = stratified_subset(splits.test.labels, count=subset.max_test, seed=subset.seed)
+    train = splits.train.take(train_idx)
+    test = splits.test.take(test_idx)
+    val = splits.val.take(None) if splits.val is not None else None
+    if len(train) == 0 or len(test) == 0:
+        raise UserError(f"dataset {name!r} under {root} has an empty train or test split")
+    return TargetData(
+        name=name,
+        train=train,
+        test=test,
+        class_names=list(splits.class_names),
+        image_size=train.image_size,
+        batch_size=batch_size or info.batch_size,
+        val=val,
+        prompt_mask=splits.prompt_mask,
+    )
+
+
+def missing_data_error(name: str, expected: str, searched: Path, how: str) -> UserError:
+    """The standard "what is missing, where we looked, how to get it" message."""
+    return UserError(f"dataset {name!r} not found: expected {expected} under {searched}; {how}")

@@ -1,0 +1,81 @@
+"""Pixel-space visual prompts: trainable input transformations in front of a frozen network."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from algorithms.errors import UserError
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, as the source network was trained with."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / std_t, persistent=False)
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+class ExpansiveVisualPrompt(nn.Module):
+    """The ILM-VP prompt: the image sits unresized in the centre of a larger canvas.
+
+    The canvas is ``out_size`` square; the image's top-left corner is at ``((out-h+1)//2,
+    (out-w+1)//2)``. The trainable pattern ``sigmoid(theta)`` fills the frame around the image
+    and any image pixels that ``image_mask`` marks writable, so the prompted input stays in
+    ``[0, 1]``; normalization with the network's statistics comes after.
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        out_size: int = 224,
+        init: str = "zero",
+        image_mask: torch.Tensor | None = None,
+        channels: int = 3,
+    ) -> None:
+        super().__init__()
+        h, w = image_size
+        if h > out_size or w > out_size:
+            raise UserError(
+                f"input size {h}x{w} is larger than the {out_size}x{out_size} prompt canvas; use --image-size {out_size} or less"
+            )
+        self.image_size = (h, w)
+        self.out_size = out_size
+        self.top, self.left = (out_size - h + 1) // 2, (out_size - w + 1) // 2
+        self.bottom, self.right = out_size - h - self.top, out_size - w - self.left
+        mask = torch.ones(1, out_size, out_size)
+        inner = torch.zeros(h, w) if image_mask is None else torch.as_tensor(image_mask, dtype=torch.float32)
+        if inner.shape != (h, w):
+            raise ValueError(f"image mask must be {h}x{w}, got {tuple(inner.shape)}")
+        mask[0, self.top : self.top + h, self.left : self.left + w] = inner
+        self.register_buffer("mask", mask)
+        if init == "zero":
+            theta = torch.zeros(channels, out_size, out_size)
+        elif init == "randn":
+            theta = torch.randn(channels, out_size, out_size)
+        else:
+            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
+        self.theta = nn.Parameter(theta)
+        self.normalize = Normalize(mean, std)
+
+    def pattern(self) -> torch.Tensor:
+        """The additive pattern in pixel space, ``[C, out, out]``, zero where the prompt cannot write."""
+        return torch.sigmoid(self.theta) * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(f"prompt built for {self.image_size} images, got {tuple(x.shape[-2:])}")
+        canvas = F.pad(x, (self.left, self.right, self.top, self.bottom)) + self.pattern()
+        return self.normalize(canvas)
+
+
+PROMPTS = {"pad": ExpansiveVisualPrompt}

@@ -1,0 +1,68 @@
+"""The composed model every method trains: input transform -> source network -> label mapping."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ReprogrammingModel(nn.Module):
+    """``label_mapping(network(input_transform(x)))`` for images ``x`` in ``[0, 1]``.
+
+    The methods differ only in which of the three parts train: the visual prompt methods train
+    the input transform (and a trainable mapping, if any), linear probing the network's new head,
+    fine-tuning everything. A network that is not trained stays in eval mode even while the rest
+    of the model trains, so its batch-norm statistics are never touched.
+    """
+
+    def __init__(
+        self,
+        input_transform: nn.Module,
+        network: nn.Module,
+        label_mapping: nn.Module,
+        *,
+        train_network: bool = False,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.input_transform = input_transform
+        self.network = network
+        self.label_mapping = label_mapping
+        self.train_network = train_network
+        self.channels_last = channels_last
+        if channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True) -> "ReprogrammingModel":
+        super().train(mode)
+        if not self.train_network:
+            self.network.eval()
+        return self
+
+    def source_logits(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = self.input_transform(x)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return self.network(inputs)
+
+    def forward(self, x: torch.Tensor, return_source: bool = False):
+        source = self.source_logits(x)
+        target = self.label_mapping(source)
+        return (target, source) if return_source else target
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must hold: the prompt and mapping whole, plus every network module
+        that has a trainable parameter (its buffers too, e.g. batch-norm statistics when fine-tuning)."""
+        trained_modules = {
+            name
+            for name, module in self.named_modules()
+            if any(p.requires_grad for p in module.parameters(recurse=False))
+        }
+        keep = {}
+        for key, value in self.state_dict().items():
+            owner = key.rpartition(".")[0]
+            if key.startswith(("input_transform.", "label_mapping.")) or owner in trained_modules:
+                keep[key] = value.detach().clone()
+        return keep
