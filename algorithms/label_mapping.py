@@ -218,3 +218,6 @@ def build_mapping(name: str, num_source: int, num_target: int, *, interval: int 
     if name not in MAPPINGS:
         raise UserError(f"unknown mapping {name!r}; choose from {', '.join(sorted(MAPPINGS))}")
     return MAPPINGS[name](num_source, num_target, interval, seed)
+
+
+import algorithms.probabilistic_mapping  # noqa: E402,F401  (registers blm, blmplus, linear)

@@ -6,6 +6,7 @@ thin script in ``experiments/``; adding a family is one builder function.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,6 +15,7 @@ from algorithms.engine import Experiment
 from algorithms.errors import UserError
 from algorithms.label_mapping import build_mapping
 from algorithms.runtime import Runtime
+from data.augment import crop_flip_augment
 from data.registry import TargetData
 from models.networks import load_network
 from models.prompts import PROMPTS
@@ -70,12 +72,36 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
         config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
     )
     model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last)
-    return Experiment(model=model, source_names=net.class_names)
+    augment = config.extra.get("augment")
+    augment = config.prompt == "watermark" if augment is None else augment  # the BLM recipe augments watermark runs
+    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
+    groups = None
+    if mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
+        mapping_lr = config.lr if config.extra.get("mapping_lr") is None else config.extra["mapping_lr"]
+        if mapping_lr <= 0:
+            raise UserError(f"--mapping-lr must be positive, got {mapping_lr}")
+        groups = [{"params": list(prompt.parameters())}, {"params": mapping_params, "lr": mapping_lr}]
+    return Experiment(
+        model=model,
+        source_names=net.class_names,
+        train_augment=crop_flip_augment(data.image_size) if augment else None,
+        param_groups=groups,
+        info={"augment": augment},
+    )
 
 
-register_family("visual_prompt", build_visual_prompt)
+def add_visual_prompt_arguments(group) -> None:
+    group.add_argument("--mapping-lr", type=float, default=None,
+                       help="learning rate of a trainable mapping (--mapping linear); default: --lr")  # fmt: skip
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="random crop (zero padding 4 per 32 px) + horizontal flip of training images; default: on for --prompt watermark, off for pad")  # fmt: skip
+
+
+register_family("visual_prompt", build_visual_prompt, add_visual_prompt_arguments)
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}
 register_method(MethodSpec("ilm_vp", "visual_prompt", "ILM-VP: visual prompt with the label mapping refit every epoch (Chen et al., CVPR 2023).", {**_VP_DEFAULTS, "mapping": "ilm"}))  # fmt: skip
 register_method(MethodSpec("flm_vp", "visual_prompt", "FLM-VP: visual prompt with the frequency label mapping computed once, before training.", {**_VP_DEFAULTS, "mapping": "flm"}))  # fmt: skip
 register_method(MethodSpec("rlm_vp", "visual_prompt", "RLM-VP: visual prompt with a seeded random one-to-one label mapping.", {**_VP_DEFAULTS, "mapping": "rlm"}))  # fmt: skip
+register_method(MethodSpec("blm_vp", "visual_prompt", "BLM-VP: visual prompt with the Bayesian-guided probabilistic label mapping refit every epoch (Cai et al., NeurIPS 2024).", {**_VP_DEFAULTS, "mapping": "blm"}))  # fmt: skip
+register_method(MethodSpec("blmplus_vp", "visual_prompt", "BLM+-VP: BLM with each sample's top-k softmax probabilities instead of its top-1 vote (Cai et al., NeurIPS 2024).", {**_VP_DEFAULTS, "mapping": "blmplus"}))  # fmt: skip

@@ -79,3 +79,6 @@ class ExpansiveVisualPrompt(nn.Module):
 
 
 PROMPTS = {"pad": ExpansiveVisualPrompt}
+
+
+from models import watermark_prompt  # noqa: E402,F401  (registers "watermark")
