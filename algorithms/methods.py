@@ -105,3 +105,5 @@ register_method(MethodSpec("flm_vp", "visual_prompt", "FLM-VP: visual prompt wit
 register_method(MethodSpec("rlm_vp", "visual_prompt", "RLM-VP: visual prompt with a seeded random one-to-one label mapping.", {**_VP_DEFAULTS, "mapping": "rlm"}))  # fmt: skip
 register_method(MethodSpec("blm_vp", "visual_prompt", "BLM-VP: visual prompt with the Bayesian-guided probabilistic label mapping refit every epoch (Cai et al., NeurIPS 2024).", {**_VP_DEFAULTS, "mapping": "blm"}))  # fmt: skip
 register_method(MethodSpec("blmplus_vp", "visual_prompt", "BLM+-VP: BLM with each sample's top-k softmax probabilities instead of its top-1 vote (Cai et al., NeurIPS 2024).", {**_VP_DEFAULTS, "mapping": "blmplus"}))  # fmt: skip
+
+import algorithms.baselines  # noqa: E402,F401  (registers linear_probing and full_finetune)
