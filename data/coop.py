@@ -95,8 +95,8 @@ def coop_class_names(content: dict[str, list], split_file: Path) -> list[str]:
     missing = [k for k in range(max(names) + 1) if k not in names]
     if missing:
         raise UserError(
-            f"split file {split_file}: labels {missing[:5]} have no class name, so label {max(names)} is outside "
-            f"a class list of {len(names)} names (labels must be 0..K-1)"
+            f"split file {split_file}: label {max(names)} is outside the class list; labels {missing[:5]} "
+            f"have no class name in any split (labels must be 0..K-1)"
         )
     return [names[k].replace("_", " ") for k in range(len(names))]
 
