@@ -62,7 +62,9 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
         image_size=config.image_size,
         batch_size=config.batch_size,
         download=cfg.DOWNLOAD,
-        subset=SubsetSpec(config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed),
+        subset=SubsetSpec(
+            config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed, val_fraction=config.val_fraction
+        ),
     )
     experiment = FAMILIES[spec.family].build(config, data, runtime)
     trainer = Trainer(config, experiment, data, runtime, run_dir)

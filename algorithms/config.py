@@ -47,6 +47,7 @@ class RunConfig:
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     train_fraction: float | None = None
+    val_fraction: float | None = None
     subset_seed: int = 0
     # network
     weights: str | None = None
@@ -110,8 +111,10 @@ def build_parser(method: str, description: str, defaults: dict[str, Any], add_ex
     g.add_argument("--weights", default=None, help="local weights file instead of the torch hub cache")
     g.add_argument("--image-size", type=int, default=None, help="decode images at this size (default: the dataset's)")
     g.add_argument("--max-train-samples", type=int, default=None, help="seeded class-balanced training subset")
-    g.add_argument("--max-test-samples", type=int, default=None, help="seeded class-balanced test subset")
+    g.add_argument("--max-test-samples", type=int, default=None, help="seeded class-balanced test (and validation) subset")
     g.add_argument("--train-fraction", type=float, default=None, help="keep this seeded, class-stratified fraction of train")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help="validation split: the dataset's own (CoOp val) if it has one, else this seeded class-stratified fraction of train; 0 = no validation")  # fmt: skip
     g.add_argument("--subset-seed", type=int, default=base.subset_seed, help="seed of the subsets (fixed across --seed)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=base.epochs)

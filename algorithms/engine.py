@@ -83,6 +83,25 @@ def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]
 
 
 # ---------------------------------------------------------------------------------------------
+# Reported accuracies
+
+PROTOCOL = {
+    "best_test_acc": "paper protocol: the highest test accuracy over all epochs (epoch chosen on test; best.pth)",
+    "final_test_acc": "test accuracy after the last epoch",
+    "val_selected_test_acc": "test accuracy at the epoch with the highest validation accuracy (ties: earliest epoch)",
+}
+
+
+def val_selection(history: list[dict]) -> dict:
+    """Test accuracy of the epoch chosen on validation (earliest of ties); empty without a val split."""
+    rows = [r for r in history if r.get("val_acc") is not None]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+    return {"val_selected_test_acc": best["test_acc"], "val_selected_epoch": best["epoch"], "best_val_acc": best["val_acc"]}
+
+
+# ---------------------------------------------------------------------------------------------
 # The trainer
 
 
@@ -329,6 +348,8 @@ class Trainer:
             "final_test_acc": last.get("test_acc"),
             "best_test_acc": self.best["test_acc"],
             "best_epoch": self.best["epoch"],
+            **val_selection(self.history),
+            "protocol": PROTOCOL,
             "trainable_params": self.num_trainable,
             "data_sizes": self.data.sizes(),
             "total_seconds": sum(r["epoch_seconds"] for r in self.history),

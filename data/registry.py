@@ -12,6 +12,7 @@ from typing import Callable, Union
 import torch
 
 from algorithms.errors import UserError
+from data.splits import stratified_split
 from data.tensors import FileImageList, ImageTensorSet, check_labels, stratified_subset
 
 ImageSet = Union[ImageTensorSet, FileImageList]
@@ -110,6 +111,9 @@ class SubsetSpec:
     max_test: int | None = None
     train_fraction: float | None = None
     seed: int = 0
+    # None: the dataset's own val split if it has one; 0: no val; F: the dataset's val split, or
+    # else a seeded class-stratified fraction F of train held out before the train subsets
+    val_fraction: float | None = None
 
 
 def load_dataset(
@@ -131,13 +135,26 @@ def load_dataset(
     for split_name, split in (("train", splits.train), ("test", splits.test), ("val", splits.val)):
         if split is not None:
             check_labels(split.labels, num_classes, f"{name} {split_name} split")
-    train_idx = stratified_subset(
-        splits.train.labels, count=subset.max_train, fraction=subset.train_fraction, seed=subset.seed
-    )
+    train_pool, val_source, val_pool = torch.arange(len(splits.train)), splits.val, None
+    if subset.val_fraction == 0:
+        val_source = None
+    elif splits.val is None and subset.val_fraction is not None:
+        train_pool, val_pool = stratified_split(splits.train.labels, subset.val_fraction, seed=subset.seed)
+        val_source = splits.train
+    train_idx = train_pool[
+        stratified_subset(
+            splits.train.labels[train_pool], count=subset.max_train, fraction=subset.train_fraction, seed=subset.seed
+        )
+    ]
     test_idx = stratified_subset(splits.test.labels, count=subset.max_test, seed=subset.seed)
-    train = splits.train.take(train_idx)
+    train = splits.train.take(None if len(train_idx) == len(splits.train) else train_idx)
     test = splits.test.take(test_idx)
-    val = splits.val.take(None) if splits.val is not None else None
+    val = None
+    if val_source is not None:
+        if val_pool is None:
+            val_pool = torch.arange(len(val_source))
+        val_idx = val_pool[stratified_subset(val_source.labels[val_pool], count=subset.max_test, seed=subset.seed)]
+        val = val_source.take(val_idx)
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"dataset {name!r} under {root} has an empty train or test split")
     return TargetData(

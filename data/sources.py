@@ -3,3 +3,5 @@ import data.cifar  # noqa: F401
 import data.folder  # noqa: F401
 import data.gtsrb  # noqa: F401
 import data.svhn  # noqa: F401
+import data.abide  # noqa: F401
+import data.coop  # noqa: F401

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from algorithms.errors import UserError
-from data.image_io import decode_images
+from data.cache import load_images
 
 
 @dataclass
@@ -47,6 +47,7 @@ class FileImageList:
     paths: list[Path]
     labels: torch.Tensor
     size: tuple[int, int]
+    label: str = "images"  # names the decode progress bar and the cache file of large sets
 
     def __post_init__(self) -> None:
         self.labels = torch.as_tensor(self.labels, dtype=torch.long)
@@ -57,7 +58,7 @@ class FileImageList:
     def take(self, indices: torch.Tensor | Sequence[int] | None = None) -> ImageTensorSet:
         idx = range(len(self.paths)) if indices is None else [int(i) for i in indices]
         paths = [self.paths[i] for i in idx]
-        images = decode_images(paths, self.size)
+        images = load_images(paths, self.size, label=self.label)
         return ImageTensorSet(images, self.labels[list(idx)] if indices is not None else self.labels)
 
 

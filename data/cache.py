@@ -1,0 +1,89 @@
+"""Decode image files once: small sets in memory, large ones into a memory-mapped ``.npy`` cache.
+
+A cache file holds ``uint8 [N, 3, H, W]`` for one exact list of files at one size. Its name is a
+hash of every path with its size and modification time plus the image size, so a changed,
+added or removed file (or another ``--image-size``) selects a different file and the set is
+decoded again; an unchanged set is opened in milliseconds by later runs. The file is written
+through ordinary writes to ``<name>.partial`` and renamed when complete, so an interrupted
+build never leaves a cache that looks valid. Old cache files are never read again once their
+sources change; delete the cache folder (``VP_CACHE``, default ``cache/``) to reclaim the space.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import cfg
+from algorithms.errors import UserError
+from data.image_io import decode_images, read_image
+
+# Sets whose decoded size exceeds this are cached on disk and memory-mapped; smaller ones are
+# decoded into memory each run (seconds). With train, val and test each below this bound the
+# in-memory data of a run stays well below 1 GB.
+MEMMAP_MIN_BYTES = 256 * 2**20
+
+
+def cache_key(paths: Sequence[Path], size: tuple[int, int]) -> str:
+    """Hash of the image size and every file's path, byte size and modification time."""
+    digest = hashlib.sha256(f"uint8 NCHW {size[0]}x{size[1]}\n".encode())
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise UserError(f"image file not found: {path}") from exc
+        digest.update(f"{os.path.abspath(path)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def cache_file(paths: Sequence[Path], size: tuple[int, int], cache_dir: Path | None = None, label: str = "images") -> Path:
+    folder = Path(cache_dir) if cache_dir is not None else cfg.CACHE_PATH
+    return folder / f"{label}-{len(paths)}x3x{size[0]}x{size[1]}-{cache_key(paths, size)}.npy"
+
+
+def load_images(
+    paths: Sequence[Path], size: tuple[int, int], *, label: str = "images", cache_dir: Path | None = None
+) -> torch.Tensor:
+    """``uint8 [N, 3, H, W]`` for ``paths``: decoded in memory, or memory-mapped from the cache."""
+    nbytes = len(paths) * 3 * size[0] * size[1]
+    if nbytes <= MEMMAP_MIN_BYTES:
+        return decode_images(paths, size, desc=f"decode {label}")
+    path = cache_file(paths, size, cache_dir, label)
+    if not path.is_file():
+        build_cache(paths, size, path, desc=f"cache {label} ({nbytes / 2**30:.1f} GB)")
+    return open_cache(path, (len(paths), 3, size[0], size[1]))
+
+
+def build_cache(paths: Sequence[Path], size: tuple[int, int], path: Path, desc: str = "cache") -> None:
+    """Decode ``paths`` into the ``.npy`` file ``path``, one image at a time (constant memory)."""
+    shape = (len(paths), 3, size[0], size[1])
+    partial = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            for file in tqdm(paths, desc=desc, unit="img", leave=False, mininterval=1.0):
+                fh.write(np.ascontiguousarray(read_image(file, size).transpose(2, 0, 1)).tobytes())
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"cannot write the image cache {path}: {exc}; set VP_CACHE to a writable folder") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def open_cache(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """Memory-map a cache file copy-on-write (batches read pages on demand; the file is never modified)."""
+    try:
+        array = np.load(path, mmap_mode="c")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"image cache {path} is unreadable ({exc}); delete it to rebuild") from exc
+    if array.dtype != np.uint8 or array.shape != tuple(shape):
+        raise UserError(f"image cache {path} holds {array.dtype} {array.shape}, expected uint8 {shape}; delete it to rebuild")
+    return torch.from_numpy(array)

@@ -1,0 +1,113 @@
+"""The decoded-image cache: built once, reused, rebuilt when files or the size change."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import data.cache as cache
+from algorithms.errors import UserError
+from data.image_io import decode_images
+from data.registry import load_dataset
+from data.tensors import FileImageList
+from dataset_fixtures import write_coop_dataset
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = tmp_path / "img" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def memmap_all(monkeypatch, tmp_path):
+    """Cache every set (threshold 0) under a temporary cache folder; count decoded images."""
+    monkeypatch.setattr(cache, "MEMMAP_MIN_BYTES", 0)
+    monkeypatch.setattr(cache.cfg, "CACHE_PATH", tmp_path / "cache")
+    calls = []
+    real = cache.read_image
+
+    def counting(path, size):
+        calls.append(path)
+        return real(path, size)
+
+    monkeypatch.setattr(cache, "read_image", counting)
+    return tmp_path / "cache", calls
+
+
+def test_small_sets_stay_in_memory(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache.cfg, "CACHE_PATH", tmp_path / "cache")
+    out = cache.load_images(images, (16, 16))
+    assert torch.equal(out, decode_images(images, (16, 16)))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cache_built_once_and_reused(images, memmap_all):
+    folder, calls = memmap_all
+    first = cache.load_images(images, (16, 16), label="demo")
+    assert torch.equal(first, decode_images(images, (16, 16)))
+    (file,) = folder.iterdir()
+    assert file.name.startswith("demo-5x3x16x16-") and file.suffix == ".npy" and len(calls) == 5
+    assert np.array_equal(np.load(file), first.numpy())
+    second = cache.load_images(images, (16, 16), label="demo")
+    assert len(calls) == 5 and torch.equal(first, second)  # nothing decoded again
+    assert sorted(folder.iterdir()) == [file]
+    second[0] = 0  # copy-on-write mapping: the cache file itself never changes
+    assert not torch.equal(first[0], second[0])  # each run maps its own private view
+    assert np.array_equal(np.load(file)[0], decode_images(images[:1], (16, 16))[0].numpy())
+
+
+def test_cache_invalidated_by_changed_file_or_size(images, memmap_all):
+    folder, calls = memmap_all
+    before = cache.load_images(images, (16, 16))
+    Image.fromarray(np.full((20, 24, 3), 7, dtype=np.uint8)).save(images[2])
+    st = os.stat(images[2])
+    os.utime(images[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    after = cache.load_images(images, (16, 16))
+    assert len(calls) == 10 and len(list(folder.glob("*.npy"))) == 2
+    assert torch.all(after[2] == 7) and torch.equal(after[[0, 1, 3, 4]], before[[0, 1, 3, 4]])
+    resized = cache.load_images(images, (8, 8))
+    assert resized.shape == (5, 3, 8, 8) and len(calls) == 15
+    subset = cache.load_images(images[:3], (8, 8))  # another file list, another cache
+    assert torch.equal(subset, resized[:3]) and len(list(folder.glob("*.npy"))) == 4
+
+
+def test_unreadable_image_leaves_no_cache(images, memmap_all):
+    folder, _ = memmap_all
+    images[3].write_bytes(b"garbage")
+    with pytest.raises(UserError, match="3.png"):
+        cache.load_images(images, (16, 16))
+    assert list(folder.iterdir()) == []
+    images[1].unlink()
+    with pytest.raises(UserError, match="not found: .*1.png"):
+        cache.load_images(images, (16, 16))
+
+
+def test_corrupt_cache_is_reported(images, memmap_all):
+    folder, _ = memmap_all
+    cache.load_images(images, (16, 16))
+    (file,) = folder.iterdir()
+    np.save(file, np.zeros((2, 3, 16, 16), dtype=np.uint8))
+    with pytest.raises(UserError, match="delete it to rebuild"):
+        cache.load_images(images, (16, 16))
+
+
+def test_file_list_take_and_dataset_use_the_cache(tmp_path, memmap_all):
+    folder, calls = memmap_all
+    write_coop_dataset(tmp_path / "data", "eurosat")
+    first = load_dataset("eurosat", tmp_path / "data", image_size=16)
+    names = sorted(p.name.split("-")[0] for p in folder.glob("*.npy"))
+    assert names == ["eurosat"] * 3 and len(calls) == 24
+    second = load_dataset("eurosat", tmp_path / "data", image_size=16)
+    assert len(calls) == 24 and torch.equal(first.train.images, second.train.images)
+    listing = FileImageList(sorted((tmp_path / "data" / "eurosat" / "2750").rglob("*.jpg")), [0] * 24, (16, 16), label="x")
+    assert torch.equal(listing.take([5, 2]).images, decode_images([listing.paths[5], listing.paths[2]], (16, 16)))
