@@ -79,3 +79,5 @@ _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "mu
 register_method(MethodSpec("ilm_vp", "visual_prompt", "ILM-VP: visual prompt with the label mapping refit every epoch (Chen et al., CVPR 2023).", {**_VP_DEFAULTS, "mapping": "ilm"}))  # fmt: skip
 register_method(MethodSpec("flm_vp", "visual_prompt", "FLM-VP: visual prompt with the frequency label mapping computed once, before training.", {**_VP_DEFAULTS, "mapping": "flm"}))  # fmt: skip
 register_method(MethodSpec("rlm_vp", "visual_prompt", "RLM-VP: visual prompt with a seeded random one-to-one label mapping.", {**_VP_DEFAULTS, "mapping": "rlm"}))  # fmt: skip
+
+import algorithms.clip_methods  # noqa: E402,F401  (registers the CLIP family and methods)
