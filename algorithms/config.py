@@ -94,7 +94,8 @@ class RunConfig:
         return self.run_name or f"seed{self.seed}-{self.config_hash()}"
 
     def run_path(self) -> Path:
-        return self.results_root / self.method / self.dataset / self.network / self.run_id
+        # a model name such as CLIP's ViT-B/32 must stay one folder
+        return self.results_root / self.method / self.dataset / self.network.replace("/", "-") / self.run_id
 
 
 def _optional_int(text: str) -> int | None:

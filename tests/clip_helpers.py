@@ -1,0 +1,33 @@
+"""A tiny randomly initialised open_clip model, registered under :data:`TINY_CLIP` for the CLIP tests."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import open_clip
+
+TINY_CLIP = "vp-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def register_tiny_clip() -> str:
+    """Register the tiny config once per process (open_clip reads configs from JSON files)."""
+    if open_clip.get_model_config(TINY_CLIP) is None:
+        folder = Path(tempfile.mkdtemp(prefix="vp-tiny-clip-"))
+        (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+        open_clip.add_model_config(folder / f"{TINY_CLIP}.json")
+    return TINY_CLIP
+
+
+def tiny_clip_args(results: Path, data: Path, *extra: str) -> list[str]:
+    """Flags for a seconds-long CLIP run on the tiny model and tiny CIFAR pickles."""
+    return [
+        "--network", register_tiny_clip(), "--clip-pretrained", "none", "--dataset", "cifar10",
+        "--data-path", str(data), "--results-path", str(results), "--epochs", "2", "--batch-size", "16",
+        "--device", "cpu", "--prompt-size", "4", *extra,
+    ]  # fmt: skip

@@ -1,0 +1,91 @@
+"""Bahng et al.'s prompt designs: placement, shape, gradients, random-patch locations."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from algorithms.errors import UserError
+from models.clip_prompts import FixedPatchPrompt, PaddingPrompt, RandomPatchPrompt, build_clip_prompt
+
+
+def changed(prompt, size=16):
+    x = torch.zeros(2, 3, size, size)
+    return (prompt(x) != 0).any(dim=(0, 1))
+
+
+def test_padding_is_a_frame_of_the_given_width():
+    torch.manual_seed(0)
+    prompt = PaddingPrompt(image_size=16, prompt_size=3, init="randn")
+    frame = torch.ones(16, 16, dtype=torch.bool)
+    frame[3:13, 3:13] = False
+    assert torch.equal(changed(prompt), frame)
+    assert sum(p.numel() for p in prompt.parameters()) == 3 * (2 * 3 * 16 + 2 * 10 * 3)
+    assert sum(p.numel() for p in PaddingPrompt(224, 30).parameters()) == 69840  # Bahng et al.'s count
+    zero = PaddingPrompt(16, 3, init="zero")
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(zero(x), x)  # zero init: the first forward is the plain image
+
+
+def test_padding_gradient_reaches_every_frame_value_once():
+    prompt = PaddingPrompt(16, 3)
+    prompt(torch.zeros(4, 3, 16, 16)).sum().backward()
+    for p in prompt.parameters():
+        assert torch.equal(p.grad, torch.full_like(p, 4.0))  # one per image of the batch
+
+
+def test_fixed_patch_sits_top_left():
+    torch.manual_seed(0)
+    prompt = FixedPatchPrompt(16, 5, init="randn")
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[:5, :5] = True
+    assert torch.equal(changed(prompt), expected)
+    prompt(torch.zeros(3, 3, 16, 16)).sum().backward()
+    assert prompt.patch.shape == (3, 5, 5) and torch.equal(prompt.patch.grad, torch.full((3, 5, 5), 3.0))
+
+
+def test_random_patch_moves_per_training_batch_and_is_seeded():
+    torch.manual_seed(0)
+    prompt = RandomPatchPrompt(16, 5, init="randn").train()
+
+    def locations(generator_seed, n=12):
+        prompt.use_generator(torch.Generator().manual_seed(generator_seed))
+        out = []
+        for _ in range(n):
+            region = changed(prompt)
+            top, left = prompt.last_location
+            expected = torch.zeros(16, 16, dtype=torch.bool)
+            expected[top : top + 5, left : left + 5] = True
+            assert torch.equal(region, expected)  # the patch is where it says
+            out.append((top, left))
+        return out
+
+    first = locations(1)
+    assert len(set(first)) > 1  # moves between batches
+    assert all(0 <= t <= 11 and 0 <= l <= 11 for t, l in first)  # stays inside the image
+    assert locations(1) == first  # same generator seed, same locations
+    assert locations(2) != first
+    prompt.zero_grad()
+    prompt(torch.zeros(2, 3, 16, 16)).sum().backward()
+    assert torch.equal(prompt.patch.grad, torch.full((3, 5, 5), 2.0))
+
+
+def test_random_patch_evaluation_replays_the_same_locations():
+    prompt = RandomPatchPrompt(16, 5, init="randn", eval_seed=3)
+    prompt.eval()
+    first = [changed(prompt) is not None and prompt.last_location for _ in range(6)]
+    prompt.train()
+    changed(prompt)
+    prompt.eval()  # entering eval reseeds: every evaluation pass sees the same sequence
+    assert [changed(prompt) is not None and prompt.last_location for _ in range(6)] == first
+    assert len(set(first)) > 1
+
+
+def test_bad_prompt_settings_are_user_errors():
+    with pytest.raises(UserError, match="half"):
+        PaddingPrompt(32, 16)
+    with pytest.raises(UserError, match="prompt-size"):
+        FixedPatchPrompt(32, 40)
+    with pytest.raises(UserError, match="choose from"):
+        build_clip_prompt("pad", 32, 4, "zero")
+    with pytest.raises(UserError, match="init"):
+        build_clip_prompt("padding", 32, 4, "ones")
