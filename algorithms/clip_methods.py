@@ -23,7 +23,7 @@ from torch import nn
 from algorithms.config import RunConfig
 from algorithms.engine import Experiment
 from algorithms.errors import UserError
-from algorithms.label_mapping import MAPPINGS, IdentityMapping, LabelMapping, build_mapping
+from algorithms.label_mapping import build_mapping
 from algorithms.methods import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from data.loader import BatchLoader, to_float01
@@ -33,15 +33,6 @@ from models.clip_prompts import PromptedCLIPInput, RandomPatchPrompt, build_clip
 from models.clip_templates import TEMPLATES, fill
 from models.clip_text import clip_class_name, text_embeddings
 from models.reprogrammer import ReprogrammingModel
-
-
-def _identity(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
-    if num_source != num_target:
-        raise UserError(f"--mapping identity needs as many source labels as target classes ({num_source} vs {num_target})")
-    return IdentityMapping(num_target)
-
-
-MAPPINGS.setdefault("identity", _identity)
 
 
 def add_clip_arguments(group: argparse._ArgumentGroup) -> None:

@@ -210,8 +210,14 @@ def _hungarian(num_source: int, num_target: int, interval: int, seed: int) -> La
     return FrequencyMapping(num_source, num_target, interval, "hungarian")
 
 
+def _identity(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
+    if num_source != num_target:
+        raise UserError(f"--mapping identity needs as many source labels as target classes ({num_source} vs {num_target})")
+    return IdentityMapping(num_target)
+
+
 MappingFactory = Callable[[int, int, int, int], LabelMapping]
-MAPPINGS: dict[str, MappingFactory] = {"ilm": _ilm, "flm": _flm, "rlm": _rlm, "hungarian": _hungarian}
+MAPPINGS: dict[str, MappingFactory] = {"ilm": _ilm, "flm": _flm, "rlm": _rlm, "hungarian": _hungarian, "identity": _identity}
 
 
 def build_mapping(name: str, num_source: int, num_target: int, *, interval: int = 1, seed: int = 0) -> LabelMapping:

@@ -107,5 +107,4 @@ register_method(MethodSpec("blm_vp", "visual_prompt", "BLM-VP: visual prompt wit
 register_method(MethodSpec("blmplus_vp", "visual_prompt", "BLM+-VP: BLM with each sample's top-k softmax probabilities instead of its top-1 vote (Cai et al., NeurIPS 2024).", {**_VP_DEFAULTS, "mapping": "blmplus"}))  # fmt: skip
 
 import algorithms.baselines  # noqa: E402,F401  (registers linear_probing and full_finetune)
-
 import algorithms.clip_methods  # noqa: E402,F401  (registers the CLIP family and methods)
