@@ -25,7 +25,7 @@ from algorithms.config import RunConfig
 from algorithms.errors import UserError
 from algorithms.label_mapping import accumulate_statistic, top1_one_hot
 from algorithms.run_dir import BEST, CHECKPOINT, RunDir, load_checkpoint
-from algorithms.snapshots import TestCounts, mapped_sources, write_epoch_snapshots
+from algorithms.snapshots import PredictionCounts, mapped_sources, write_epoch_snapshots
 from algorithms.runtime import Runtime, epoch_generator
 from data.loader import BatchLoader, to_float01
 from data.registry import TargetData
@@ -328,7 +328,7 @@ class Trainer:
 
     def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
         S, K = self.mapping.num_source, self.mapping.num_target
-        counts = TestCounts(
+        counts = PredictionCounts(
             epoch, test_counts.round().long().cpu().numpy(), mapped_sources(self.mapping, S, K),
             list(self.experiment.source_names), list(self.data.class_names),
         )  # fmt: skip

@@ -71,7 +71,7 @@ def mapped_sources(label_mapping: torch.nn.Module, num_source: int, num_target: 
 
 
 @dataclass
-class TestCounts:
+class PredictionCounts:
     epoch: int
     counts: np.ndarray  # [S, K] int64
     mapped: list[int] | None  # source index per target class
@@ -79,7 +79,7 @@ class TestCounts:
     target_names: list[str]
 
 
-def save_test_counts(path: Path, data: TestCounts) -> None:
+def save_test_counts(path: Path, data: PredictionCounts) -> None:
     """Stored sparse (test predictions concentrate on few source classes)."""
     from algorithms.run_dir import save_checkpoint
 
@@ -100,12 +100,12 @@ def save_test_counts(path: Path, data: TestCounts) -> None:
     )
 
 
-def load_test_counts(path: Path) -> TestCounts:
+def load_test_counts(path: Path) -> PredictionCounts:
     state = torch.load(path, map_location="cpu", weights_only=True)
     counts = np.zeros(state["shape"], dtype=np.int64)
     rows, cols = state["indices"].long().numpy()
     counts[rows, cols] = state["values"].long().numpy()
-    return TestCounts(int(state["epoch"]), counts, state["mapped"], list(state["source_names"]), list(state["target_names"]))
+    return PredictionCounts(int(state["epoch"]), counts, state["mapped"], list(state["source_names"]), list(state["target_names"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def _short(names: list[str], index: int, width: int = 18) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def draw_heatmap(ax, data: TestCounts, num_targets: int = 10, num_frequent: int = 5) -> Heatmap:
+def draw_heatmap(ax, data: PredictionCounts, num_targets: int = 10, num_frequent: int = 5) -> Heatmap:
     """Draw the heatmap on a matplotlib axis; mapped cells are outlined in red."""
     from matplotlib.patches import Rectangle
 
@@ -166,7 +166,7 @@ def draw_heatmap(ax, data: TestCounts, num_targets: int = 10, num_frequent: int 
     return heat
 
 
-def heatmap_figure(data: TestCounts, num_targets: int = 10, num_frequent: int = 5):
+def heatmap_figure(data: PredictionCounts, num_targets: int = 10, num_frequent: int = 5):
     from matplotlib.figure import Figure
 
     cols = min(num_targets, data.counts.shape[1]) + num_frequent
@@ -179,7 +179,7 @@ def heatmap_figure(data: TestCounts, num_targets: int = 10, num_frequent: int = 
 # What the trainer calls after each epoch
 
 
-def write_epoch_snapshots(run_dir, model: torch.nn.Module, epoch: int, epochs: int, data: TestCounts | None) -> None:
+def write_epoch_snapshots(run_dir, model: torch.nn.Module, epoch: int, epochs: int, data: PredictionCounts | None) -> None:
     """Save the scheduled files and log the heatmap to TensorBoard (main rank only)."""
     if not run_dir.enabled:
         return
