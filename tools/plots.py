@@ -124,12 +124,12 @@ def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: in
     shown = [images[label] for label in labels]
     if contrast:
         shown = stretch(shown)
-    fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)), 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)), 2.8), squeeze=False)
     for ax, label, image in zip(axes[0], labels, shown):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"prompt pattern{' (contrast stretched)' if contrast else ''}: {run_title(run)}", fontsize=10)
+    fig.suptitle(f"prompt pattern{' (contrast stretched)' if contrast else ''}\n{run_title(run)}", fontsize=9)
     fig.tight_layout()
     return save(fig, out)
 
