@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from algorithms.config import RunConfig
 from algorithms.errors import UserError
-from algorithms.label_mapping import accumulate_statistic
+from algorithms.label_mapping import accumulate_statistic, top1_one_hot
 from algorithms.run_dir import BEST, CHECKPOINT, RunDir, load_checkpoint
+from algorithms.snapshots import PredictionCounts, mapped_sources, write_epoch_snapshots
 from algorithms.runtime import Runtime, epoch_generator
 from data.loader import BatchLoader, to_float01
 from data.registry import TargetData
@@ -253,15 +254,20 @@ class Trainer:
         return {"train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count, "train_samples": int(count)}
 
     @torch.no_grad()
-    def evaluate(self, loader: BatchLoader, desc: str = "test") -> float:
+    def evaluate(self, loader: BatchLoader, desc: str = "test", source_counts: torch.Tensor | None = None) -> float:
+        """Accuracy in %; ``source_counts [S, K]``, if given, accumulates source top-1 vs target label."""
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         total = torch.zeros((), device=self.device, dtype=torch.long)
         for images, labels in self._bar(loader, desc):
             with self.runtime.autocast():
-                logits = self.model(to_float01(images))
+                logits, source = self.model(to_float01(images), return_source=True)
             correct += (logits.argmax(dim=1) == labels).sum()
             total += labels.shape[0]
+            if source_counts is not None:
+                accumulate_statistic(source_counts, top1_one_hot(source.float()), labels)
+        if source_counts is not None:
+            self.runtime.all_reduce_sum(source_counts)
         totals = self.runtime.all_reduce_sum(torch.stack([correct, total]))
         return 100.0 * float(totals[0]) / max(1, int(totals[1]))
 
@@ -280,7 +286,8 @@ class Trainer:
             train = self.train_epoch(epoch)
             self._sync()
             t2 = time.perf_counter()
-            test_acc = self.evaluate(self.test_loader, f"epoch {epoch + 1} test")
+            test_counts = self._new_stats()  # for the mapping heatmap (algorithms/snapshots.py)
+            test_acc = self.evaluate(self.test_loader, f"epoch {epoch + 1} test", source_counts=test_counts)
             val_acc = self.evaluate(self.val_loader, f"epoch {epoch + 1} val") if self.val_loader is not None else None
             self._sync()
             t3 = time.perf_counter()
@@ -302,6 +309,7 @@ class Trainer:
             if improved:
                 self.best = {"test_acc": test_acc, "epoch": epoch + 1}
             self._write_epoch(epoch, row, improved)
+            self._write_snapshots(epoch + 1, test_counts)
         results = self.summary()
         self.run_dir.write_json("results.json", results)
         self.run_dir.close()
@@ -336,6 +344,14 @@ class Trainer:
                 f"  [{row['epoch_seconds']:.1f}s: mapping {row['mapping_seconds']:.1f} train {row['train_seconds']:.1f}"
                 f" eval {row['eval_seconds']:.1f}; {row['train_images_per_s']:.0f} img/s]"
             )
+
+    def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
+        S, K = self.mapping.num_source, self.mapping.num_target
+        counts = PredictionCounts(
+            epoch, test_counts.round().long().cpu().numpy(), mapped_sources(self.mapping, S, K),
+            list(self.experiment.source_names), list(self.data.class_names),
+        )  # fmt: skip
+        write_epoch_snapshots(self.run_dir, self.model, epoch, self.config.epochs, counts)
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}

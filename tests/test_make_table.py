@@ -1,0 +1,143 @@
+"""tools/make_table.py on synthetic run folders: statistics, missing runs, paper values, protocol."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from algorithms.config import RunConfig
+from tools import make_table as mt
+
+
+def fake_run(
+    root: Path, method: str, dataset: str, network: str, seed: int, acc: float | None, *,
+    epochs: int = 5, done: int | None = None, val_acc: float | None = None, **config,
+) -> Path:  # fmt: skip
+    """A run folder as the engine writes it: finished when ``acc`` is given, else partial after ``done`` epochs."""
+    cfg = RunConfig(method=method, network=network, dataset=dataset, seed=seed, epochs=epochs, **config)
+    path = cfg.run_path().relative_to(cfg.results_root)
+    run = root / path
+    (run / "mappings").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.config_hash()}))
+    rows = epochs if acc is not None else (done or 0)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(rows)))
+    if rows:
+        (run / "ckpt.pth").write_bytes(b"x")
+    if acc is not None:
+        results = {"method": method, "dataset": dataset, "network": network, "seed": seed, "epochs": epochs,
+                   "best_test_acc": acc, "final_test_acc": acc - 1.0}  # fmt: skip
+        if val_acc is not None:
+            results["val_selected_test_acc"] = val_acc
+        (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    for seed, acc in zip((1, 2, 3), (10.0, 20.0, 30.0)):
+        fake_run(root, "ilm_vp", "flowers102", "resnet18", seed, acc)
+    fake_run(root, "flm_vp", "flowers102", "resnet18", 1, 12.0)
+    fake_run(root, "flm_vp", "flowers102", "resnet18", 2, 14.0)
+    fake_run(root, "flm_vp", "flowers102", "resnet18", 3, None, done=2)  # interrupted
+    fake_run(root, "ilm_vp", "dtd", "resnet18", 1, 40.0)
+    fake_run(root, "ilm_vp", "dtd", "resnet18", 2, 42.0)  # seed 3 never ran
+    fake_run(root, "flm_vp", "dtd", "resnet18", 1, 50.0)
+    fake_run(root, "flm_vp", "dtd", "resnet18", 2, 51.0)
+    fake_run(root, "flm_vp", "dtd", "resnet18", 3, 52.0)
+    return root
+
+
+def test_mean_std_missing_and_paper_values(results):
+    cells = mt.build_cells(mt.collect_runs(results), None, [1, 2, 3])
+    ilm = cells[("flowers102", "resnet18", "ilm_vp")]
+    assert ilm.mean == pytest.approx(20.0) and ilm.std == pytest.approx(10.0) and ilm.complete
+    assert ilm.paper == (27.9, 0.7) and ilm.protocol == "best"
+    flm = cells[("flowers102", "resnet18", "flm_vp")]
+    assert flm.n == 2 and flm.mean == pytest.approx(13.0) and flm.missing_seeds == [3]
+    text = mt.markdown(cells)
+    assert "| flowers102 | **20.0 ± 10.0** (3) / 27.9 | 13.0 ± 1.4 (2/3)! / 20.0 |" in text
+    assert "| dtd | 41.0 ± 1.4 (2/3)! / 35.3 | **51.0 ± 1.0** (3) / 32.4 |" in text
+    assert "flm_vp / flowers102 / resnet18: seed 3 incomplete, 2/5 epochs" in text
+    assert "ilm_vp / dtd / resnet18: no run for seed 3" in text
+    assert "Missing or incomplete runs: 2" in text
+
+
+def test_csv_matches_cells(results):
+    cells = mt.build_cells(mt.collect_runs(results), None, [1, 2, 3])
+    rows = {(r["dataset"], r["method"]): r for r in csv.DictReader(io.StringIO(mt.to_csv(cells)))}
+    assert float(rows[("flowers102", "ilm_vp")]["mean"]) == pytest.approx(20.0)
+    assert rows[("flowers102", "flm_vp")]["missing_seeds"] == "3" and rows[("flowers102", "flm_vp")]["n"] == "2"
+    assert rows[("dtd", "flm_vp")]["paper_mean"] == "32.4" and rows[("dtd", "flm_vp")]["protocol"] == "best_epoch_on_test"
+
+
+def test_default_seeds_are_every_seed_seen(tmp_path):
+    fake_run(tmp_path, "ilm_vp", "cifar10", "resnet18", 1, 60.0)
+    fake_run(tmp_path, "ilm_vp", "cifar10", "resnet18", 4, 62.0)
+    fake_run(tmp_path, "flm_vp", "cifar10", "resnet18", 1, 61.0)
+    cells = mt.build_cells(mt.collect_runs(tmp_path), None, None)
+    assert cells[("cifar10", "resnet18", "flm_vp")].missing_seeds == [4]
+    assert cells[("cifar10", "resnet18", "ilm_vp")].std is not None
+
+
+def test_validation_protocol_and_final_protocol(tmp_path):
+    for seed in (1, 2):
+        fake_run(tmp_path, "ilm_vp", "gtsrb", "resnet18", seed, 70.0 + seed, val_acc=60.0 + seed)
+    fake_run(tmp_path, "flm_vp", "gtsrb", "resnet18", 1, 80.0)
+    fake_run(tmp_path, "flm_vp", "gtsrb", "resnet18", 2, 82.0)
+    cells = mt.build_cells(mt.collect_runs(tmp_path), None, [1, 2])
+    assert cells[("gtsrb", "resnet18", "ilm_vp")].protocol == "val"
+    assert cells[("gtsrb", "resnet18", "ilm_vp")].mean == pytest.approx(61.5)
+    assert cells[("gtsrb", "resnet18", "flm_vp")].protocol == "best"
+    text = mt.markdown(cells)
+    assert "61.5 ± 0.7† (2)" in text and "validation split" in text
+    final = mt.build_cells(mt.collect_runs(tmp_path), None, [1, 2], protocol="final")
+    assert final[("gtsrb", "resnet18", "flm_vp")].mean == pytest.approx(80.0)
+
+
+def test_several_settings_in_one_cell_are_reported_and_selectable(tmp_path):
+    for seed in (1, 2):
+        fake_run(tmp_path, "ilm_vp", "svhn", "resnet18", seed, 50.0, epochs=5)
+    fake_run(tmp_path, "ilm_vp", "svhn", "resnet18", 1, 90.0, epochs=10)
+    runs = mt.collect_runs(tmp_path)
+    cell = mt.build_cells(runs, None, [1, 2])[("svhn", "resnet18", "ilm_vp")]
+    assert cell.mean == pytest.approx(50.0) and cell.other_settings == 1
+    assert any("other setting" in line for line in mt.missing_report({("svhn", "resnet18", "ilm_vp"): cell}))
+    picked = [r for r in runs if mt.matches(r, mt.parse_where(["epochs=10"]))]
+    cell = mt.build_cells(picked, None, [1])[("svhn", "resnet18", "ilm_vp")]
+    assert cell.mean == pytest.approx(90.0) and cell.other_settings == 0
+
+
+def test_preset_lists_cells_without_any_run(results):
+    expected = mt.expected_cells("table1-resnet18", datasets=["flowers102"])
+    assert len(expected) == 5
+    cells = mt.build_cells(mt.collect_runs(results), expected, [1, 2, 3])
+    assert set(cells) == set(expected)
+    report = "\n".join(mt.missing_report(cells))
+    assert "linear_probing / flowers102 / resnet18: no run for seeds 1, 2, 3" in report
+    assert "| – / 88.0 |" in mt.markdown(cells)
+    assert len(mt.expected_cells("table1")) == 13 * 13
+
+
+def test_clip_table_and_compare_network(tmp_path):
+    fake_run(tmp_path, "ilm_tp_vp", "flowers102", "ViT-B-32", 1, 80.0)
+    fake_run(tmp_path, "single_tp_vp", "flowers102", "ViT-B-32", 1, 70.0)
+    cells = mt.build_cells(mt.collect_runs(tmp_path), None, [1], clip=True)
+    assert cells[("flowers102", "clip", "ilm_tp_vp")].paper == (83.7, None)
+    assert "| flowers102 | **80.0** (1) / 83.7 | 70.0 (1) / 70.0 |" in mt.markdown(cells)
+    fake_run(tmp_path, "ilm_vp", "cifar10", "efficientnet_lite0", 1, 50.0)
+    cells = mt.build_cells(mt.collect_runs(tmp_path), None, [1], compare={"efficientnet_lite0": "resnet18"})
+    assert cells[("cifar10", "efficientnet_lite0", "ilm_vp")].paper == (65.5, 0.1)
+
+
+def test_cli_writes_markdown_and_csv(results, tmp_path, capsys):
+    out = tmp_path / "docs" / "table"
+    assert mt.main([str(results), "--seeds", "1", "2", "3", "--out", str(out), "--title", "T"]) == 0
+    printed = capsys.readouterr().out
+    assert out.with_suffix(".md").read_text() == printed and printed.startswith("### T")
+    assert out.with_suffix(".csv").read_text().startswith("dataset,network,method")
+    assert mt.main([str(tmp_path / "nowhere")]) == 2
+    assert mt.main([str(results), "--where", "epochs=99"]) == 2

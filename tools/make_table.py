@@ -1,0 +1,406 @@
+#!/usr/bin/env python
+"""Result tables in the paper's layout, from run folders, with the published numbers beside ours.
+
+    python tools/make_table.py results --preset table1 --out docs/table1      # .md and .csv
+    python tools/make_table.py results --preset clip --out docs/table_clip
+    python tools/make_table.py results --seeds 1 2 --where epochs=5
+
+Rows are datasets, columns network x method, each cell ``mean ± std (n)`` over seeds and the
+paper's mean after a slash; the best method of each network in a row is bold. Cells with fewer
+finished seeds than expected are marked ``(n/N)!`` and every missing or unfinished run is listed
+below the table. Numbers follow the paper's protocol (the best epoch's test accuracy) unless a
+run chose its epoch on a validation split (``val_selected_test_acc``), marked with a dagger.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cfg  # noqa: E402
+from algorithms.config import VOLATILE  # noqa: E402
+from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
+
+PAPER_DIR = Path(__file__).resolve().parent / "paper_results"
+CLIP_COLUMN = "clip"  # the single network column of the CLIP table
+METHOD_NAMES = {
+    "ilm_vp": "ILM-VP", "flm_vp": "FLM-VP", "rlm_vp": "RLM-VP", "linear_probing": "LP", "full_finetune": "FF",
+    "ilm_tp_vp": "VP+TP+LM", "single_tp_vp": "VP+TP",
+}  # fmt: skip
+NETWORK_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "instagram": "ResNeXt-101-IG", CLIP_COLUMN: "CLIP"}
+PROTOCOLS = {"best": "best_test_acc", "final": "final_test_acc", "val": "val_selected_test_acc"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading run folders
+
+
+@dataclass
+class Run:
+    path: Path
+    method: str
+    dataset: str
+    network: str
+    seed: int
+    setting: str  # every result-determining flag except the seed, as sorted JSON
+    epochs: int
+    status: str  # finished | partial | started
+    results: dict | None
+    epochs_done: int = 0
+
+
+def read_run(path: Path) -> Run | None:
+    try:
+        config = json.loads((path / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+    identity = {k: v for k, v in config.items() if k not in VOLATILE and k != "seed"}
+    results, status, done = None, "started", 0
+    try:
+        results = json.loads((path / "results.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if results is not None and results.get("epochs") == config["epochs"]:
+        status, done = "finished", config["epochs"]
+    else:
+        results = None
+        if (path / "ckpt.pth").is_file():
+            status = "partial"
+            try:
+                done = sum(1 for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip())
+            except OSError:
+                pass
+    return Run(
+        path, config["method"], config["dataset"], config["network"], int(config["seed"]),
+        json.dumps(identity, sort_keys=True, default=str), int(config["epochs"]), status, results, done,
+    )  # fmt: skip
+
+
+def collect_runs(root: Path) -> list[Run]:
+    """Every run folder below ``root`` (folders holding a config.json)."""
+    runs = [read_run(p.parent) for p in sorted(Path(root).rglob("config.json"))]
+    return [r for r in runs if r is not None]
+
+
+def matches(run: Run, where: dict[str, object]) -> bool:
+    settings = json.loads(run.setting)
+    settings["seed"] = run.seed
+    return all(key in settings and _same(settings[key], value) for key, value in where.items())
+
+
+def _same(actual, wanted) -> bool:
+    return actual == wanted or str(actual) == str(wanted)
+
+
+def parse_where(items: list[str]) -> dict[str, object]:
+    where = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: expected KEY=VALUE, got {item!r}")
+        try:
+            where[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            where[key.replace("-", "_")] = value
+    return where
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper numbers
+
+
+def load_paper() -> dict[tuple[str, str, str], tuple[float, float | None]]:
+    """(dataset, network, method) -> (mean, std); CLIP rows use the network ``clip``."""
+    paper = {}
+    with open(PAPER_DIR / "ilm_vp_table1.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            paper[(row["dataset"], row["network"], row["method"])] = (float(row["mean"]), float(row["std"]))
+    with open(PAPER_DIR / "ilm_vp_clip_table2.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            for method in CLIP_METHODS:
+                paper[(row["dataset"], CLIP_COLUMN, method)] = (float(row[method]), None)
+    return paper
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells
+
+
+@dataclass
+class Cell:
+    dataset: str
+    network: str
+    method: str
+    expected_seeds: list[int]
+    values: dict[int, float] = field(default_factory=dict)  # seed -> accuracy
+    protocol: str = "best"
+    incomplete: list[Run] = field(default_factory=list)
+    other_settings: int = 0  # settings found besides the one used
+    paper: tuple[float, float | None] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values.values()) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (n - 1); undefined for one seed."""
+        return statistics.stdev(self.values.values()) if self.n > 1 else None
+
+    @property
+    def missing_seeds(self) -> list[int]:
+        return [s for s in self.expected_seeds if s not in self.values]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_seeds
+
+
+def choose_setting(runs: list[Run]) -> tuple[list[Run], int]:
+    """Runs of one cell may come from several settings (e.g. two epoch budgets): use the one
+    with the most finished runs (ties: the most recently written) and count the others."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.setting, []).append(run)
+
+    def rank(setting: str) -> tuple[int, float]:
+        members = groups[setting]
+        return sum(r.status == "finished" for r in members), max(r.path.stat().st_mtime for r in members)
+
+    best = max(groups, key=rank)
+    return groups[best], len(groups) - 1
+
+
+def build_cells(
+    runs: list[Run],
+    expected: list[tuple[str, str, str]] | None,
+    seeds: list[int] | None,
+    protocol: str = "auto",
+    clip: bool = False,
+    compare: dict[str, str] | None = None,
+) -> dict[tuple[str, str, str], Cell]:
+    """(dataset, network, method) -> Cell. ``expected`` lists the cells that must appear (all
+    found ones otherwise); ``seeds`` the seeds each needs (default: every seed seen); ``compare``
+    maps a network to the paper network whose numbers go beside it."""
+    by_cell: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        network = CLIP_COLUMN if clip else run.network
+        by_cell.setdefault((run.dataset, network, run.method), []).append(run)
+    keys = list(expected) if expected is not None else sorted(by_cell)
+    chosen = {key: choose_setting(by_cell[key]) for key in keys if key in by_cell}
+    if seeds is None:
+        seeds = sorted({r.seed for members, _ in chosen.values() for r in members})
+    paper = load_paper()
+    cells = {}
+    for key in keys:
+        members, others = chosen.get(key, ([], 0))
+        members = [r for r in members if r.seed in seeds]
+        cell = Cell(*key, expected_seeds=list(seeds), other_settings=others, paper=paper.get((key[0], (compare or {}).get(key[1], key[1]), key[2])))
+        finished = [r for r in members if r.status == "finished"]
+        cell.protocol = protocol
+        if protocol == "auto":
+            has_val = finished and all(r.results.get("val_selected_test_acc") is not None for r in finished)
+            cell.protocol = "val" if has_val else "best"
+        for run in finished:
+            value = run.results.get(PROTOCOLS[cell.protocol])
+            if value is None:
+                cell.incomplete.append(run)  # finished but without the requested number
+            else:
+                cell.values[run.seed] = float(value)
+        cell.incomplete += [r for r in members if r.status != "finished"]
+        cells[key] = cell
+    return cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+
+
+def _order(values, preferred) -> list:
+    rank = {v: i for i, v in enumerate(preferred)}
+    return sorted(set(values), key=lambda v: (rank.get(v, len(rank)), str(v)))
+
+
+def layout(cells: dict[tuple[str, str, str], Cell]) -> tuple[list[str], list[tuple[str, str]]]:
+    rows = _order([k[0] for k in cells], TABLE1_DATASETS + CLIP_DATASETS)
+    networks = _order([k[1] for k in cells], TABLE1_NETWORKS + (CLIP_COLUMN,))
+    methods = _order([k[2] for k in cells], CNN_METHODS + CLIP_METHODS)
+    columns = [(n, m) for n in networks for m in methods if any(k[1] == n and k[2] == m for k in cells)]
+    return rows, columns
+
+
+def best_methods(cells: dict, dataset: str, columns: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Per network, the method(s) with the highest mean in this row."""
+    best = set()
+    for network in {n for n, _ in columns}:
+        scored = [(cells[(dataset, n, m)].mean, (n, m)) for n, m in columns if n == network and (dataset, n, m) in cells]
+        scored = [(v, c) for v, c in scored if v is not None]
+        if scored:
+            top = max(v for v, _ in scored)
+            best |= {c for v, c in scored if round(v, 1) == round(top, 1)}
+    return best
+
+
+def format_cell(cell: Cell | None, bold: bool) -> str:
+    if cell is None:
+        return ""
+    paper = "" if cell.paper is None else f" / {cell.paper[0]:.1f}"
+    if cell.mean is None:
+        return f"–{paper}"
+    ours = f"{cell.mean:.1f}" + (f" ± {cell.std:.1f}" if cell.std is not None else "")
+    if bold:
+        ours = f"**{ours}**"
+    count = f"({cell.n})" if cell.complete else f"({cell.n}/{len(cell.expected_seeds)})!"
+    dagger = "†" if cell.protocol == "val" else ""
+    return f"{ours}{dagger} {count}{paper}"
+
+
+def markdown(cells: dict[tuple[str, str, str], Cell], title: str = "", compare: dict[str, str] | None = None) -> str:
+    rows, columns = layout(cells)
+    head = ["Dataset"] + [f"{NETWORK_NAMES.get(n, n)} {METHOD_NAMES.get(m, m)}" for n, m in columns]
+    lines = [f"### {title}", ""] if title else []
+    seeds = sorted({s for c in cells.values() for s in c.expected_seeds})
+    protocols = {c.protocol for c in cells.values() if c.values}
+    lines += [
+        f"Test accuracy (%), ours: mean ± std (sample) over seeds {', '.join(map(str, seeds)) or '–'} "
+        "(number of finished seeds; `(n/N)!` = seeds missing), then ` / ` the paper's mean. "
+        "Bold: best method per network in the row. "
+        + "".join(f"Paper numbers beside {n} are the paper's {NETWORK_NAMES.get(p, p)}. " for n, p in (compare or {}).items())
+        + ("Protocol: the best epoch's test accuracy, as in the paper." if protocols <= {"best"} else
+           "Protocol: best epoch on test as in the paper; † = epoch chosen on the validation split."
+           if "val" in protocols else f"Protocol: {', '.join(sorted(protocols))} test accuracy."),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]  # fmt: skip
+    for dataset in rows:
+        bold = best_methods(cells, dataset, columns)
+        entries = [format_cell(cells.get((dataset, n, m)), (n, m) in bold) for n, m in columns]
+        lines.append("| " + " | ".join([dataset] + entries) + " |")
+    problems = missing_report(cells)
+    lines += ["", f"Missing or incomplete runs: {len(problems) or 'none'}"]
+    lines += [f"- {p}" for p in problems]
+    return "\n".join(lines) + "\n"
+
+
+def missing_report(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
+    out = []
+    rows, columns = layout(cells)
+    for (dataset, network, method) in [(d, n, m) for d in rows for n, m in columns if (d, n, m) in cells]:
+        cell = cells[(dataset, network, method)]
+        name = f"{method} / {dataset} / {network}"
+        pending = {r.seed for r in cell.incomplete}
+        absent = [s for s in cell.missing_seeds if s not in pending]
+        if absent:
+            out.append(f"{name}: no run for seed{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))}")
+        for run in sorted(cell.incomplete, key=lambda r: r.seed):
+            what = (
+                f"{run.epochs_done}/{run.epochs} epochs" if run.status == "partial" else
+                "no checkpoint yet (failed or running)" if run.status == "started" else
+                f"no {PROTOCOLS[cell.protocol]} in results.json"
+            )  # fmt: skip
+            out.append(f"{name}: seed {run.seed} incomplete, {what} ({run.path})")
+        if cell.other_settings:
+            out.append(f"{name}: {cell.other_settings} other setting(s) found and not used; choose with --where KEY=VALUE")
+    return out
+
+
+def to_csv(cells: dict[tuple[str, str, str], Cell]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["dataset", "network", "method", "protocol", "n", "expected", "mean", "std", "seeds", "missing_seeds", "paper_mean", "paper_std"])
+    rows, columns = layout(cells)
+    for dataset in rows:
+        for network, method in columns:
+            cell = cells.get((dataset, network, method))
+            if cell is None:
+                continue
+            fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+            writer.writerow([
+                dataset, network, method, {"best": "best_epoch_on_test", "final": "final_epoch", "val": "val_selected"}[cell.protocol],
+                cell.n, len(cell.expected_seeds), fmt(cell.mean), fmt(cell.std),
+                " ".join(map(str, sorted(cell.values))), " ".join(map(str, cell.missing_seeds)),
+                "" if cell.paper is None else cell.paper[0], "" if cell.paper is None or cell.paper[1] is None else cell.paper[1],
+            ])  # fmt: skip
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def expected_cells(preset_name: str, datasets=None, networks=None, methods=None) -> list[tuple[str, str, str]]:
+    preset = PRESETS[preset_name]
+    clip = preset.networks == (None,)
+    cells = []
+    for dataset in datasets or preset.datasets:
+        for network in [CLIP_COLUMN] if clip else (networks or preset.networks):
+            for method in methods or preset.methods:
+                allowed = preset.only_networks.get(method)
+                if allowed is None or network in allowed or networks:
+                    cells.append((dataset, network, method))
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Tables from run folders, beside the paper's numbers.")
+    p.add_argument("results", nargs="?", default=None, help="results root (default: cfg.RESULTS_PATH)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the grid that must be present (lists what is missing)")
+    p.add_argument("--clip", action="store_true", help="CLIP table: one column per method, any network (implied by --preset clip)")
+    p.add_argument("--datasets", nargs="+", help="only these rows")
+    p.add_argument("--networks", nargs="+", help="only these networks")
+    p.add_argument("--methods", nargs="+", help="only these methods")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds every cell needs (default: the preset's, else every seed found)")
+    p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs whose config has these values, e.g. epochs=5")
+    p.add_argument("--protocol", choices=["auto", "best", "final", "val"], default="auto",
+                   help="auto: val-selected where every run has it, else best epoch on test (the paper)")  # fmt: skip
+    p.add_argument("--compare-network", nargs="+", default=[], metavar="NET=PAPER_NET",
+                   help="show the paper's numbers of PAPER_NET beside NET, e.g. efficientnet_lite0=resnet18")  # fmt: skip
+    p.add_argument("--title", default="")
+    p.add_argument("--out", default=None, help="write OUT.md and OUT.csv as well")
+    args = p.parse_args(argv)
+
+    root = Path(args.results).expanduser() if args.results else cfg.RESULTS_PATH
+    if not root.is_dir():
+        print(f"error: results folder {root} does not exist", file=sys.stderr)
+        return 2
+    clip = args.clip or args.preset == "clip"
+    where = parse_where(args.where)
+    runs = [
+        r for r in collect_runs(root)
+        if matches(r, where)
+        and (not args.datasets or r.dataset in args.datasets)
+        and (not args.methods or r.method in args.methods)
+        and (clip or not args.networks or r.network in args.networks)
+    ]  # fmt: skip
+    expected = expected_cells(args.preset, args.datasets, args.networks, args.methods) if args.preset else None
+    seeds = args.seeds or (list(PRESETS[args.preset].seeds) if args.preset else None)
+    compare = parse_where(args.compare_network)
+    cells = build_cells(runs, expected, seeds, args.protocol, clip=clip, compare=compare)
+    if not cells:
+        print(f"error: no runs found under {root}" + (" matching --where" if where else ""), file=sys.stderr)
+        return 2
+    text = markdown(cells, args.title, compare)
+    print(text, end="")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text)
+        out.with_suffix(".csv").write_text(to_csv(cells))
+        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.csv')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+#!/usr/bin/env python
+"""Run a grid of experiments (datasets x networks x methods x seeds) with one command.
+
+    python tools/reproduce.py --preset table1                         # all of Table 1, here
+    python tools/reproduce.py --preset table1 --launcher slurm        # a job-array script
+    python tools/reproduce.py --preset clip --launcher print          # the shell commands
+    python tools/reproduce.py --datasets cifar10 --networks efficientnet_lite0 \\
+        --methods ilm_vp flm_vp --seeds 1 2 -- --epochs 5 --max-train-samples 500
+
+Flags after ``--`` go unchanged to every run. Each job's run folder is computed with the
+method's own argument parser and :meth:`RunConfig.run_path` — exactly the folder the run will
+write — so the same settings always land in the same folder: finished runs are skipped, runs
+with a checkpoint but no ``results.json`` are continued with ``--resume``, and a sweep can be
+started again at any time.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import queue
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cfg  # noqa: E402
+from algorithms.config import RunConfig, build_parser, config_from_args  # noqa: E402
+from algorithms.errors import UserError  # noqa: E402
+from algorithms.methods import FAMILIES, METHODS, get_method  # noqa: E402
+
+# The 13 datasets of Table 1 (Chen et al., CVPR 2023), in the paper's order.
+TABLE1_DATASETS = (
+    "flowers102", "dtd", "ucf101", "food101", "gtsrb", "eurosat", "oxfordpets",
+    "stanfordcars", "sun397", "cifar10", "cifar100", "svhn", "abide",
+)  # fmt: skip
+TABLE1_NETWORKS = ("resnet18", "resnet50", "instagram")
+CNN_METHODS = ("ilm_vp", "flm_vp", "rlm_vp", "linear_probing", "full_finetune")
+# The CLIP table of the same paper (ViT-B/32): VP + one template vs VP + templates chosen by ILM.
+CLIP_DATASETS = (
+    "flowers102", "dtd", "ucf101", "food101", "svhn", "eurosat", "stanfordcars",
+    "sun397", "cifar10", "imagenet-r", "imagenet-sketch",
+)  # fmt: skip
+CLIP_METHODS = ("ilm_tp_vp", "single_tp_vp")
+# The paper reports mean and std over 3 runs without naming the seeds; these are ours.
+PAPER_SEEDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    datasets: tuple[str, ...]
+    networks: tuple[str | None, ...]  # None: the method picks its own model (CLIP)
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...] = PAPER_SEEDS
+    train_fractions: tuple[float | None, ...] = (None,)
+    only_networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # method -> allowed networks
+
+
+PRESETS: dict[str, Preset] = {
+    "table1": Preset(
+        "Table 1: 13 datasets x ResNet-18/ResNet-50/Instagram ResNeXt x ILM/FLM/RLM-VP, LP, FF x 3 seeds "
+        "(RLM-VP on ResNet-18 only, as in the paper)",
+        TABLE1_DATASETS, TABLE1_NETWORKS, CNN_METHODS, only_networks={"rlm_vp": ("resnet18",)},
+    ),  # fmt: skip
+    "table1-resnet18": Preset("Table 1, ResNet-18 columns only", TABLE1_DATASETS, ("resnet18",), CNN_METHODS),
+    "clip": Preset("CLIP table: 11 datasets x ILM-TP-VP, single-template TP-VP x 3 seeds", CLIP_DATASETS, (None,), CLIP_METHODS),
+    "fraction": Preset(
+        "Figure 3: ILM-VP vs FLM-VP on GTSRB (ResNet-18) against the fraction of training data",
+        ("gtsrb",), ("resnet18",), ("ilm_vp", "flm_vp"), train_fractions=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+    ),  # fmt: skip
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and their run folders
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    dataset: str
+    network: str | None
+    seed: int
+    train_fraction: float | None = None
+    extra: tuple[str, ...] = ()
+
+    def flags(self, results_path: Path, data_path: str | None = None) -> list[str]:
+        flags = ["--dataset", self.dataset]
+        if self.network is not None:
+            flags += ["--network", self.network]
+        flags += ["--seed", str(self.seed)]
+        if self.train_fraction is not None:
+            flags += ["--train-fraction", repr(self.train_fraction)]
+        flags += ["--results-path", str(results_path)]
+        if data_path:
+            flags += ["--data-path", str(data_path)]
+        return flags + list(self.extra)
+
+
+def expand_grid(
+    datasets, networks, methods, seeds, train_fractions=(None,), extra=(), only_networks: dict | None = None
+) -> list[Job]:
+    """Every combination, method-major so one method's runs sit together; ``only_networks``
+    limits a method to some networks (RLM-VP on ResNet-18 in Table 1)."""
+    jobs = []
+    for method, dataset, network, fraction, seed in itertools.product(methods, datasets, networks, train_fractions, seeds):
+        allowed = (only_networks or {}).get(method)
+        if allowed is not None and network not in allowed:
+            continue
+        jobs.append(Job(method, dataset, network, int(seed), fraction, tuple(extra)))
+    return jobs
+
+
+def find_script(method: str) -> Path:
+    """``experiments/<group>/<method>.py``: the script researchers run by hand."""
+    found = sorted((cfg.REPO_ROOT / "experiments").glob(f"*/{method}.py"))
+    if not found:
+        raise UserError(f"no script experiments/*/{method}.py for method {method!r}")
+    return found[0]
+
+
+def ensure_registered(method: str) -> None:
+    """Methods registered outside ``algorithms.methods`` are registered by importing their script
+    (the scripts only call ``main`` under ``__main__``)."""
+    if method in METHODS:
+        return
+    script = find_script(method)
+    spec = importlib.util.spec_from_file_location(f"_vp_script_{method}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_method(method)  # a clear error if the script did not register it either
+
+
+def method_config(method: str, argv: list[str]) -> RunConfig:
+    """The :class:`RunConfig` the method's script would build from ``argv``."""
+    ensure_registered(method)
+    spec = get_method(method)
+    parser = build_parser(method, spec.description, spec.defaults, FAMILIES[spec.family].add_arguments)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        raise UserError(f"{method} does not accept the flags {shlex.join(argv)}") from exc
+    return config_from_args(method, args)
+
+
+FINISHED, PARTIAL, NEW = "finished", "partial", "new"
+
+
+def run_status(run_dir: Path, epochs: int) -> str:
+    """finished: results.json for all epochs; partial: a checkpoint to resume; new: neither."""
+    results = run_dir / "results.json"
+    if results.is_file():
+        try:
+            if json.loads(results.read_text()).get("epochs") == epochs:
+                return FINISHED
+        except (OSError, ValueError):
+            pass
+    return PARTIAL if (run_dir / "ckpt.pth").is_file() else NEW
+
+
+@dataclass
+class PlannedJob:
+    job: Job
+    run_dir: Path
+    status: str
+    command: list[str]  # without --resume
+    launch: list[str]  # with --resume where the run is partial
+
+    @property
+    def label(self) -> str:
+        return f"{self.job.method}/{self.job.dataset}/{self.job.network or '-'}/{self.run_dir.name}"
+
+
+def plan(jobs: list[Job], results_path: Path, python: str = sys.executable, data_path: str | None = None) -> list[PlannedJob]:
+    planned = []
+    for job in jobs:
+        flags = job.flags(results_path, data_path)
+        config = method_config(job.method, flags)
+        run_dir = config.run_path()
+        status = run_status(run_dir, config.epochs)
+        command = [python, str(find_script(job.method)), *flags]
+        planned.append(PlannedJob(job, run_dir, status, command, command + ["--resume"] if status == PARTIAL else command))
+    return planned
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+
+
+def visible_gpus() -> list[str]:
+    """CUDA_VISIBLE_DEVICES if set, else every CUDA device; empty on a CPU-only machine."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def launch_local(planned: list[PlannedJob], gpus: list[str]) -> list[tuple[PlannedJob, int]]:
+    """Run the unfinished jobs, one per GPU at a time (sequentially without GPUs); each job's
+    output goes to ``<run folder>/launcher.log``. Returns the failures as (job, exit code)."""
+    from tqdm import tqdm
+
+    todo = [p for p in planned if p.status != FINISHED]
+    free: queue.Queue = queue.Queue()
+    for gpu in gpus or [None]:
+        free.put(gpu)
+
+    def execute(p: PlannedJob) -> int:
+        gpu = free.get()
+        try:
+            env = dict(os.environ)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            p.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(p.run_dir / "launcher.log", "a") as log:
+                log.write(f"$ {shlex.join(p.launch)}\n")
+                log.flush()
+                return subprocess.run(p.launch, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cfg.REPO_ROOT).returncode
+        except OSError as exc:
+            tqdm.write(f"cannot start {p.label}: {exc}")
+            return 127
+        finally:
+            free.put(gpu)
+
+    failures = []
+    with ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool, tqdm(total=len(todo), desc="runs", unit="run") as bar:
+        futures = {pool.submit(execute, p): p for p in todo}
+        for future in as_completed(futures):
+            p, code = futures[future], future.result()
+            if code != 0:
+                failures.append((p, code))
+                tqdm.write(f"FAILED ({code}) {p.label}: see {p.run_dir / 'launcher.log'}")
+            bar.update(1)
+            bar.set_postfix(failed=len(failures))
+    return failures
+
+
+SLURM_TEMPLATE = """#!/bin/bash
+#SBATCH --job-name={name}
+#SBATCH --array=0-{last}%{limit}
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --time={time}
+#SBATCH --output={log_dir}/%A_%a.out
+{extra}
+# One array task per line of the jobs file: "<run folder><TAB><command>".
+# A finished run is skipped and an interrupted one resumed, so the array can be resubmitted.
+set -euo pipefail
+cd {repo}
+line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {jobs})
+run_dir=${{line%%$'\\t'*}}
+command=${{line#*$'\\t'}}
+if [ -f "$run_dir/results.json" ]; then echo "finished: $run_dir"; exit 0; fi
+if [ -f "$run_dir/ckpt.pth" ]; then command="$command --resume"; fi
+echo "$command"
+eval "$command"
+"""
+
+
+def write_slurm(
+    planned: list[PlannedJob], out_dir: Path, name: str, *, limit: int = 32, cpus: int = 8, time: str = "24:00:00", sbatch: list[str] = ()
+) -> tuple[Path, Path] | None:
+    """Write ``<name>.jobs.tsv`` and ``<name>.sbatch`` for the unfinished jobs (None if there are none)."""
+    todo = [p for p in planned if p.status != FINISHED]
+    if not todo:
+        return None
+    out_dir = out_dir.resolve()
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    jobs = out_dir / f"{name}.jobs.tsv"
+    jobs.write_text("".join(f"{p.run_dir}\t{shlex.join(p.command)}\n" for p in todo))
+    script = out_dir / f"{name}.sbatch"
+    script.write_text(
+        SLURM_TEMPLATE.format(
+            name=shlex.quote(name), last=len(todo) - 1, limit=limit, cpus=cpus, time=time,
+            log_dir=out_dir / "logs", extra="".join(f"#SBATCH {opt}\n" for opt in sbatch),
+            repo=shlex.quote(str(cfg.REPO_ROOT)), jobs=shlex.quote(str(jobs)),
+        )  # fmt: skip
+    )
+    return script, jobs
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_cli() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Expand a grid of runs and launch, schedule or print them. Flags after -- go to every run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named grid; the axis flags below replace its axes")
+    p.add_argument("--datasets", nargs="+")
+    p.add_argument("--networks", nargs="+", help="'-' for a method's own model (CLIP); default resnet18 without a preset")
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--seeds", nargs="+", type=int, help=f"default {' '.join(map(str, PAPER_SEEDS))}")
+    p.add_argument("--train-fractions", nargs="+", type=float, help="also sweep --train-fraction")
+    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local")
+    p.add_argument("--results-path", default=None, help=f"results root passed to every run (default {cfg.RESULTS_PATH})")
+    p.add_argument("--data-path", default=None, help="data root passed to every run")
+    p.add_argument("--python", default=sys.executable, help="interpreter in the generated commands")
+    p.add_argument("--gpus", nargs="*", help="local: GPU ids to use, one job each (default: the visible ones)")
+    g = p.add_argument_group("slurm")
+    g.add_argument("--slurm-dir", default=None, help="where the .sbatch and .jobs.tsv go (default <results>/slurm)")
+    g.add_argument("--slurm-name", default=None, help="job name and file stem (default: the preset, or 'grid')")
+    g.add_argument("--array-limit", type=int, default=32, help="array tasks running at once")
+    g.add_argument("--cpus", type=int, default=8, help="CPUs per task")
+    g.add_argument("--time", default="24:00:00", help="time limit per task")
+    g.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH option, e.g. --sbatch=--partition=gpu")
+    return p
+
+
+def jobs_from_args(args: argparse.Namespace, extra: list[str]) -> list[Job]:
+    preset = PRESETS[args.preset] if args.preset else None
+    if preset is None and not (args.datasets and args.methods):
+        raise UserError("give --preset NAME or at least --datasets and --methods")
+    networks = args.networks or (preset.networks if preset else ("resnet18",))
+    networks = tuple(None if n == "-" else n for n in networks)
+    return expand_grid(
+        args.datasets or preset.datasets,
+        networks,
+        args.methods or preset.methods,
+        args.seeds or (preset.seeds if preset else PAPER_SEEDS),
+        tuple(args.train_fractions) if args.train_fractions else (preset.train_fractions if preset else (None,)),
+        extra,
+        preset.only_networks if preset else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    args = build_cli().parse_args(own)
+    try:
+        results = Path(args.results_path).expanduser().resolve() if args.results_path else cfg.RESULTS_PATH
+        planned = plan(jobs_from_args(args, extra), results, args.python, args.data_path)
+        counts = {s: sum(p.status == s for p in planned) for s in (FINISHED, PARTIAL, NEW)}
+        print(
+            f"{len(planned)} runs: {counts[FINISHED]} finished (skipped), {counts[PARTIAL]} partial (resumed), {counts[NEW]} new",
+            file=sys.stderr,
+        )
+        if args.launcher == "print":
+            for p in planned:
+                if p.status != FINISHED:
+                    print(shlex.join(p.launch))
+            return 0
+        if args.launcher == "slurm":
+            name = args.slurm_name or args.preset or "grid"
+            out = Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm"
+            written = write_slurm(planned, out, name, limit=args.array_limit, cpus=args.cpus, time=args.time, sbatch=args.sbatch)
+            if written is None:
+                print("nothing to run: every run is finished", file=sys.stderr)
+            else:
+                print(f"wrote {written[0]} and {written[1]}; submit with: sbatch {shlex.quote(str(written[0]))}", file=sys.stderr)
+            return 0
+        gpus = visible_gpus() if args.gpus is None else args.gpus
+        failures = launch_local(planned, gpus)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if failures:
+        print(f"{len(failures)} run(s) failed:", file=sys.stderr)
+        for p, code in failures:
+            print(f"  exit {code}: {p.label}  (log: {p.run_dir / 'launcher.log'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
