@@ -123,7 +123,7 @@ def build_parser(method: str, description: str, defaults: dict[str, Any], add_ex
     g.add_argument("--milestones", type=float, nargs="+", default=base.milestones, help="multistep: fractions of the epochs")
     g.add_argument("--gamma", type=float, default=base.gamma, help="multistep decay factor")
     g.add_argument("--warmup-steps", type=int, default=base.warmup_steps, help="linear learning-rate warmup")
-    g.add_argument("--batch-size", type=int, default=None, help="default: the dataset's")
+    g.add_argument("--batch-size", type=int, default=None, help="per process: under torchrun the global batch is nproc x this (default: the dataset's)")
     g.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the batch size")
     g.add_argument("--seed", type=int, default=base.seed)
     g = p.add_argument_group("method")
