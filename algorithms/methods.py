@@ -69,7 +69,7 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
     mapping = build_mapping(
         config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
     )
-    model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last)
+    model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn)
     return Experiment(model=model, source_names=net.class_names)
 
 
