@@ -15,7 +15,7 @@ from algorithms.engine import Trainer
 from algorithms.errors import UserError
 from algorithms.methods import FAMILIES, get_method
 from algorithms.run_dir import BEST, CHECKPOINT, RunDir, load_checkpoint
-from algorithms.runtime import seed_everything, setup_runtime
+from algorithms.runtime import seed_everything, setup_runtime, shutdown_runtime
 from data.registry import SubsetSpec, load_dataset
 
 
@@ -56,6 +56,7 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     external_checkpoint = config.eval_only and config.checkpoint
     if not external_checkpoint:
         run_dir.prepare(resume=config.resume, overwrite=config.overwrite, eval_only=config.eval_only)
+    runtime.barrier()  # every rank has checked the folder before rank 0 writes into it
     data = load_dataset(
         config.dataset,
         data_root_for(config),
@@ -130,4 +131,6 @@ def main(method: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        shutdown_runtime()
     return 0

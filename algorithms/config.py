@@ -14,7 +14,7 @@ import cfg
 # hash that names the run folder, so resuming on another device reuses the same folder.
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
-    "data_path", "log_interval", "compile", "resident_data",
+    "data_path", "log_interval", "compile", "resident_data", "fold_bn",
 }  # fmt: skip
 
 
@@ -56,6 +56,7 @@ class RunConfig:
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    fold_bn: bool = True
     resident_data: bool | None = None
     # paths and run control
     data_path: str | None = None
@@ -127,7 +128,7 @@ def build_parser(method: str, description: str, defaults: dict[str, Any], add_ex
     g.add_argument("--milestones", type=float, nargs="+", default=base.milestones, help="multistep: fractions of the epochs")
     g.add_argument("--gamma", type=float, default=base.gamma, help="multistep decay factor")
     g.add_argument("--warmup-steps", type=int, default=base.warmup_steps, help="linear learning-rate warmup")
-    g.add_argument("--batch-size", type=int, default=None, help="default: the dataset's")
+    g.add_argument("--batch-size", type=int, default=None, help="per process: under torchrun the global batch is nproc x this (default: the dataset's)")
     g.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the batch size")
     g.add_argument("--seed", type=int, default=base.seed)
     g = p.add_argument_group("method")
@@ -143,6 +144,8 @@ def build_parser(method: str, description: str, defaults: dict[str, Any], add_ex
                    help="autocast precision; auto = bf16 (or fp16) on CUDA, fp32 on CPU")  # fmt: skip
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format")
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
+    g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="keep the frozen network's batch norms instead of folding them into the convolutions")  # fmt: skip
     g.add_argument("--resident-data", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                    help="keep the uint8 data on the device (default: when it fits)")  # fmt: skip
     g = p.add_argument_group("outputs")

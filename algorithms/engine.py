@@ -130,7 +130,8 @@ class Trainer:
         self.train_model = self.model
         if runtime.distributed and params:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            # a frozen network's buffers are identical on every rank: do not re-broadcast them each step
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=self.model.train_network)
         self.history: list[dict] = []
         self.best = {"test_acc": None, "epoch": None}
         self.pending_stats: torch.Tensor | None = None  # --lm-source train: counts from the last epoch

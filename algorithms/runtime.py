@@ -119,6 +119,12 @@ def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(resolved, resolve_precision(precision, resolved), rank, world_size)
 
 
+def shutdown_runtime() -> None:
+    """Leave the process group cleanly (torchrun warns about, and may hang on, one left open)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

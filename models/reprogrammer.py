@@ -22,6 +22,7 @@ class ReprogrammingModel(nn.Module):
         *,
         train_network: bool = False,
         channels_last: bool = True,
+        fold_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.input_transform = input_transform
@@ -29,6 +30,11 @@ class ReprogrammingModel(nn.Module):
         self.label_mapping = label_mapping
         self.train_network = train_network
         self.channels_last = channels_last
+        if fold_batch_norm and not train_network:
+            from models.frozen import fold_batch_norms
+
+            network, _ = fold_batch_norms(network)
+            self.network = network
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
 

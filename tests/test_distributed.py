@@ -1,0 +1,65 @@
+"""torchrun on CPU (gloo, 2 processes) computes what one process computes with the same global batch."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from algorithms.cli import main
+from conftest import REPO, tiny_args
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun_available() -> bool:
+    return shutil.which("torchrun", path=str(Path(sys.executable).parent)) is not None or shutil.which("torchrun") is not None
+
+
+def run_folder(results: Path) -> Path:
+    (path,) = [p.parent for p in results.rglob("config.json")]
+    return path
+
+
+def outputs(folder: Path) -> dict:
+    ckpt = torch.load(folder / "ckpt.pth", map_location="cpu", weights_only=False)
+    return {
+        "theta": ckpt["model"]["input_transform.theta"],
+        "metrics": [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()],
+        "mappings": {p.name: json.loads(p.read_text()) for p in sorted((folder / "mappings").iterdir())},
+        "config": json.loads((folder / "config.json").read_text()),
+        "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and "tensorboard" not in p.parts),
+    }
+
+
+@pytest.mark.parametrize("lm_source", ["pass", "train"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root, lm_source):
+    # 50 training and 20 test images: 2 ranks x 8 per step == 1 process x 16 per step, and the
+    # last step (2 images) splits 1 + 1, so every step sees exactly the same global batch.
+    common = ["--epochs", "3", "--lm-source", lm_source, "--milestones", "0.9", "0.95"]
+    single_args = tiny_args(tmp_path / "one", cifar_root, *common)
+    assert main("ilm_vp", single_args) == 0
+    dist_args = tiny_args(tmp_path / "two", cifar_root, *common)
+    dist_args[dist_args.index("--batch-size") + 1] = "8"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *dist_args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1  # only rank 0 reports (and writes)
+
+    one, two = outputs(run_folder(tmp_path / "one")), outputs(run_folder(tmp_path / "two"))
+    assert two["config"]["resolved"]["world_size"] == 2
+    assert one["files"] == two["files"]
+    assert one["mappings"] == two["mappings"]
+    torch.testing.assert_close(two["theta"], one["theta"], atol=1e-4, rtol=1e-4)
+    for a, b in zip(one["metrics"], two["metrics"]):
+        assert a["test_acc"] == b["test_acc"]  # evaluation shards are exact: 10 + 10 test images
+        assert a["train_samples"] == b["train_samples"] == 50
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["mapping_changes"] == b["mapping_changes"]
