@@ -58,6 +58,7 @@ def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experime
         IdentityMapping(data.num_classes),
         train_network=train_network,
         channels_last=config.channels_last,
+        fold_batch_norm=config.fold_bn,  # only the frozen network of linear probing is folded
     )
     augment_cls = AUGMENTATIONS[augment_name]
     return Experiment(
