@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algorithms.cli import main as run_method  # noqa: E402
-from algorithms.config import RunConfig, build_parser, config_from_args  # noqa: E402
 from algorithms.errors import UserError  # noqa: E402
 from algorithms.label_mapping import MAPPINGS  # noqa: E402
-from algorithms.methods import FAMILIES, METHODS, get_method  # noqa: E402
+from algorithms.methods import METHODS  # noqa: E402
+from tools.reproduce import FINISHED, PARTIAL, method_config, run_status  # noqa: E402
 
 DEFAULT_MAPPINGS = ["ilm", "flm", "rlm", "blm", "blmplus", "linear"]
 DEFAULT_PROMPTS = ["pad", "watermark"]
@@ -42,18 +42,14 @@ def method_for(mapping: str) -> tuple[str, list[str]]:
     return "ilm_vp", ["--mapping", mapping]
 
 
-def resolve(method: str, argv: list[str]) -> RunConfig:
-    spec = get_method(method)
-    parser = build_parser(method, spec.description, spec.defaults, FAMILIES[spec.family].add_arguments)
-    return config_from_args(method, parser.parse_args(argv))
-
-
 def run_cell(method: str, argv: list[str]) -> dict:
     """Run (or reuse, or resume) one configuration; returns its results.json."""
-    path = resolve(method, argv).run_path()
+    config = method_config(method, argv)
+    path = config.run_path()
     done = path / "results.json"
-    if not done.exists():
-        resume = ["--resume"] if (path / "ckpt.pth").exists() else []
+    status = run_status(path, config.epochs)
+    if status != FINISHED:
+        resume = ["--resume"] if status == PARTIAL else []
         code = run_method(method, argv + resume)
         if code != 0:
             raise SystemExit(f"error: {method} {' '.join(argv)} exited with {code}")
