@@ -8,6 +8,7 @@ For each network (and precision) three measurements, each in its own process:
   training batch (training). Converted to seconds for the epoch's image counts.
 * **full**: one ILM-VP epoch through the real engine (``algorithms.cli.run``) on CIFAR-10, with every
   speed feature at its default. Measured in the same process right after the floor, so both run warm.
+  The floor uses the network as the engine runs it (batch norms folded, channels-last).
 * **straightforward**: the same epoch as a researcher would first write it: fp32, NCHW, per-sample
   PIL decoding of the JPEG files through a ``torch.utils.data.DataLoader`` with torchvision
   transforms, a separate mapping pass with host-side counting, ``.item()`` every step, and the
@@ -81,6 +82,12 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (DataLoader workers): robust to a shared machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def sync(device) -> None:
     import torch
 
@@ -102,17 +109,22 @@ def measure_floor(spec: dict, runtime) -> dict:
 
     from models.networks import load_network
 
-    net = load_network(spec["network"], spec["weights"]).model.to(runtime.device)
+    net = load_network(spec["network"], spec["weights"]).model
+    if spec["fold_bn"]:  # the network exactly as the engine runs it
+        from models.frozen import fold_batch_norms
+
+        net, _ = fold_batch_norms(net)
+    net = net.to(runtime.device)
     fmt = torch.channels_last if spec["channels_last"] else torch.contiguous_format
     net.to(memory_format=fmt)
     size = spec["input_size"]
 
     def rate(batch: int, train: bool) -> float:
         x = torch.rand(batch, 3, size, size, device=runtime.device).contiguous(memory_format=fmt)
-        times = []
+        times, cpu = [], []
         for i in range(spec["floor_warmup"] + spec["floor_steps"]):
             sync(runtime.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             if train:
                 xi = x.detach().requires_grad_(True)
                 with runtime.autocast():
@@ -124,15 +136,34 @@ def measure_floor(spec: dict, runtime) -> dict:
             sync(runtime.device)
             if i >= spec["floor_warmup"]:
                 times.append(time.perf_counter() - t0)
+                cpu.append(cpu_seconds() - c0)
         times.sort()
-        return batch / times[len(times) // 2]  # median step
+        cpu.sort()
+        return batch / times[len(times) // 2], cpu[len(cpu) // 2] / batch  # median step
 
-    forward = rate(spec["eval_batch_size"], train=False)
-    train = rate(spec["batch_size"], train=True)
+    forward, forward_cpu = rate(spec["eval_batch_size"], train=False)
+    train, train_cpu = rate(spec["batch_size"], train=True)
     n_train, n_test = spec["n_train"], spec["n_test"]
     phases = {"mapping": n_train / forward, "train": n_train / train, "test": n_test / forward}
     del net
-    return {"forward_images_per_s": forward, "train_images_per_s": train, "phase_seconds": phases, "epoch_seconds": sum(phases.values())}
+    return {
+        "forward_images_per_s": forward,
+        "train_images_per_s": train,
+        "phase_seconds": phases,
+        "epoch_seconds": sum(phases.values()),
+        "epoch_cpu_seconds": (n_train + n_test) * forward_cpu + n_train * train_cpu,
+    }
+
+
+def _cpu_timed(fn, totals: dict, phase: str):
+    def wrapper(*args, **kwargs):
+        c0 = cpu_seconds()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[phase] += cpu_seconds() - c0
+
+    return wrapper
 
 
 def engine_worker(spec: dict) -> dict:
@@ -159,7 +190,14 @@ def engine_worker(spec: dict) -> dict:
         argv.append("--no-channels-last")
     if spec["compile"]:
         argv.append("--compile")
+    if not spec["fold_bn"]:
+        argv.append("--no-fold-bn")
     config = config_from_args("ilm_vp", build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(argv))
+    from algorithms.engine import Trainer
+
+    phase_cpu = {"mapping": 0.0, "train": 0.0, "test": 0.0}
+    for method, phase in (("refresh_mapping", "mapping"), ("train_epoch", "train"), ("evaluate", "test")):
+        setattr(Trainer, method, _cpu_timed(getattr(Trainer, method), phase_cpu, phase))
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
     t0 = time.perf_counter()
@@ -178,6 +216,8 @@ def engine_worker(spec: dict) -> dict:
             "images_per_s": spec["n_train"] / last["epoch_seconds"],
             "train_images_per_s": last["train_images_per_s"],
             "test_acc": last["test_acc"],
+            "epoch_cpu_seconds": sum(phase_cpu.values()) / spec["epochs"],  # mean over epochs
+            "phase_cpu_seconds": {k: v / spec["epochs"] for k, v in phase_cpu.items()},
             "run_seconds_including_data_loading": total,
             "peak_memory_mb": peak_memory_mb(runtime.device),
         },
@@ -290,11 +330,13 @@ def straightforward_worker(spec: dict) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    c0 = cpu_seconds()
     mapping, t_map = timed(mapping_pass)
     _, t_train = timed(lambda: train_epoch(mapping))
     acc, t_test = timed(lambda: test(mapping))
     epoch = t_map + t_train + t_test
     return {
+        "epoch_cpu_seconds": cpu_seconds() - c0,
         "phase_seconds": {"mapping": t_map, "train": t_train, "test": t_test},
         "epoch_seconds": epoch,
         "images_per_s": spec["n_train"] / epoch,
@@ -361,18 +403,25 @@ def fmt_phases(p: dict) -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| network | precision | floor fwd / train img/s | floor epoch s | full epoch s (map/train/test) | full img/s"
-        " | full peak MB | straightforward epoch s (map/train/test) | straightforward peak MB | full/floor | straightforward/full |"
+        " | full peak MB | straightforward epoch s (map/train/test) | straightforward peak MB | full/floor | straightforward/full"
+        " | CPU-s floor / full / straightforward | CPU full/floor | CPU straightforward/full |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         fl, fu, sf = r["floor"], r["full"], r.get("straightforward")
         sf_cells = f"{sf['epoch_seconds']:.1f} ({fmt_phases(sf['phase_seconds'])}) | {sf['peak_memory_mb']:.0f}" if sf else "- | -"
         ratio_sf = f"{sf['epoch_seconds'] / fu['epoch_seconds']:.2f}x" if sf else "-"
+        sf_cpu = f"{sf['epoch_cpu_seconds']:.0f}" if sf else "-"
+        cpu_ratio_sf = f"{sf['epoch_cpu_seconds'] / fu['epoch_cpu_seconds']:.2f}x" if sf else "-"
+        cpu_cells = (
+            f" {fl['epoch_cpu_seconds']:.0f} / {fu['epoch_cpu_seconds']:.0f} / {sf_cpu}"
+            f" | {fu['epoch_cpu_seconds'] / fl['epoch_cpu_seconds']:.2f}x | {cpu_ratio_sf} |"
+        )
         lines.append(
             f"| {r['network']}{'' if r['pretrained'] else ' (random init)'} | {r['precision']}"
             f" | {fl['forward_images_per_s']:.1f} / {fl['train_images_per_s']:.1f} | {fl['epoch_seconds']:.1f}"
             f" | {fu['epoch_seconds']:.1f} ({fmt_phases(fu['phase_seconds'])}) | {fu['images_per_s']:.1f}"
-            f" | {fu['peak_memory_mb']:.0f} | {sf_cells} | {fu['epoch_seconds'] / fl['epoch_seconds']:.2f}x | {ratio_sf} |"
+            f" | {fu['peak_memory_mb']:.0f} | {sf_cells} | {fu['epoch_seconds'] / fl['epoch_seconds']:.2f}x | {ratio_sf} |" + cpu_cells
         )
     return "\n".join(lines)
 
@@ -393,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-straightforward", action="store_true", help="skip the (slow) straightforward pipeline")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in the engine")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep batch norms in the engine (and the floor)")
     p.add_argument("--output", default=None, help="JSON path (default docs/benchmarks/<device>-<date>.json)")
     p.add_argument("--worker", choices=["engine", "straightforward"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -422,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n_train": args.train_samples, "n_test": args.test_samples, "batch_size": args.batch_size,
                 "eval_batch_size": args.eval_batch_size or 2 * args.batch_size, "epochs": args.epochs,
                 "floor_steps": args.floor_steps, "floor_warmup": args.floor_warmup, "input_size": 224,
-                "channels_last": not args.no_channels_last, "compile": args.compile, "results": str(tmp / "runs"),
+                "channels_last": not args.no_channels_last, "compile": args.compile, "fold_bn": not args.no_fold_bn, "results": str(tmp / "runs"),
                 "workers": args.workers,
             }  # fmt: skip
             straightforward = None
