@@ -16,6 +16,13 @@ from torch import nn
 from models.prompts import Normalize
 
 
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear, antialiased resize of a ``[B, C, H, W]`` batch to ``size`` x ``size`` (no-op if already)."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 class ResizeNormalize(nn.Module):
     """Resize to ``size`` x ``size`` (bilinear, antialiased) and normalize with the network's statistics."""
 
@@ -25,9 +32,7 @@ class ResizeNormalize(nn.Module):
         self.normalize = Normalize(mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return self.normalize(x)
+        return self.normalize(resize_square(x, self.size))
 
 
 def random_resized_crop_boxes(

@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from algorithms.errors import UserError
 from models.prompts import PROMPTS, Normalize
+from models.transforms import resize_square
 
 RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per pixel, small next to the [0, 1] image
 
@@ -53,9 +53,7 @@ class WatermarkVisualPrompt(nn.Module):
         self.normalize = Normalize(mean, std)
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == (self.out_size, self.out_size):
-            return x
-        return F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False, antialias=True)
+        return resize_square(x, self.out_size)
 
     def pattern(self) -> torch.Tensor:
         """The additive pattern in pixel space, ``[C, out, out]``."""
