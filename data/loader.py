@@ -11,10 +11,13 @@ from typing import Iterator
 import torch
 
 from algorithms.runtime import epoch_generator
+from data.cache import is_memory_mapped, release_pages
 from data.tensors import ImageTensorSet
 
 # Sets up to this size are copied to GPU memory once; larger ones stream from pinned memory.
 DEVICE_RESIDENT_BYTES = 4 * 2**30
+# A memory-mapped set read on the host gives its pages back after about this many bytes of batches.
+RELEASE_EVERY_BYTES = 256 * 2**20
 
 
 class BatchLoader:
@@ -49,13 +52,20 @@ class BatchLoader:
         if resident is None:
             resident = device.type == "cpu" or nbytes <= DEVICE_RESIDENT_BYTES
         self.resident = resident
+        # a memory-mapped cache is read batch by batch and never copied whole into host memory
+        self.mapped = is_memory_mapped(data.images)
         if resident:
             self.images = data.images.to(device)
             self.labels = data.labels.to(device)
+            if self.mapped and device.type != "cpu":
+                release_pages(data.images)
         else:
-            self.images = data.images.pin_memory() if device.type == "cuda" else data.images
+            pin = device.type == "cuda" and not self.mapped
+            self.images = data.images.pin_memory() if pin else data.images
             self.labels = data.labels
         self.num_samples = len(data)
+        self._host_mapped = self.mapped and self.images.device.type == "cpu"
+        self._release_every = max(1, RELEASE_EVERY_BYTES // max(1, batch_size * data.images[0].numel()))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -90,14 +100,22 @@ class BatchLoader:
         batches = order.split(self.batch_size)
         if self.resident:
             order_dev = order.to(self.device)
-            for idx in order_dev.split(self.batch_size):
+            for step, idx in enumerate(order_dev.split(self.batch_size)):
                 yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
-            return
-        pending = self._fetch(batches[0]) if len(batches) else None
-        for i in range(len(batches)):
-            current = pending
-            pending = self._fetch(batches[i + 1]) if i + 1 < len(batches) else None
-            yield current
+                self._release_pages(step)
+        else:
+            pending = self._fetch(batches[0]) if len(batches) else None
+            for i in range(len(batches)):
+                current = pending
+                pending = self._fetch(batches[i + 1]) if i + 1 < len(batches) else None
+                yield current
+                self._release_pages(i)
+        if self._host_mapped:
+            release_pages(self.images)
+
+    def _release_pages(self, step: int) -> None:
+        if self._host_mapped and (step + 1) % self._release_every == 0:
+            release_pages(self.images)
 
     def _fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.images.index_select(0, idx)

@@ -111,3 +111,44 @@ def test_file_list_take_and_dataset_use_the_cache(tmp_path, memmap_all):
     assert len(calls) == 24 and torch.equal(first.train.images, second.train.images)
     listing = FileImageList(sorted((tmp_path / "data" / "eurosat" / "2750").rglob("*.jpg")), [0] * 24, (16, 16), label="x")
     assert torch.equal(listing.take([5, 2]).images, decode_images([listing.paths[5], listing.paths[2]], (16, 16)))
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_released_map_pages_leave_resident_memory_and_data_intact(tmp_path):
+    array = np.random.default_rng(0).integers(0, 256, size=(256, 3, 64, 64), dtype=np.uint8)  # 3 MiB
+    path = tmp_path / "big.npy"
+    np.save(path, array)
+    mapped = cache.open_cache(path, array.shape)
+    assert cache.is_memory_mapped(mapped) and not cache.is_memory_mapped(mapped.clone())
+    cache.release_pages(mapped)  # the clone above read every page
+    before = _rss_file_kib()
+    assert int(mapped.sum()) == int(array.sum())  # touches every page
+    touched = _rss_file_kib()
+    cache.release_pages(mapped)
+    released = _rss_file_kib()
+    assert touched - before > 2000 and touched - released > 2000, (before, touched, released)
+    assert torch.equal(mapped, torch.from_numpy(array))  # pages come back from the file unchanged
+
+
+def test_loader_over_a_mapped_set_equals_one_in_memory(images, memmap_all, monkeypatch):
+    import data.loader as loader
+
+    paths = images
+    mapped = cache.load_images(paths, (20, 24))
+    assert cache.is_memory_mapped(mapped)
+    released = []
+    monkeypatch.setattr(loader, "release_pages", lambda t: released.append(t.shape))
+    monkeypatch.setattr(loader, "RELEASE_EVERY_BYTES", 1)
+    labels = torch.arange(len(paths)) % 2
+    from data.tensors import ImageTensorSet
+
+    a = loader.BatchLoader(ImageTensorSet(mapped, labels), 2, torch.device("cpu"), shuffle=True, seed=3)
+    b = loader.BatchLoader(ImageTensorSet(mapped.clone(), labels), 2, torch.device("cpu"), shuffle=True, seed=3)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert len(released) == len(a) + 1  # after every batch here, and once at the end of the epoch
