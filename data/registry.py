@@ -141,11 +141,11 @@ def load_dataset(
     elif splits.val is None and subset.val_fraction is not None:
         train_pool, val_pool = stratified_split(splits.train.labels, subset.val_fraction, seed=subset.seed)
         val_source = splits.train
-    train_idx = train_pool[
-        stratified_subset(
-            splits.train.labels[train_pool], count=subset.max_train, fraction=subset.train_fraction, seed=subset.seed
-        )
-    ]
+    train_idx = train_pool[stratified_subset(splits.train.labels[train_pool], count=subset.max_train, seed=subset.seed)]
+    if subset.train_fraction is not None:
+        # a fraction of the (possibly capped) training set; for one seed, smaller fractions are
+        # subsets of larger ones, since both take the head of the same per-class permutation
+        train_idx = train_idx[stratified_subset(splits.train.labels[train_idx], fraction=subset.train_fraction, seed=subset.seed)]
     test_idx = stratified_subset(splits.test.labels, count=subset.max_test, seed=subset.seed)
     train = splits.train.take(None if len(train_idx) == len(splits.train) else train_idx)
     test = splits.test.take(test_idx)

@@ -81,6 +81,8 @@ def stratified_subset(
     n = len(labels)
     if count is None and fraction is None:
         return torch.arange(n)
+    if count is not None and fraction is not None:
+        raise ValueError("give either count or fraction, not both")
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"fraction must be in (0, 1], got {fraction}")
     if count is not None and count <= 0:

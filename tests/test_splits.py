@@ -91,6 +91,15 @@ def test_train_fraction_without_val(tmp_path):
         load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(train_fraction=1.5))
 
 
+def test_train_fraction_is_taken_of_the_capped_training_set_and_nested(tmp_path):
+    capped = load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(max_train=30))
+    half = load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(max_train=30, train_fraction=0.5))
+    quarter = load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(max_train=30, train_fraction=0.25))
+    assert torch.bincount(capped.train.labels).tolist() == [10, 10, 10]
+    assert torch.bincount(half.train.labels).tolist() == [5, 5, 5]  # half of the capped set, not of all 60
+    assert ids_of(quarter.train) < ids_of(half.train) < ids_of(capped.train)  # nested fractions
+
+
 def test_val_selection_ties_pick_earliest():
     history = [
         {"epoch": 1, "val_acc": 50.0, "test_acc": 40.0},
