@@ -37,6 +37,13 @@ def test_grid_writes_table_and_reuses_finished_runs(tmp_path, cifar_root):
     stamps = [p.stat().st_mtime_ns for p in results]
     assert main(argv) == 0  # everything reused
     assert [p.stat().st_mtime_ns for p in results] == stamps
+    # --report-only with a third seed: nothing runs, the missing cells are listed
+    cut = argv.index("--")
+    seeds_end = argv.index("--mappings")
+    report = argv[:seeds_end] + ["3"] + argv[seeds_end:cut] + ["--report-only"] + argv[cut:]
+    assert main(report) == 0
+    assert len(sorted((tmp_path / "res").rglob("results.json"))) == 8
+    assert "Not finished, so not in the table (4): pad / ilm / seed 3" in out.read_text()
 
 
 def test_unknown_mapping_is_a_one_line_error(capsys):

@@ -42,13 +42,18 @@ def method_for(mapping: str) -> tuple[str, list[str]]:
     return "ilm_vp", ["--mapping", mapping]
 
 
-def run_cell(method: str, argv: list[str]) -> dict:
-    """Run (or reuse, or resume) one configuration; returns its results.json."""
+def run_cell(method: str, argv: list[str], report_only: bool = False) -> dict | None:
+    """Run (or reuse, or resume) one configuration; returns its results.json.
+
+    With ``report_only`` nothing runs: an unfinished configuration returns None.
+    """
     config = method_config(method, argv)
     path = config.run_path()
     done = path / "results.json"
     status = run_status(path, config.epochs)
     if status != FINISHED:
+        if report_only:
+            return None
         resume = ["--resume"] if status == PARTIAL else []
         code = run_method(method, argv + resume)
         if code != 0:
@@ -83,7 +88,7 @@ def verdicts(table: dict[tuple[str, str], list[float]], prompts: list[str], mapp
     return lines
 
 
-def write_report(path: Path, args, rows: list[dict]) -> None:
+def write_report(path: Path, args, rows: list[dict], missing: list[str] = ()) -> None:
     table: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         table.setdefault((row["prompt"], row["mapping"]), []).append(row["final_test_acc"])
@@ -113,6 +118,8 @@ def write_report(path: Path, args, rows: list[dict]) -> None:
             f"| {row['prompt']} | {row['mapping']} | {row['seed']} | {row['final_test_acc']:.2f} | {row['best_test_acc']:.2f}"
             f" | {row['epochs']} | {row['total_seconds']:.0f} |"
         )
+    if missing:
+        out += ["", f"Not finished, so not in the table ({len(missing)}): " + "; ".join(missing) + "."]
     run_minutes = sum(row["total_seconds"] for row in rows) / 60
     out += ["", f"Command (training and evaluation time of all runs: {run_minutes:.1f} min; device `{args.device}`):", "", f"    {command}", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +145,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default="docs/mapping_comparison.md")
+    p.add_argument("--report-only", action="store_true", help="run nothing: tabulate the finished runs, list the others")
     return p.parse_args(argv), passthrough
 
 
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--data-path", args.data_path), ("--results-path", args.results_path)):
         if value:
             common += [flag, value]
-    rows = []
+    rows, missing = [], []
     try:
         for prompt in args.prompts:
             for mapping in args.mappings:
@@ -160,12 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in args.seeds:
                     argv = common + mapping_flags + ["--prompt", prompt, "--seed", str(seed)] + passthrough
                     print(f"== {prompt} / {mapping} / seed {seed}", flush=True)
-                    result = run_cell(method, argv)
-                    rows.append({"prompt": prompt, "mapping": mapping, **result})
+                    result = run_cell(method, argv, report_only=args.report_only)
+                    if result is None:
+                        missing.append(f"{prompt} / {mapping} / seed {seed}")
+                    else:
+                        rows.append({"prompt": prompt, "mapping": mapping, **result})
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_report(Path(args.output), args, rows)
+    write_report(Path(args.output), args, rows, missing)
     print(Path(args.output).read_text())
     return 0
 
