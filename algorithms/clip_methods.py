@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from algorithms.config import RunConfig
-from algorithms.engine import Experiment
+from algorithms.engine import Experiment, top1_accuracy
 from algorithms.errors import UserError
 from algorithms.label_mapping import build_mapping
 from algorithms.methods import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
-from data.loader import BatchLoader, to_float01
+from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip_model import CLIPClassifier, CLIPPreprocess, LoadedCLIP, load_clip
 from models.clip_prompts import PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
@@ -59,19 +59,11 @@ def template_number(config: RunConfig) -> int:
     return n
 
 
-@torch.no_grad()
 def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> float:
     """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
     model.to(runtime.device).eval()
     loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
-    counts = torch.zeros(2, device=runtime.device, dtype=torch.long)
-    for images, labels in loader:
-        with runtime.autocast():
-            logits = model(to_float01(images))
-        counts[0] += (logits.argmax(dim=1) == labels).sum()
-        counts[1] += labels.shape[0]
-    counts = runtime.all_reduce_sum(counts)
-    return 100.0 * float(counts[0]) / max(1, int(counts[1]))
+    return top1_accuracy(model, loader, runtime)
 
 
 def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:

@@ -102,6 +102,30 @@ def val_selection(history: list[dict]) -> dict:
     return {"val_selected_test_acc": best["test_acc"], "val_selected_epoch": best["epoch"], "best_val_acc": best["val_acc"]}
 
 
+@torch.no_grad()
+def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor | None = None) -> float:
+    """Top-1 accuracy (%) of ``model`` over uint8 ``(images, labels)`` batches, summed across ranks.
+
+    With ``source_counts [S, K]`` the model must accept ``return_source=True``; the source top-1
+    prediction of every sample is then counted against its label (the mapping heatmap).
+    """
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    total = torch.zeros((), device=runtime.device, dtype=torch.long)
+    for images, labels in batches:
+        with runtime.autocast():
+            if source_counts is None:
+                logits = model(to_float01(images))
+            else:
+                logits, source = model(to_float01(images), return_source=True)
+                accumulate_statistic(source_counts, top1_one_hot(source.float()), labels)
+        correct += (logits.argmax(dim=1) == labels).sum()
+        total += labels.shape[0]
+    if source_counts is not None:
+        runtime.all_reduce_sum(source_counts)
+    totals = runtime.all_reduce_sum(torch.stack([correct, total]))
+    return 100.0 * float(totals[0]) / max(1, int(totals[1]))
+
+
 # ---------------------------------------------------------------------------------------------
 # The trainer
 
@@ -254,23 +278,10 @@ class Trainer:
         count = max(1.0, float(totals[2]))
         return {"train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count, "train_samples": int(count)}
 
-    @torch.no_grad()
     def evaluate(self, loader: BatchLoader, desc: str = "test", source_counts: torch.Tensor | None = None) -> float:
         """Accuracy in %; ``source_counts [S, K]``, if given, accumulates source top-1 vs target label."""
         self.model.eval()
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        total = torch.zeros((), device=self.device, dtype=torch.long)
-        for images, labels in self._bar(loader, desc):
-            with self.runtime.autocast():
-                logits, source = self.model(to_float01(images), return_source=True)
-            correct += (logits.argmax(dim=1) == labels).sum()
-            total += labels.shape[0]
-            if source_counts is not None:
-                accumulate_statistic(source_counts, top1_one_hot(source.float()), labels)
-        if source_counts is not None:
-            self.runtime.all_reduce_sum(source_counts)
-        totals = self.runtime.all_reduce_sum(torch.stack([correct, total]))
-        return 100.0 * float(totals[0]) / max(1, int(totals[1]))
+        return top1_accuracy(self.model, self._bar(loader, desc), self.runtime, source_counts)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -347,6 +358,8 @@ class Trainer:
             )
 
     def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
+        if not self.run_dir.enabled:  # only rank 0 writes
+            return
         S, K = self.mapping.num_source, self.mapping.num_target
         counts = PredictionCounts(
             epoch, test_counts.round().long().cpu().numpy(), mapped_sources(self.mapping, S, K),
