@@ -37,6 +37,8 @@ class ReprogrammingModel(nn.Module):
             self.network = network
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
+            if hasattr(input_transform, "memory_format"):  # let the prompt write that layout directly
+                input_transform.memory_format = torch.channels_last
 
     def train(self, mode: bool = True) -> "ReprogrammingModel":
         super().train(mode)

@@ -74,3 +74,40 @@ def test_input_larger_than_canvas_is_a_user_error():
         ExpansiveVisualPrompt((256, 256), MEAN, STD)
     with pytest.raises(UserError, match="init"):
         ExpansiveVisualPrompt((32, 32), MEAN, STD, init="ones")
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size, mask", [((32, 32), None), ((8, 8), torch.tril(torch.ones(8, 8))), ((5, 9), None)])
+def test_fused_prompt_equals_pad_add_normalize(memory_format, size, mask):
+    """The one-pass canvas equals ``normalize(pad(x) + sigmoid(theta) * mask)``, values and gradients."""
+    out_size = 24 if size != (32, 32) else 224
+    prompt = ExpansiveVisualPrompt(size, MEAN, STD, out_size=out_size, init="randn", image_mask=mask)
+    prompt.memory_format = memory_format
+    x = torch.rand(3, 3, *size, requires_grad=True)
+    weight = torch.randn(3, 3, out_size, out_size)
+
+    got = prompt(x)
+    assert got.is_contiguous(memory_format=memory_format)
+    (got * weight).sum().backward()
+    got_theta, got_x = prompt.theta.grad.clone(), x.grad.clone()
+
+    prompt.theta.grad, x.grad = None, None
+    pad = (prompt.left, prompt.right, prompt.top, prompt.bottom)
+    canvas = torch.nn.functional.pad(x, pad) + torch.sigmoid(prompt.theta) * prompt.mask
+    reference = (canvas - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    (reference * weight).sum().backward()
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_theta, prompt.theta.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_x, x.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_model_asks_the_prompt_for_its_network_layout():
+    from models.reprogrammer import ReprogrammingModel
+    from algorithms.label_mapping import IdentityMapping
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    for channels_last in (True, False):
+        prompt = ExpansiveVisualPrompt((8, 8), MEAN, STD, out_size=16)
+        ReprogrammingModel(prompt, net, IdentityMapping(4), channels_last=channels_last)
+        expected = torch.channels_last if channels_last else torch.contiguous_format
+        assert prompt(torch.rand(2, 3, 8, 8)).is_contiguous(memory_format=expected)

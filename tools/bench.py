@@ -228,6 +228,18 @@ def engine_worker(spec: dict) -> dict:
 # Worker: the straightforward pipeline (its own process: default allocator, fp32, NCHW)
 
 
+class _Fp32Runtime:
+    """The two things ``measure_floor`` asks of a runtime, without the engine's allocator tuning."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def straightforward_worker(spec: dict) -> dict:
     import numpy as np
     import torch
@@ -335,8 +347,13 @@ def straightforward_worker(spec: dict) -> dict:
     _, t_train = timed(lambda: train_epoch(mapping))
     acc, t_test = timed(lambda: test(mapping))
     epoch = t_map + t_train + t_test
+    epoch_cpu = cpu_seconds() - c0
+    # The same network alone, laid out as this pipeline runs it (NCHW, batch norms kept, fp32):
+    # its ratio to the engine's floor bounds what any exact pipeline can gain over this one.
+    network_alone = measure_floor({**spec, "fold_bn": False, "channels_last": False}, _Fp32Runtime(device))
     return {
-        "epoch_cpu_seconds": cpu_seconds() - c0,
+        "epoch_cpu_seconds": epoch_cpu,
+        "network_alone": network_alone,
         "phase_seconds": {"mapping": t_map, "train": t_train, "test": t_test},
         "epoch_seconds": epoch,
         "images_per_s": spec["n_train"] / epoch,
@@ -404,7 +421,8 @@ def table(rows: list[dict]) -> str:
     head = (
         "| network | precision | floor fwd / train img/s | floor epoch s | full epoch s (map/train/test) | full img/s"
         " | full peak MB | straightforward epoch s (map/train/test) | straightforward peak MB | full/floor | straightforward/full"
-        " | CPU-s floor / full / straightforward | CPU full/floor | CPU straightforward/full |"
+        " | CPU-s floor / full / straightforward | CPU full/floor | CPU straightforward/full"
+        " | straightforward network alone s | bound: network alone/floor |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -416,6 +434,10 @@ def table(rows: list[dict]) -> str:
         cpu_cells = (
             f" {fl['epoch_cpu_seconds']:.0f} / {fu['epoch_cpu_seconds']:.0f} / {sf_cpu}"
             f" | {fu['epoch_cpu_seconds'] / fl['epoch_cpu_seconds']:.2f}x | {cpu_ratio_sf} |"
+        )
+        alone = sf.get("network_alone") if sf else None
+        cpu_cells += (
+            f" {alone['epoch_seconds']:.1f} | {alone['epoch_seconds'] / fl['epoch_seconds']:.2f}x |" if alone else " - | - |"
         )
         lines.append(
             f"| {r['network']}{'' if r['pretrained'] else ' (random init)'} | {r['precision']}"
@@ -438,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1, help="engine epochs; the last one is reported")
     p.add_argument("--floor-steps", type=int, default=5, help="timed steps per floor measurement (median)")
     p.add_argument("--floor-warmup", type=int, default=2)
+    p.add_argument("--data-path", default=None, help="a root holding cifar10/{train,test}/<class>/ (default: searched)")
+    p.add_argument("--synthetic", action="store_true", help="use random JPEGs of CIFAR-10's shape, even if CIFAR-10 is present")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the straightforward pipeline")
     p.add_argument("--no-straightforward", action="store_true", help="skip the (slow) straightforward pipeline")
     p.add_argument("--no-channels-last", action="store_true")
@@ -459,10 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vp-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        data_root = find_cifar10()
+        data_root = None if args.synthetic else (Path(args.data_path) if args.data_path else find_cifar10())
+        if data_root is not None and not (data_root / "cifar10" / "train").is_dir():
+            raise SystemExit(f"bench: no cifar10/train/<class>/ image folders under {data_root}")
         synthetic = data_root is None
         if synthetic:
-            print("CIFAR-10 image folders not found; writing a synthetic set of the same shape", flush=True)
+            if not args.synthetic:
+                print("CIFAR-10 image folders not found; writing a synthetic set of the same shape", flush=True)
             data_root = write_synthetic_cifar10(tmp / "data", args.train_samples, args.test_samples)
         rows = []
         for network in args.networks:
