@@ -114,9 +114,14 @@ def load_coop(spec: CoopDataset, request: DataRequest) -> DatasetSplits:
             f"images: {spec.source}; split file: {spec.split_file} from CoOp ({COOP_SPLITS_URL}). "
             f"Set VP_DATA or --data-path to the folder holding {spec.folder}/",
         )
+    return read_coop_dataset(spec.name, split_file, image_root, request.image_size)
+
+
+def read_coop_dataset(name: str, split_file: Path, image_root: Path, image_size: int) -> DatasetSplits:
+    """The splits a CoOp-format split file lists, its paths relative to ``image_root``."""
     content = read_coop_split(split_file)
     class_names = coop_class_names(content, split_file)
-    size = (request.image_size, request.image_size)
+    size = (image_size, image_size)
     splits = {}
     for split in ("train", "val", "test"):
         paths = [image_root / p for p, _, _ in content[split]]
@@ -124,7 +129,7 @@ def load_coop(spec: CoopDataset, request: DataRequest) -> DatasetSplits:
             if not path.is_file():
                 raise UserError(f"split file {split_file} lists {split} image {path}, which does not exist")
         labels = [label for _, label, _ in content[split]]
-        splits[split] = FileImageList(paths, labels, size, label=f"{spec.name}-{split}") if paths else None
+        splits[split] = FileImageList(paths, labels, size, label=f"{name}-{split}") if paths else None
     if splits["train"] is None or splits["test"] is None:
         raise UserError(f"split file {split_file} has an empty train or test list")
     return DatasetSplits(train=splits["train"], test=splits["test"], val=splits["val"], class_names=class_names)

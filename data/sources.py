@@ -5,3 +5,4 @@ import data.gtsrb  # noqa: F401
 import data.svhn  # noqa: F401
 import data.abide  # noqa: F401
 import data.coop  # noqa: F401
+import data.imagenet_variants  # noqa: F401

@@ -87,3 +87,21 @@ def abide_groups(asd: int = 10, control: int = 10) -> dict[str, int]:
     subjects = {f"NYU_{50000 + i:07d}": 1 for i in range(asd)}
     subjects.update({f"UM_1_{50100 + i:07d}": 2 for i in range(control)})
     return subjects
+
+
+# Three real ImageNet-1k wnids with different image counts, so a stratified split differs from a random one.
+IMAGENET_FIXTURE_COUNTS = {"n01443537": 5, "n01484850": 10, "n01494475": 15}
+IMAGENET_FIXTURE_NAMES = ["goldfish", "great white shark", "hammerhead"]
+
+
+def write_wnid_folders(folder: Path, counts: dict[str, int] = IMAGENET_FIXTURE_COUNTS, suffix: str = ".jpg") -> list[Path]:
+    """``folder/<wnid>/<n><suffix>`` small JPEGs, as ImageNet-R and ImageNet-Sketch unpack; returns the paths."""
+    rng = np.random.default_rng(len(counts))
+    paths = []
+    for wnid, count in counts.items():
+        (folder / wnid).mkdir(parents=True, exist_ok=True)
+        for n in range(count):
+            path = folder / wnid / f"{n}{suffix}"
+            Image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(path, format="JPEG", quality=90)
+            paths.append(path)
+    return paths
