@@ -25,10 +25,11 @@ import cfg
 from algorithms.cli import data_root_for, git_commit, library_versions
 from algorithms.clip_methods import clip_from_config
 from algorithms.config import RunConfig
+from algorithms.engine import stacked_outputs
 from algorithms.errors import UserError
 from algorithms.run_dir import RunDir
 from algorithms.runtime import Runtime, seed_everything, setup_runtime
-from data.loader import BatchLoader, to_float01
+from data.loader import BatchLoader
 from data.registry import SubsetSpec, load_dataset
 from data.tensors import ImageTensorSet, stratified_subset
 from models.clip_model import CLIPPreprocess
@@ -105,12 +106,7 @@ def select_c(
 def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int) -> torch.Tensor:
     """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set."""
     encoder.to(runtime.device).eval()
-    loader = BatchLoader(images, batch_size, runtime.device, shuffle=False)
-    out = []
-    for batch, _ in loader:
-        with runtime.autocast():
-            out.append(encoder(to_float01(batch)).float())
-    return torch.cat(out)
+    return stacked_outputs(encoder, BatchLoader(images, batch_size, runtime.device, shuffle=False), runtime, resident=True)
 
 
 def split_validation(train: ImageTensorSet, fraction: float, seed: int) -> tuple[ImageTensorSet, ImageTensorSet]:

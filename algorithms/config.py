@@ -11,10 +11,11 @@ from typing import Any, Callable
 import cfg
 
 # Settings that change where or how a run executes but not what it computes: left out of the
-# hash that names the run folder, so resuming on another device reuses the same folder.
+# hash that names the run folder, so resuming on another device reuses the same folder. Method
+# flags (``extra``) of these names are left out too.
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
-    "data_path", "log_interval", "compile", "resident_data", "fold_bn",
+    "data_path", "log_interval", "compile", "resident_data", "fold_bn", "cache_features",
 }  # fmt: skip
 
 
@@ -84,7 +85,9 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result."""
-        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+        settings = {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+        settings["extra"] = {k: v for k, v in self.extra.items() if k not in VOLATILE}
+        return settings
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()

@@ -7,13 +7,15 @@ evaluation. Which parts of the model train, and how inputs are prepared, is the 
 
 Speed: batches arrive as uint8 already on the device; metrics stay on the device and are reduced
 once per epoch (no per-step host sync beyond the progress bar's every ``log_interval`` steps);
-statistics for the mapping are accumulated on the device.
+statistics for the mapping are accumulated on the device. A method whose frozen part sees the
+same inputs every epoch can compute that part's outputs once (:attr:`Experiment.precompute`)
+and train on those instead.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -27,11 +29,28 @@ from algorithms.label_mapping import accumulate_statistic, top1_one_hot
 from algorithms.run_dir import BEST, CHECKPOINT, RunDir, load_checkpoint
 from algorithms.snapshots import PredictionCounts, mapped_sources, write_epoch_snapshots
 from algorithms.runtime import Runtime, epoch_generator
-from data.loader import BatchLoader, to_float01
+from data.loader import BatchLoader, fits_on_device, to_float01
 from data.registry import TargetData
+from data.tensors import FeatureSet, ImageTensorSet
 from models.reprogrammer import ReprogrammingModel
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+BatchFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Precomputed:
+    """What a precompute step hands back: the inputs it computed once and the model that trains on them."""
+
+    # shares its trainable modules, under the same state-dict names, with Experiment.model, so
+    # checkpoints of either load into the other
+    model: ReprogrammingModel
+    data: TargetData  # splits of FeatureSet
+    info: dict = field(default_factory=dict)  # merged into Experiment.info (e.g. how long it took)
+
+
+# (data, runtime, eval batch size) -> Precomputed; runs once, before the loaders are built
+Precompute = Callable[[TargetData, Runtime, int], Precomputed]
 
 
 @dataclass
@@ -43,6 +62,7 @@ class Experiment:
     train_augment: Augment | None = None  # on-device augmentation, training batches only
     param_groups: list[dict] | None = None  # optimizer groups (default: every trainable parameter)
     info: dict = field(default_factory=dict)  # method facts for config.json / results.json
+    precompute: Precompute | None = None  # replace the images by what a frozen part computes from them
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,20 +146,60 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
     return 100.0 * float(totals[0]) / max(1, int(totals[1]))
 
 
+@torch.no_grad()
+def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None) -> torch.Tensor:
+    """``fn`` of every batch of ``loader``, in order and at the run's precision, as one float32 tensor.
+
+    It stays on the device where it fits (:func:`~data.loader.fits_on_device`, ``resident`` forces
+    the answer); otherwise it fills host memory (pinned for CUDA) batch by batch.
+    """
+    out, start = None, 0
+    for images, _ in loader:
+        with runtime.autocast():
+            y = fn(to_float01(images)).float()
+        if out is None:
+            shape = (loader.shard_size, *y.shape[1:])
+            on_device = fits_on_device(math.prod(shape) * y.element_size(), runtime.device, resident)
+            pin = not on_device and runtime.device.type == "cuda"
+            out = torch.empty(shape, device=runtime.device if on_device else "cpu", pin_memory=pin)
+        out[start : start + len(y)].copy_(y)
+        start += len(y)
+    if out is None:
+        raise UserError("cannot precompute outputs of an empty split")
+    return out
+
+
+def precompute_inputs(fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> TargetData:
+    """``data`` with each split's images replaced by ``fn`` of them, computed once by every rank
+    (training batches are drawn from the whole set, so each rank needs all of it)."""
+
+    def outputs(split: ImageTensorSet) -> FeatureSet:
+        loader = BatchLoader(split, batch_size, runtime.device, shuffle=False, resident=resident)
+        return FeatureSet(stacked_outputs(fn, loader, runtime, resident), split.labels)
+
+    val = None if data.val is None else outputs(data.val)
+    return replace(data, train=outputs(data.train), test=outputs(data.test), val=val)
+
+
 # ---------------------------------------------------------------------------------------------
 # The trainer
 
 
 class Trainer:
     def __init__(self, config: RunConfig, experiment: Experiment, data: TargetData, runtime: Runtime, run_dir: RunDir) -> None:
+        batch = data.batch_size
+        eval_batch = config.eval_batch_size or 2 * batch
+        model = experiment.model
+        if experiment.precompute is not None:
+            done = experiment.precompute(data, runtime, eval_batch)
+            model, data = done.model, done.data
+            experiment.info.update(done.info)
         self.config, self.experiment, self.data, self.runtime, self.run_dir = config, experiment, data, runtime, run_dir
         self.device = runtime.device
-        self.model = experiment.model.to(self.device)
+        self.model = model.to(self.device)
         self.mapping = self.model.label_mapping
         if config.compile:
             self.model.network.compile()
-        batch = data.batch_size
-        eval_batch = config.eval_batch_size or 2 * batch
         common = dict(device=self.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size, resident=config.resident_data)
         self.train_loader = BatchLoader(data.train, batch, shuffle=True, **common)
         self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
@@ -208,8 +268,7 @@ class Trainer:
 
     # -- phases --------------------------------------------------------------------------------
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self.runtime.synchronize()
 
     def _bar(self, loader, desc: str):
         return tqdm(loader, desc=desc, total=len(loader), leave=False, dynamic_ncols=True, disable=not self.show_bars or None)

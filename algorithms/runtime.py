@@ -49,6 +49,11 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def synchronize(self) -> None:
+        """Wait for queued device work, so that a wall-clock time covers it."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
 
 def tune_cpu_allocator() -> bool:
     """Keep freed activation buffers in the heap instead of returning them to the kernel.

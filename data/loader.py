@@ -2,6 +2,7 @@
 
 The whole uint8 set lives on the device when it fits (CIFAR-10 train is 150 MB); otherwise it
 stays in pinned host memory and each batch is gathered and copied asynchronously one step ahead.
+Precomputed float inputs (:class:`~data.tensors.FeatureSet`) are batched the same way.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from algorithms.runtime import epoch_generator
 from data.cache import is_memory_mapped, release_pages
-from data.tensors import ImageTensorSet
+from data.tensors import FeatureSet, ImageTensorSet
 
 # Sets up to this size are copied to GPU memory once; larger ones stream from pinned memory.
 DEVICE_RESIDENT_BYTES = 4 * 2**30
@@ -20,8 +21,15 @@ DEVICE_RESIDENT_BYTES = 4 * 2**30
 RELEASE_EVERY_BYTES = 256 * 2**20
 
 
+def fits_on_device(nbytes: int, device: torch.device, resident: bool | None = None) -> bool:
+    """Whether a set of ``nbytes`` is kept whole on ``device`` (``resident`` forces the answer)."""
+    if resident is not None:
+        return resident
+    return device.type == "cpu" or nbytes <= DEVICE_RESIDENT_BYTES
+
+
 class BatchLoader:
-    """Iterates ``(uint8 images [B, C, H, W], int64 labels [B])`` on ``device``.
+    """Iterates ``(uint8 images [B, C, H, W], int64 labels [B])`` on ``device`` (``float [B, ...]`` for a FeatureSet).
 
     Training order is a permutation drawn from ``(seed, epoch)`` alone, so a resumed run sees the
     same batches. With several ranks each takes an equal, disjoint share of every permutation
@@ -31,7 +39,7 @@ class BatchLoader:
 
     def __init__(
         self,
-        data: ImageTensorSet,
+        data: ImageTensorSet | FeatureSet,
         batch_size: int,
         device: torch.device,
         *,
@@ -48,24 +56,22 @@ class BatchLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        nbytes = data.images.numel()
-        if resident is None:
-            resident = device.type == "cpu" or nbytes <= DEVICE_RESIDENT_BYTES
-        self.resident = resident
+        inputs = data.inputs
+        self.resident = resident = fits_on_device(inputs.numel() * inputs.element_size(), device, resident)
         # a memory-mapped cache is read batch by batch and never copied whole into host memory
-        self.mapped = is_memory_mapped(data.images)
+        self.mapped = is_memory_mapped(inputs)
         if resident:
-            self.images = data.images.to(device)
+            self.images = inputs.to(device)
             self.labels = data.labels.to(device)
             if self.mapped and device.type != "cpu":
-                release_pages(data.images)
+                release_pages(inputs)
         else:
-            pin = device.type == "cuda" and not self.mapped
-            self.images = data.images.pin_memory() if pin else data.images
+            pin = device.type == "cuda" and not self.mapped and not inputs.is_pinned()
+            self.images = inputs.pin_memory() if pin else inputs
             self.labels = data.labels
         self.num_samples = len(data)
         self._host_mapped = self.mapped and self.images.device.type == "cpu"
-        self._release_every = max(1, RELEASE_EVERY_BYTES // max(1, batch_size * data.images[0].numel()))
+        self._release_every = max(1, RELEASE_EVERY_BYTES // max(1, batch_size * inputs[0].numel() * inputs.element_size()))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -126,5 +132,10 @@ class BatchLoader:
 
 
 def to_float01(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``, on whatever device the batch already is."""
+    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``, on whatever device the batch already is.
+
+    Floating batches (precomputed features) are already model inputs and pass through unchanged.
+    """
+    if images.is_floating_point():
+        return images
     return images.float().mul_(1.0 / 255.0)

@@ -13,7 +13,7 @@ import torch
 
 from algorithms.errors import UserError
 from data.splits import stratified_split
-from data.tensors import FileImageList, ImageTensorSet, check_labels, stratified_subset
+from data.tensors import FeatureSet, FileImageList, ImageTensorSet, check_labels, stratified_subset
 
 ImageSet = Union[ImageTensorSet, FileImageList]
 
@@ -42,15 +42,16 @@ class DatasetSplits:
 
 @dataclass
 class TargetData:
-    """A target task ready for the engine: decoded uint8 splits and their metadata."""
+    """A target task ready for the engine: decoded uint8 splits (or, after a method's precompute
+    step, what its frozen part computed from them) and their metadata."""
 
     name: str
-    train: ImageTensorSet
-    test: ImageTensorSet
+    train: ImageTensorSet | FeatureSet
+    test: ImageTensorSet | FeatureSet
     class_names: list[str]
     image_size: tuple[int, int]
     batch_size: int
-    val: ImageTensorSet | None = None
+    val: ImageTensorSet | FeatureSet | None = None
     prompt_mask: torch.Tensor | None = None
 
     @property

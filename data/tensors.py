@@ -33,11 +33,37 @@ class ImageTensorSet:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
+    @property
+    def inputs(self) -> torch.Tensor:
+        """What :class:`~data.loader.BatchLoader` batches."""
+        return self.images
+
     def take(self, indices: torch.Tensor | Sequence[int] | None = None) -> "ImageTensorSet":
         if indices is None:
             return self
         indices = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensorSet(self.images[indices], self.labels[indices])
+
+
+@dataclass
+class FeatureSet:
+    """Precomputed float inputs ``[N, ...]`` (e.g. a frozen network's features) and ``int64 [N]`` labels.
+
+    Batched like an :class:`ImageTensorSet`, so a method can train on what a frozen part of its
+    model computed once instead of recomputing it from the images every epoch.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not self.inputs.is_floating_point() or self.inputs.dim() < 2 or self.labels.shape != self.inputs.shape[:1]:
+            got = f"{self.inputs.dtype} {tuple(self.inputs.shape)} and {tuple(self.labels.shape)}"
+            raise ValueError(f"need floating inputs [N, ...] with N labels, got {got}")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
 @dataclass

@@ -222,3 +222,24 @@ def replace_module(model: nn.Module, dotted_name: str, new: nn.Module) -> None:
     parent_name, _, child = dotted_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+class SubmoduleAt(nn.Module):
+    """One submodule of a network, run alone but registered under its dotted name in that network.
+
+    Its state-dict keys are the whole network's (``fc.weight``, ``heads.head.bias``), so a model
+    that trains only this part writes checkpoints that load into the whole network, and back.
+    """
+
+    def __init__(self, dotted_name: str, module: nn.Module) -> None:
+        super().__init__()
+        self.dotted_name = dotted_name
+        parent: nn.Module = self
+        *path, leaf = dotted_name.split(".")
+        for part in path:
+            parent.add_module(part, nn.Module())
+            parent = parent.get_submodule(part)
+        parent.add_module(leaf, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.get_submodule(self.dotted_name)(x)

@@ -11,12 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from algorithms.baselines import head_input
 from algorithms.cli import main
 from algorithms.config import RunConfig
 from algorithms.engine import Trainer, build_optimizer
+from algorithms.errors import UserError
 from algorithms.methods import FAMILIES, get_method
 from algorithms.run_dir import RunDir
-from algorithms.runtime import setup_runtime
+from algorithms.runtime import cpu_supports_bf16, setup_runtime
 from conftest import REPO, TINY_NETWORK, tiny_args
 from data.registry import load_dataset
 from models.transforms import RandomResizedCropFlip, ResizeNormalize, random_resized_crop_boxes, resized_crop
@@ -199,15 +201,15 @@ def test_tiny_run_writes_every_output_and_evaluates(method, tmp_path, cifar_root
     assert out["head"] == "fc" and config["config"]["mapping"] == "identity"
     saved = torch.load(run / "ckpt.pth", weights_only=False)["model"]
     assert sum(v.numel() for k, v in saved.items() if "running" not in k and "num_batches" not in k) == expected
+    assert out["feature_cache"] is config["resolved"]["feature_cache"] is (method == "linear_probing")
+    assert ("feature_seconds" in out) is (method == "linear_probing")
     assert main(method, tiny_args(results, cifar_root, "--eval-only")) == 0
     evaluated = json.loads((run / "eval.json").read_text())
     assert evaluated["test_acc"] == out["best_test_acc"]
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_resume_replays_the_uninterrupted_run(method, tmp_path, cifar_root, monkeypatch):
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(method, tiny_args(full, cifar_root)) == 0
+def interrupt_after_first_epoch(monkeypatch, method: str, args: list[str]) -> None:
+    """Run ``method`` and stop it, as Ctrl-C would, once its first epoch is written."""
     original = Trainer._write_epoch
 
     def stop_after_first_epoch(self, epoch, row, improved):
@@ -216,7 +218,14 @@ def test_resume_replays_the_uninterrupted_run(method, tmp_path, cifar_root, monk
 
     with monkeypatch.context() as m:
         m.setattr(Trainer, "_write_epoch", stop_after_first_epoch)
-        assert main(method, tiny_args(cut, cifar_root)) == 130
+        assert main(method, args) == 130
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_replays_the_uninterrupted_run(method, tmp_path, cifar_root, monkeypatch):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(method, tiny_args(full, cifar_root)) == 0
+    interrupt_after_first_epoch(monkeypatch, method, tiny_args(cut, cifar_root))
     assert main(method, tiny_args(cut, cifar_root, "--resume")) == 0
     a = torch.load(run_dir_of(full) / "ckpt.pth", weights_only=False)
     b = torch.load(run_dir_of(cut) / "ckpt.pth", weights_only=False)
@@ -225,6 +234,80 @@ def test_resume_replays_the_uninterrupted_run(method, tmp_path, cifar_root, monk
         assert torch.equal(a["model"][key], b["model"][key]), key
     strip = lambda rows: [{k: r[k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")} for r in rows]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
+
+
+def run_outputs(results: Path) -> dict:
+    run = run_dir_of(results)
+    return {
+        "ckpt": torch.load(run / "ckpt.pth", weights_only=False),
+        "best": torch.load(run / "best.pth", weights_only=False),
+        "results": json.loads((run / "results.json").read_text()),
+        "config": json.loads((run / "config.json").read_text()),
+        "folder": run.relative_to(results),
+    }
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar_root, precision):
+    if precision == "bf16" and not cpu_supports_bf16():
+        pytest.skip("this CPU has no bf16")
+    common = ("--epochs", "3", "--val-fraction", "0.2", "--milestones", "0.4", "0.7", "--precision", precision)
+    assert main("linear_probing", tiny_args(tmp_path / "cached", cifar_root, *common)) == 0  # the default
+    assert main("linear_probing", tiny_args(tmp_path / "plain", cifar_root, *common, "--no-cache-features")) == 0
+    cached, plain = run_outputs(tmp_path / "cached"), run_outputs(tmp_path / "plain")
+    assert cached["config"]["resolved"]["feature_cache"] is True and plain["config"]["resolved"]["feature_cache"] is False
+    assert plain["config"]["config"]["extra"]["cache_features"] is False
+    assert cached["results"]["feature_seconds"] > 0 and cached["results"]["feature_dim"] == 16
+    assert cached["folder"] == plain["folder"]  # how, not what: the config hash is the same
+    for name in ("ckpt", "best"):
+        assert set(cached[name]["model"]) == set(plain[name]["model"]) == {"network.fc.weight", "network.fc.bias"}
+        for key, value in plain[name]["model"].items():
+            torch.testing.assert_close(cached[name]["model"][key], value, rtol=1e-5, atol=1e-6)
+    rows = zip(cached["ckpt"]["history"], plain["ckpt"]["history"], strict=True)
+    for a, b in rows:
+        assert (a["test_acc"], a["val_acc"], a["train_acc"], a["lr"]) == (b["test_acc"], b["val_acc"], b["train_acc"], b["lr"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    for key in ("final_test_acc", "best_test_acc", "best_epoch", "val_selected_test_acc"):
+        assert cached["results"][key] == plain["results"][key], key
+
+
+def test_a_run_interrupted_without_the_cache_resumes_with_it(tmp_path, cifar_root, monkeypatch):
+    assert main("linear_probing", tiny_args(tmp_path / "full", cifar_root)) == 0
+    interrupt_after_first_epoch(monkeypatch, "linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--no-cache-features"))
+    assert main("linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--resume")) == 0
+    full, cut = run_outputs(tmp_path / "full"), run_outputs(tmp_path / "cut")
+    assert cut["results"]["feature_cache"] is True
+    for key, value in full["ckpt"]["model"].items():
+        torch.testing.assert_close(cut["ckpt"]["model"][key], value, rtol=1e-5, atol=1e-6)
+    assert [r["test_acc"] for r in cut["ckpt"]["history"]] == [r["test_acc"] for r in full["ckpt"]["history"]]
+
+
+def test_feature_cache_is_off_under_augmentation_and_for_fine_tuning(cifar_root, tmp_path, capsys):
+    spec = get_method("linear_probing")
+    defaults = {k: v for k, v in spec.defaults.items() if k != "train_augment"}
+    config = RunConfig(method="linear_probing", network=TINY_NETWORK, device="cpu", **defaults, extra={"train_augment": "crop_flip"})
+    experiment = FAMILIES[spec.family].build(config, load_dataset("cifar10", cifar_root), setup_runtime("cpu", "fp32"))
+    assert experiment.precompute is None and experiment.info["feature_cache"] is False
+    _, _, _, finetune = build("full_finetune", cifar_root)
+    assert finetune.precompute is None and finetune.info["feature_cache"] is False
+    capsys.readouterr()
+    assert main("linear_probing", tiny_args(tmp_path, cifar_root, "--train-augment", "crop_flip", "--cache-features")) == 2
+    assert main("full_finetune", tiny_args(tmp_path, cifar_root, "--cache-features")) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "error: --cache-features needs --train-augment none: with crop_flip the features change every epoch",
+        "error: full_finetune trains the whole network; --cache-features applies to linear probing only",
+    ]
+
+
+def test_features_are_refused_when_the_head_output_is_not_the_network_output(cifar_root):
+    _, data, _, experiment = build("linear_probing", cifar_root, fold_bn=False)  # TinyNet's own forward
+    model, x = experiment.model.eval(), data.train.images[:4].float() / 255
+    with torch.no_grad():
+        torch.testing.assert_close(head_input(model, model.network.fc, x), model.network.features(model.input_transform(x)))
+        model.network.forward = lambda inputs: 2 * model.network.fc(model.network.features(inputs))
+        with pytest.raises(UserError, match="--no-cache-features"):
+            head_input(model, model.network.fc, x)
 
 
 def test_mapping_flag_is_rejected_with_one_line(tmp_path, cifar_root, capsys):

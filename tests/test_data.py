@@ -12,9 +12,9 @@ from PIL import Image
 from algorithms.errors import UserError
 from data import dataset_names, load_dataset
 from data.image_io import readable_class_name
-from data.loader import BatchLoader, to_float01
+from data.loader import DEVICE_RESIDENT_BYTES, BatchLoader, fits_on_device, to_float01
 from data.registry import SubsetSpec
-from data.tensors import ImageTensorSet, stratified_subset
+from data.tensors import FeatureSet, ImageTensorSet, stratified_subset
 from conftest import random_images, write_image_folder
 
 
@@ -175,6 +175,27 @@ def test_streamed_loader_matches_resident():
     streamed = BatchLoader(data, 8, torch.device("cpu"), shuffle=True, seed=5, resident=False)
     for (a, la), (b, lb) in zip(resident, streamed):
         assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+def test_feature_sets_batch_like_the_images_they_came_from():
+    images = _set(40)
+    features = FeatureSet(images.images.flatten(1).float() * 0.5, images.labels)
+    for resident in (True, False):
+        pairs = zip(
+            BatchLoader(images, 8, torch.device("cpu"), shuffle=True, seed=5, resident=resident),
+            BatchLoader(features, 8, torch.device("cpu"), shuffle=True, seed=5, resident=resident),
+            strict=True,
+        )
+        for (x, y), (f, g) in pairs:
+            assert torch.equal(x.flatten(1).float() * 0.5, f) and torch.equal(y, g)
+            assert to_float01(f) is f  # precomputed inputs pass through
+
+
+def test_residency_counts_bytes_and_can_be_forced():
+    cuda = torch.device("cuda")
+    assert fits_on_device(DEVICE_RESIDENT_BYTES, cuda) and not fits_on_device(DEVICE_RESIDENT_BYTES + 1, cuda)
+    assert fits_on_device(10 * DEVICE_RESIDENT_BYTES, torch.device("cpu"))
+    assert fits_on_device(10 * DEVICE_RESIDENT_BYTES, cuda, resident=True) and not fits_on_device(1, cuda, resident=False)
 
 
 def test_to_float01():
