@@ -30,10 +30,10 @@ class ReprogrammingModel(nn.Module):
         self.label_mapping = label_mapping
         self.train_network = train_network
         self.channels_last = channels_last
-        if fold_batch_norm and not train_network:
-            from models.frozen import fold_batch_norms
+        if not train_network:  # rewrites that change a frozen network's speed, not its outputs
+            from models.frozen import prepare_frozen_network
 
-            network, _ = fold_batch_norms(network)
+            network, _ = prepare_frozen_network(network, fold_batch_norm)
             self.network = network
         if channels_last:
             self.network.to(memory_format=torch.channels_last)

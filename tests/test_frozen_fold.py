@@ -1,6 +1,7 @@
 """Folding a frozen network's batch norms into its convolutions keeps its function and its input gradient."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -79,3 +80,106 @@ def test_folding_does_not_change_a_run(tmp_path, cifar_root):
     keys = {n: set(torch.load(runs[n] / "ckpt.pth", weights_only=False)["model"]) for n in runs}
     assert keys["fold"] == keys["plain"]  # checkpoints hold the same trainable state either way
     assert fold_batch_norms(TinyNet().eval().requires_grad_(False))[1] == 1  # and the tiny network does fold
+
+
+# ---------------------------------------------------------------------------------------------
+# "SAME" convolutions without a padded input, activations out of place under autograd
+
+
+@pytest.mark.parametrize("size", [(224, 224), (15, 16), (7, 9)])
+@pytest.mark.parametrize("kernel, stride, dilation, groups", [(3, 2, 1, 1), (5, 2, 1, 6), (3, 1, 1, 6), (4, 2, 1, 1), (3, 2, 2, 6), ((3, 5), (2, 1), 1, 1)])
+def test_padding_free_same_conv_equals_timm_conv2d_same(size, kernel, stride, dilation, groups):
+    from timm.layers import Conv2dSame
+
+    from models.frozen import PaddingFreeSameConv2d, padding_free_same_convs
+
+    torch.manual_seed(0)
+    conv = Conv2dSame(6, 12, kernel, stride, dilation=dilation, groups=groups).requires_grad_(False)
+    model = nn.Sequential(conv)
+    x = torch.randn(2, 6, *size)
+    expected_x = x.clone().requires_grad_(True)
+    expected = model(expected_x)
+    weight = torch.randn_like(expected)
+    (expected * weight).sum().backward()
+
+    model, count = padding_free_same_convs(model)
+    assert count == 1 and isinstance(model[0], PaddingFreeSameConv2d) and model[0].weight is conv.weight
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model.to(memory_format=layout)
+        got_x = x.clone().contiguous(memory_format=layout).requires_grad_(True)
+        got = model(got_x)
+        (got * weight).sum().backward()
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_x.grad, expected_x.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_free_same_conv_follows_a_reloaded_weight():
+    from timm.layers import Conv2dSame
+
+    from models.frozen import padding_free_same_convs
+
+    model, _ = padding_free_same_convs(nn.Sequential(Conv2dSame(3, 4, 3, 2).requires_grad_(False)))
+    x = torch.randn(1, 3, 10, 10)
+    model(x)  # builds the cached kernel
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)
+    reference = Conv2dSame(3, 4, 3, 2)
+    reference.load_state_dict(model[0].state_dict())
+    torch.testing.assert_close(model(x), reference(x))
+
+
+def test_trainable_same_convs_are_left_alone():
+    from timm.layers import Conv2dSame
+
+    from models.frozen import padding_free_same_convs
+
+    _, count = padding_free_same_convs(nn.Sequential(Conv2dSame(3, 4, 3, 2)))
+    assert count == 0
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU6(inplace=True), nn.Hardtanh(-1.0, 2.0, inplace=True), nn.SiLU(inplace=True)])
+def test_grad_aware_activation_is_exact_and_in_place_only_without_grad(activation):
+    from models.frozen import GradAwareInplace, grad_aware_activations
+
+    out_of_place = copy.deepcopy(activation)
+    out_of_place.inplace = False
+    reference = nn.Sequential(nn.Conv2d(3, 4, 3), out_of_place)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), activation)
+    model[0].load_state_dict(reference[0].state_dict())
+    model, count = grad_aware_activations(model)
+    assert count == 1 and isinstance(model[1], GradAwareInplace)
+    assert set(model.state_dict()) == {"0.weight", "0.bias"}
+    x = torch.randn(2, 3, 8, 8) * 3
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    torch.testing.assert_close(model(xa), reference(xb))
+    model(xa).sum().backward()
+    reference(xb).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    pre = torch.randn(2, 4, 6, 6) * 3
+    with torch.no_grad():  # no gradient: in place, the input is overwritten with the output
+        out = model[1](pre)
+    assert out.data_ptr() == pre.data_ptr()
+    y = torch.randn(2, 4, 6, 6, requires_grad=True) * 3  # recorded: a new tensor
+    assert model[1](y).data_ptr() != y.data_ptr()
+
+
+def test_engine_runs_efficientnet_with_every_rewrite():
+    """The real timm EfficientNet-Lite0: same logits and input gradient after all rewrites."""
+    timm = pytest.importorskip("timm")
+    from models.frozen import prepare_frozen_network
+
+    torch.manual_seed(0)
+    net = randomise_bn(timm.create_model("tf_efficientnet_lite0", num_classes=10))
+    reference = timm.create_model("tf_efficientnet_lite0", num_classes=10)
+    reference.load_state_dict(net.state_dict())
+    reference = reference.eval().requires_grad_(False)
+    prepared, counts = prepare_frozen_network(net)
+    assert counts["same_convs_unpadded"] == 5 and counts["activations_grad_aware"] > 0 and counts["batch_norms_folded"] > 0
+    x = torch.rand(2, 3, 64, 64)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got, expected = prepared(xa), reference(xb)
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)
+    got.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-3, rtol=1e-3)

@@ -8,7 +8,8 @@ For each network (and precision) three measurements, each in its own process:
   training batch (training). Converted to seconds for the epoch's image counts.
 * **full**: one ILM-VP epoch through the real engine (``algorithms.cli.run``) on CIFAR-10, with every
   speed feature at its default. Measured in the same process right after the floor, so both run warm.
-  The floor uses the network as the engine runs it (batch norms folded, channels-last).
+  The floor uses the network as the engine runs it (``models.frozen.prepare_frozen_network``,
+  channels-last).
 * **straightforward**: the same epoch as a researcher would first write it: fp32, NCHW, per-sample
   PIL decoding of the JPEG files through a ``torch.utils.data.DataLoader`` with torchvision
   transforms, a separate mapping pass with host-side counting, ``.item()`` every step, and the
@@ -109,11 +110,11 @@ def measure_floor(spec: dict, runtime) -> dict:
 
     from models.networks import load_network
 
-    net = load_network(spec["network"], spec["weights"]).model
-    if spec["fold_bn"]:  # the network exactly as the engine runs it
-        from models.frozen import fold_batch_norms
+    net = load_network(spec["network"], spec["weights"]).model.eval().requires_grad_(False)
+    if spec.get("engine_rewrites", True):  # the network exactly as the engine runs it
+        from models.frozen import prepare_frozen_network
 
-        net, _ = fold_batch_norms(net)
+        net, _ = prepare_frozen_network(net, spec["fold_bn"])
     net = net.to(runtime.device)
     fmt = torch.channels_last if spec["channels_last"] else torch.contiguous_format
     net.to(memory_format=fmt)
@@ -350,7 +351,7 @@ def straightforward_worker(spec: dict) -> dict:
     epoch_cpu = cpu_seconds() - c0
     # The same network alone, laid out as this pipeline runs it (NCHW, batch norms kept, fp32):
     # its ratio to the engine's floor bounds what any exact pipeline can gain over this one.
-    network_alone = measure_floor({**spec, "fold_bn": False, "channels_last": False}, _Fp32Runtime(device))
+    network_alone = measure_floor({**spec, "engine_rewrites": False, "channels_last": False}, _Fp32Runtime(device))
     return {
         "epoch_cpu_seconds": epoch_cpu,
         "network_alone": network_alone,
