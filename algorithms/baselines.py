@@ -118,6 +118,7 @@ def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experime
         train_network=train_network,
         channels_last=config.channels_last,
         fold_batch_norm=config.fold_bn,  # only the frozen network of linear probing is folded
+        fast_frozen_ops=config.fast_frozen_ops,
     )
     augment_cls = AUGMENTATIONS[augment_name]
     cache = use_feature_cache(config, train_network, augment_name)

@@ -15,7 +15,7 @@ import cfg
 # flags (``extra``) of these names are left out too.
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
-    "data_path", "log_interval", "compile", "resident_data", "fold_bn", "cache_features",
+    "data_path", "log_interval", "compile", "resident_data", "fold_bn", "fast_frozen_ops", "cache_features",
 }  # fmt: skip
 
 
@@ -58,6 +58,7 @@ class RunConfig:
     channels_last: bool = True
     compile: bool = False
     fold_bn: bool = True
+    fast_frozen_ops: bool = True
     resident_data: bool | None = None
     # paths and run control
     data_path: str | None = None
@@ -149,6 +150,8 @@ def build_parser(method: str, description: str, defaults: dict[str, Any], add_ex
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep the frozen network's batch norms instead of folding them into the convolutions")  # fmt: skip
+    g.add_argument("--no-fast-frozen-ops", dest="fast_frozen_ops", action="store_false",
+                   help="run the frozen network's TF-SAME convolutions and in-place activations as written (outputs are the same)")  # fmt: skip
     g.add_argument("--resident-data", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                    help="keep the uint8 data on the device (default: when it fits)")  # fmt: skip
     g = p.add_argument_group("outputs")

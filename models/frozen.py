@@ -189,11 +189,16 @@ def padding_free_same_convs(model: nn.Module) -> tuple[nn.Module, int]:
     return model, len(targets)
 
 
-def prepare_frozen_network(model: nn.Module, fold_batch_norm: bool = True) -> tuple[nn.Module, dict[str, int]]:
-    """Every rewrite above, as the engine runs a frozen network; returns the counts of each."""
+def prepare_frozen_network(model: nn.Module, fold_batch_norm: bool = True, fast_ops: bool = True) -> tuple[nn.Module, dict[str, int]]:
+    """The rewrites above, as the engine runs a frozen network; returns the counts of each.
+
+    ``fold_batch_norm`` changes logits by float rounding; ``fast_ops`` (SAME convolutions without a
+    padded copy, activations out of place under autograd) computes the same outputs.
+    """
     counts = {}
     if fold_batch_norm:
         model, counts["batch_norms_folded"] = fold_batch_norms(model)
-    model, counts["same_convs_unpadded"] = padding_free_same_convs(model)
-    model, counts["activations_grad_aware"] = grad_aware_activations(model)
+    if fast_ops:
+        model, counts["same_convs_unpadded"] = padding_free_same_convs(model)
+        model, counts["activations_grad_aware"] = grad_aware_activations(model)
     return model, counts

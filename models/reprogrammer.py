@@ -23,6 +23,7 @@ class ReprogrammingModel(nn.Module):
         train_network: bool = False,
         channels_last: bool = True,
         fold_batch_norm: bool = False,
+        fast_frozen_ops: bool = True,
     ) -> None:
         super().__init__()
         self.input_transform = input_transform
@@ -33,7 +34,7 @@ class ReprogrammingModel(nn.Module):
         if not train_network:  # rewrites that change a frozen network's speed, not its outputs
             from models.frozen import prepare_frozen_network
 
-            network, _ = prepare_frozen_network(network, fold_batch_norm)
+            network, _ = prepare_frozen_network(network, fold_batch_norm, fast_frozen_ops)
             self.network = network
         if channels_last:
             self.network.to(memory_format=torch.channels_last)

@@ -183,3 +183,23 @@ def test_engine_runs_efficientnet_with_every_rewrite():
     got.sum().backward()
     expected.sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, atol=1e-3, rtol=1e-3)
+
+
+def test_fast_frozen_ops_flag_reaches_the_model_and_keeps_the_run_folder():
+    from algorithms.config import build_parser, config_from_args
+    from algorithms.methods import get_method
+    from models.frozen import GradAwareInplace
+    from models.reprogrammer import ReprogrammingModel
+    from algorithms.label_mapping import IdentityMapping
+
+    parser = build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None)
+    base = ["--network", "resnet18", "--dataset", "cifar10"]
+    on = config_from_args("ilm_vp", parser.parse_args(base))
+    off = config_from_args("ilm_vp", parser.parse_args([*base, "--no-fast-frozen-ops"]))
+    assert on.fast_frozen_ops and not off.fast_frozen_ops
+    assert on.config_hash() == off.config_hash()  # an execution detail: same run folder
+    for config in (on, off):
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()).requires_grad_(False)
+        model = ReprogrammingModel(nn.Identity(), net, IdentityMapping(4), fast_frozen_ops=config.fast_frozen_ops)
+        wrapped = any(isinstance(m, GradAwareInplace) for m in model.modules())
+        assert wrapped == config.fast_frozen_ops
