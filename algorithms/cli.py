@@ -125,6 +125,7 @@ def main(method: str, argv: list[str] | None = None) -> int:
         family = FAMILIES[spec.family]
         args = build_parser(method, spec.description, spec.defaults, family.add_arguments).parse_args(argv)
         run(config_from_args(method, args), argv)
+        shutdown_runtime(wait_for_peers=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

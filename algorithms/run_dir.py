@@ -90,7 +90,7 @@ class RunDir:
         try:
             if has_run and overwrite and not (resume or eval_only):
                 shutil.rmtree(self.path)
-            (self.path / "mappings").mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write_test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -117,7 +117,8 @@ class RunDir:
             atomic_write_bytes(self.path / "metrics.jsonl", text.encode())
 
     def write_mapping(self, epoch: int, description: dict) -> None:
-        if self.enabled and description:
+        if self.enabled and description:  # an identity mapping has nothing to record: no folder
+            (self.path / "mappings").mkdir(exist_ok=True)
             atomic_write_json(self.path / "mappings" / f"epoch_{epoch:03d}.json", description)
 
     def save(self, name: str, state: dict) -> None:

@@ -124,9 +124,15 @@ def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(resolved, resolve_precision(precision, resolved), rank, world_size)
 
 
-def shutdown_runtime() -> None:
-    """Leave the process group cleanly (torchrun warns about, and may hang on, one left open)."""
+def shutdown_runtime(wait_for_peers: bool = False) -> None:
+    """Leave the process group cleanly (torchrun warns about, and may hang on, one left open).
+
+    After a successful run ``wait_for_peers`` first waits for every rank: a rank that tears the
+    group down while a peer still has collectives in flight can abort that peer (gloo).
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

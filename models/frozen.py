@@ -1,10 +1,15 @@
-"""Inference-time rewrites of a frozen network that change its speed, not its function.
+"""Rewrites of a frozen network that change its speed, not its function.
 
-A frozen network's batch norms are fixed per-channel affine maps, so each one that directly
-follows a convolution can be folded into that convolution's weights and bias. This removes the
-batch-norm forward and, more importantly, its backward, which on CPU costs about as much as the
-convolution backward itself when gradients flow to the input (measured here: training steps of
-EfficientNet-Lite0 25-40% faster, ResNet-18 about 15%). Logits change only by float rounding.
+* Batch norms: a frozen batch norm is a fixed per-channel affine map, so each one that directly
+  follows a convolution is folded into that convolution's weights and bias. This removes the
+  batch-norm forward and, more importantly, its backward, which on CPU costs about as much as the
+  convolution backward itself when gradients flow to the input (measured here: training steps of
+  EfficientNet-Lite0 25-40% faster, ResNet-18 about 15%). Logits change only by float rounding.
+* TensorFlow-"SAME" convolutions run without a padded copy of their input (equal outputs;
+  bitwise on EfficientNet-Lite0 here).
+* In-place activations whose autograd path is slow run out of place while gradients are recorded.
+
+:func:`prepare_frozen_network` applies them as the engine does.
 """
 from __future__ import annotations
 
