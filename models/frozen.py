@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from models.networks import replace_module
+
 
 class _ConvBnLeafTracer(torch.fx.Tracer):
     """Keeps every convolution and batch norm (also library subclasses, e.g. timm's) a single node."""
@@ -32,11 +34,6 @@ class _ConvBnLeafTracer(torch.fx.Tracer):
 
 def _frozen(module: nn.Module) -> bool:
     return not any(p.requires_grad for p in module.parameters())
-
-
-def _set(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent, _, name = dotted.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 def fold_batch_norms(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, int]:
@@ -66,9 +63,9 @@ def fold_batch_norms(model: nn.Module, example: torch.Tensor | None = None) -> t
             continue  # an unknown batch-norm subclass: its forward may do more than normalise
         if not isinstance(conv, nn.Conv2d) or not (_frozen(conv) and _frozen(bn)) or bn.training or not bn.track_running_stats:
             continue
-        _set(graph_module, prev.target, fuse_conv_bn_eval(conv, bn).requires_grad_(False))
+        replace_module(graph_module, prev.target, fuse_conv_bn_eval(conv, bn).requires_grad_(False))
         rest = nn.Sequential(getattr(bn, "drop", nn.Identity()), bn.act) if hasattr(bn, "act") else nn.Identity()
-        _set(graph_module, node.target, rest)
+        replace_module(graph_module, node.target, rest)
         folded += 1
     if not folded:
         return model, 0
@@ -114,7 +111,7 @@ def grad_aware_activations(model: nn.Module) -> tuple[nn.Module, int]:
         if isinstance(module, SLOW_INPLACE_ACTIVATIONS) and getattr(module, "inplace", False) and name
     ]
     for name in targets:
-        _set(model, name, GradAwareInplace(model.get_submodule(name)))
+        replace_module(model, name, GradAwareInplace(model.get_submodule(name)))
     return model, len(targets)
 
 
@@ -190,7 +187,7 @@ def padding_free_same_convs(model: nn.Module) -> tuple[nn.Module, int]:
             bias=old.bias is not None, device="meta",
         )  # fmt: skip
         new.weight, new.bias = old.weight, old.bias
-        _set(model, name, new)
+        replace_module(model, name, new)
     return model, len(targets)
 
 

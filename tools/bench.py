@@ -110,7 +110,7 @@ def measure_floor(spec: dict, runtime) -> dict:
 
     from models.networks import load_network
 
-    net = load_network(spec["network"], spec["weights"]).model.eval().requires_grad_(False)
+    net = load_network(spec["network"], spec["weights"]).model  # frozen, in eval mode
     if spec.get("engine_rewrites", True):  # the network exactly as the engine runs it
         from models.frozen import prepare_frozen_network
 
@@ -229,18 +229,6 @@ def engine_worker(spec: dict) -> dict:
 # Worker: the straightforward pipeline (its own process: default allocator, fp32, NCHW)
 
 
-class _Fp32Runtime:
-    """The two things ``measure_floor`` asks of a runtime, without the engine's allocator tuning."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-
-    def autocast(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
 def straightforward_worker(spec: dict) -> dict:
     import numpy as np
     import torch
@@ -249,6 +237,7 @@ def straightforward_worker(spec: dict) -> dict:
     from torch import nn
     from torchvision import transforms
 
+    from algorithms.runtime import Runtime
     from data.tensors import stratified_subset
     from models.networks import load_network
 
@@ -351,7 +340,8 @@ def straightforward_worker(spec: dict) -> dict:
     epoch_cpu = cpu_seconds() - c0
     # The same network alone, laid out as this pipeline runs it (NCHW, batch norms kept, fp32):
     # its ratio to the engine's floor bounds what any exact pipeline can gain over this one.
-    network_alone = measure_floor({**spec, "engine_rewrites": False, "channels_last": False}, _Fp32Runtime(device))
+    # (a Runtime built directly, not by setup_runtime, leaves the allocator as this pipeline has it)
+    network_alone = measure_floor({**spec, "engine_rewrites": False, "channels_last": False}, Runtime(device, "fp32"))
     return {
         "epoch_cpu_seconds": epoch_cpu,
         "network_alone": network_alone,
