@@ -1,1 +1,1 @@
-"""Label mappings and the bi-level training engine shared by every method."""
+"""The algorithms: label mappings, method families and the bi-level training engine."""

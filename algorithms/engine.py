@@ -4,6 +4,7 @@ Each epoch: (lower level) refit the label mapping from source-prediction statist
 mapping asks for it, then (upper level) one epoch of training with the mapping fixed, then a test
 evaluation. Which parts of the model train, and how inputs are prepared, is the method's business
 (:mod:`algorithms.methods`); this loop only sees a :class:`~models.reprogrammer.ReprogrammingModel`.
+What it writes goes through :class:`~algorithms.outputs.RunOutputs` (the runner's run folder).
 
 Speed: batches arrive as uint8 already on the device; metrics stay on the device and are reduced
 once per epoch (no per-step host sync beyond the progress bar's every ``log_interval`` steps);
@@ -15,20 +16,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from algorithms.config import RunConfig
-from algorithms.errors import UserError
-from algorithms.label_mapping import accumulate_statistic, top1_one_hot
-from algorithms.run_dir import BEST, CHECKPOINT, RunDir, load_checkpoint
-from algorithms.snapshots import PredictionCounts, mapped_sources, write_epoch_snapshots
-from algorithms.runtime import Runtime, epoch_generator
+from algorithms.mappings.base import accumulate_statistic, top1_one_hot
+from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
+from algorithms.runtime import Runtime
+from algorithms.settings import RunConfig
+from common.errors import UserError
+from common.seeding import epoch_generator
 from data.loader import BatchLoader, fits_on_device, to_float01
 from data.registry import TargetData
 from data.tensors import FeatureSet, ImageTensorSet
@@ -186,7 +187,7 @@ def precompute_inputs(fn: BatchFn, data: TargetData, runtime: Runtime, batch_siz
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, experiment: Experiment, data: TargetData, runtime: Runtime, run_dir: RunDir) -> None:
+    def __init__(self, config: RunConfig, experiment: Experiment, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> None:
         batch = data.batch_size
         eval_batch = config.eval_batch_size or 2 * batch
         model = experiment.model
@@ -194,7 +195,7 @@ class Trainer:
             done = experiment.precompute(data, runtime, eval_batch)
             model, data = done.model, done.data
             experiment.info.update(done.info)
-        self.config, self.experiment, self.data, self.runtime, self.run_dir = config, experiment, data, runtime, run_dir
+        self.config, self.experiment, self.data, self.runtime, self.outputs = config, experiment, data, runtime, outputs
         self.device = runtime.device
         self.model = model.to(self.device)
         self.mapping = self.model.label_mapping
@@ -248,8 +249,8 @@ class Trainer:
             raise UserError(f"checkpoint {source} does not match this model: {str(exc).splitlines()[-1].strip()}") from exc
 
     def resume(self) -> None:
-        path = self.run_dir.file(CHECKPOINT)
-        ckpt = load_checkpoint(path)
+        ckpt = self.outputs.load(CHECKPOINT)
+        path = self.outputs.location(CHECKPOINT)
         saved, now = ckpt.get("config", {}), self.config.identity()
         differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if differing:
@@ -346,7 +347,7 @@ class Trainer:
     def fit(self) -> dict:
         cfg_ = self.config
         # on resume, drop TensorBoard events of epochs that the checkpoint does not contain
-        self.run_dir.tensorboard(purge_step=self.start_epoch + 1 if self.start_epoch else None)
+        self.outputs.start_logging(self.start_epoch)
         for epoch in range(self.start_epoch, cfg_.epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             self._sync()
@@ -357,7 +358,7 @@ class Trainer:
             train = self.train_epoch(epoch)
             self._sync()
             t2 = time.perf_counter()
-            test_counts = self._new_stats()  # for the mapping heatmap (algorithms/snapshots.py)
+            test_counts = self._new_stats()  # for the mapping heatmap (runner/snapshots.py)
             test_acc = self.evaluate(self.test_loader, f"epoch {epoch + 1} test", source_counts=test_counts)
             val_acc = self.evaluate(self.val_loader, f"epoch {epoch + 1} val") if self.val_loader is not None else None
             self._sync()
@@ -382,18 +383,18 @@ class Trainer:
             self._write_epoch(epoch, row, improved)
             self._write_snapshots(epoch + 1, test_counts)
         results = self.summary()
-        self.run_dir.write_json("results.json", results)
-        self.run_dir.close()
+        self.outputs.write_json("results.json", results)
+        self.outputs.close()
         return results
 
     def _write_epoch(self, epoch: int, row: dict, improved: bool) -> None:
         state = self.state(epoch + 1)
-        self.run_dir.save(CHECKPOINT, state)
+        self.outputs.save(CHECKPOINT, state)
         if improved:
-            self.run_dir.save(BEST, {"epoch": epoch + 1, "model": state["model"], "test_acc": row["test_acc"], "config": state["config"]})
-        self.run_dir.write_metrics(self.history)
-        self.run_dir.write_mapping(epoch + 1, self.mapping.describe(self.experiment.source_names, self.data.class_names))
-        self.run_dir.log_scalars(
+            self.outputs.save(BEST, {"epoch": epoch + 1, "model": state["model"], "test_acc": row["test_acc"], "config": state["config"]})
+        self.outputs.write_metrics(self.history)
+        self.outputs.write_mapping(epoch + 1, self.mapping.describe(self.experiment.source_names, self.data.class_names))
+        self.outputs.log_scalars(
             epoch + 1,
             {
                 "train/loss": row["train_loss"],
@@ -417,14 +418,14 @@ class Trainer:
             )
 
     def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
-        if not self.run_dir.enabled:  # only rank 0 writes
+        if not self.outputs.enabled:  # only rank 0 writes
             return
         S, K = self.mapping.num_source, self.mapping.num_target
         counts = PredictionCounts(
             epoch, test_counts.round().long().cpu().numpy(), mapped_sources(self.mapping, S, K),
             list(self.experiment.source_names), list(self.data.class_names),
         )  # fmt: skip
-        write_epoch_snapshots(self.run_dir, self.model, epoch, self.config.epochs, counts)
+        self.outputs.write_snapshots(self.model, epoch, self.config.epochs, counts)
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.registry import DataRequest, DatasetSplits, missing_data_error, register_dataset
 from data.splits import stratified_split
 from data.tensors import ImageTensorSet

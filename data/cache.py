@@ -15,15 +15,15 @@ import functools
 import hashlib
 import mmap
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import cfg
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.image_io import decode_images, read_image
 
 # Sets whose decoded size exceeds this are cached on disk and memory-mapped; smaller ones are

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.folder import read_image_folder
 from data.registry import DataRequest, DatasetSplits, missing_data_error, register_dataset
-from data.tensors import ImageTensorSet, to_uint8_nchw
+from data.tensors import ImageTensorSet
 from data.torchvision_download import download_with_torchvision
 
 _CIFAR = {

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.registry import DataRequest, DatasetSplits, missing_data_error, register_dataset
 from data.tensors import FileImageList
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.image_io import list_class_folders, readable_class_name
 from data.registry import DataRequest, DatasetSplits, missing_data_error, register_dataset
 from data.tensors import FileImageList

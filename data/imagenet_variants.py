@@ -18,14 +18,14 @@ independent of the run's ``--seed``, so every run and every method is tested on 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.coop import read_coop_dataset
 from data.folder import read_image_folder_split
 from data.registry import DataRequest, DatasetSplits, missing_data_error, register_dataset

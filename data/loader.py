@@ -7,11 +7,11 @@ Precomputed float inputs (:class:`~data.tensors.FeatureSet`) are batched the sam
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
-from algorithms.runtime import epoch_generator
+from common.seeding import epoch_generator
 from data.cache import is_memory_mapped, release_pages
 from data.tensors import FeatureSet, ImageTensorSet
 

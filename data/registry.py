@@ -1,21 +1,22 @@
 """The dataset registry: ``name -> loader`` giving train/test uint8 sets, class names and defaults.
 
 A loader is a function ``(request) -> DatasetSplits``; registering it with ``@register_dataset``
-makes it available to every script by ``--dataset NAME``.
+makes it available to every script by ``--dataset NAME``. ``data/__init__.py`` lists the loader
+modules, so importing the package registers them all; this module imports none of them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
 
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.splits import stratified_split
 from data.tensors import FeatureSet, FileImageList, ImageTensorSet, check_labels, stratified_subset
 
-ImageSet = Union[ImageTensorSet, FileImageList]
+ImageSet = ImageTensorSet | FileImageList
 
 
 @dataclass
@@ -88,17 +89,11 @@ def register_dataset(
     return decorator
 
 
-def _ensure_loaders_registered() -> None:
-    import data.sources  # noqa: F401  (registers the built-in datasets)
-
-
 def dataset_names() -> list[str]:
-    _ensure_loaders_registered()
     return sorted(_REGISTRY)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    _ensure_loaders_registered()
     if name not in _REGISTRY:
         raise UserError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

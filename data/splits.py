@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.registry import DataRequest, DatasetSplits, missing_data_error, register_dataset
 from data.tensors import ImageTensorSet
 from data.torchvision_download import download_with_torchvision

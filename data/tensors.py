@@ -1,14 +1,14 @@
 """In-memory image sets: uint8 tensors decoded once, plus file lists that decode on demand."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.cache import load_images
 
 
@@ -38,7 +38,7 @@ class ImageTensorSet:
         """What :class:`~data.loader.BatchLoader` batches."""
         return self.images
 
-    def take(self, indices: torch.Tensor | Sequence[int] | None = None) -> "ImageTensorSet":
+    def take(self, indices: torch.Tensor | Sequence[int] | None = None) -> ImageTensorSet:
         if indices is None:
             return self
         indices = torch.as_tensor(indices, dtype=torch.long)

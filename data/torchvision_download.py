@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from algorithms.errors import UserError
+from common.errors import UserError
 
 
 def download_with_torchvision(class_name: str, root: Path, name: str, splits: tuple[dict, ...]) -> None:

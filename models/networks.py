@@ -8,15 +8,15 @@ file given with ``--weights``; nothing is downloaded when ``VP_DOWNLOAD=0``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 import cfg
-from algorithms.errors import UserError
+from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -41,7 +41,7 @@ class ReprogrammingModel(nn.Module):
             if hasattr(input_transform, "memory_format"):  # let the prompt write that layout directly
                 input_transform.memory_format = torch.channels_last
 
-    def train(self, mode: bool = True) -> "ReprogrammingModel":
+    def train(self, mode: bool = True) -> ReprogrammingModel:
         super().train(mode)
         if not self.train_network:
             self.network.eval()

@@ -56,7 +56,7 @@ def write_cifar10_pickles(root: Path, per_batch: int = 10, test: int = 20) -> Pa
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
         n = test if name == "test_batch" else per_batch
         batch = {
             b"batch_label": name.encode(),

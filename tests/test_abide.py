@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from algorithms.cli import main
-from algorithms.errors import UserError
 from conftest import TinyNet
+from dataset_fixtures import ROIS, abide_groups, write_abide
+
+from common.errors import UserError
 from data.abide import connectivity_image
 from data.registry import SubsetSpec, load_dataset
-from dataset_fixtures import ROIS, abide_groups, write_abide
 from models.networks import SourceNetwork, register_network
 from models.prompts import ExpansiveVisualPrompt
+from runner.cli import main
 
 CANVAS_NET = "tiny_test_net_224"
 

@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-from algorithms.baselines import head_input
-from algorithms.cli import main
-from algorithms.config import RunConfig
-from algorithms.engine import Trainer, build_optimizer
-from algorithms.errors import UserError
-from algorithms.methods import FAMILIES, get_method
-from algorithms.run_dir import RunDir
-from algorithms.runtime import cpu_supports_bf16, setup_runtime
 from conftest import REPO, TINY_NETWORK, tiny_args
+
+from algorithms.engine import Trainer, build_optimizer
+from algorithms.methods import FAMILIES, get_method
+from algorithms.methods.baselines import head_input
+from algorithms.settings import RunConfig
+from common.errors import UserError
+from data.augment import RandomResizedCropFlip, random_resized_crop_boxes, resized_crop
 from data.registry import load_dataset
-from models.transforms import RandomResizedCropFlip, ResizeNormalize, random_resized_crop_boxes, resized_crop
+from models.layers import ResizeNormalize
+from runner.cli import main
+from runner.devices import cpu_supports_bf16, setup_runtime
+from runner.run_dir import RunDir
 
 METHODS = ["linear_probing", "full_finetune"]
 

@@ -6,14 +6,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from dataset_fixtures import write_coop_dataset
 from PIL import Image
 
 import data.cache as cache
-from algorithms.errors import UserError
+from common.errors import UserError
 from data.image_io import decode_images
 from data.registry import load_dataset
 from data.tensors import FileImageList
-from dataset_fixtures import write_coop_dataset
 
 
 @pytest.fixture

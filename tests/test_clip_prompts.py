@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from algorithms.errors import UserError
-from models.clip_prompts import FixedPatchPrompt, PaddingPrompt, RandomPatchPrompt, build_clip_prompt
+from common.errors import UserError
+from models.clip.prompts import FixedPatchPrompt, PaddingPrompt, RandomPatchPrompt, build_clip_prompt
 
 
 def changed(prompt, size=16):
@@ -61,7 +61,7 @@ def test_random_patch_moves_per_training_batch_and_is_seeded():
 
     first = locations(1)
     assert len(set(first)) > 1  # moves between batches
-    assert all(0 <= t <= 11 and 0 <= l <= 11 for t, l in first)  # stays inside the image
+    assert all(0 <= t <= 11 and 0 <= left <= 11 for t, left in first)  # stays inside the image
     assert locations(1) == first  # same generator seed, same locations
     assert locations(2) != first
     prompt.zero_grad()

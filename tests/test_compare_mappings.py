@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from conftest import TINY_NETWORK
+
 from tools.compare_mappings import main, method_for
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from algorithms.cli import main
 from conftest import REPO, tiny_args
+
+from runner.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.config import RunConfig
+from algorithms.settings import RunConfig
 from tools import make_table as mt
 
 

@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from algorithms.errors import UserError
+from common.errors import UserError
 from models.networks import final_linear_layer, load_network, read_state_dict
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from algorithms.cli import main as run_method
-from algorithms.snapshots import PredictionCounts, heatmap_data, load_test_counts, save_prompt_png, save_test_counts, snapshot_due
 from conftest import tiny_args
+from PIL import Image
 from test_make_table import fake_run
+
+from runner.cli import main as run_method
+from runner.snapshots import PredictionCounts, heatmap_data, load_test_counts, save_prompt_png, save_test_counts, snapshot_due
 from tools import plots
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from algorithms.cli import main
+from runner.cli import main
 
 
 @pytest.mark.realdata

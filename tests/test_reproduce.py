@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from algorithms.cli import main as run_method
-from algorithms.errors import UserError
 from conftest import TINY_NETWORK, tiny_args
+
+from common.errors import UserError
+from runner.cli import main as run_method
 from tools import reproduce as rp
 
 

@@ -5,14 +5,14 @@ import json
 
 import pytest
 import torch
-
-from algorithms.cli import main
-from algorithms.engine import val_selection
-from algorithms.errors import UserError
 from conftest import tiny_args
+
+from algorithms.engine import val_selection
+from common.errors import UserError
 from data.registry import DataRequest, DatasetSplits, SubsetSpec, load_dataset, register_dataset
 from data.splits import stratified_split
 from data.tensors import ImageTensorSet
+from runner.cli import main
 
 # class c has 10 * (c + 1) training samples: 10, 20, 30
 TRAIN_LABELS = torch.cat([torch.full((10 * (c + 1),), c) for c in range(3)])

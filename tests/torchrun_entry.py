@@ -8,7 +8,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import conftest  # noqa: E402,F401  (registers tiny_test_net)
-from algorithms.cli import main  # noqa: E402
+
+from runner.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1], sys.argv[2:]))

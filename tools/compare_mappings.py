@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from algorithms.cli import main as run_method  # noqa: E402
-from algorithms.errors import UserError  # noqa: E402
-from algorithms.label_mapping import MAPPINGS  # noqa: E402
+from algorithms.mappings import MAPPINGS  # noqa: E402
 from algorithms.methods import METHODS  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from runner.cli import main as run_method  # noqa: E402
 from tools.reproduce import FINISHED, PARTIAL, method_config, run_status  # noqa: E402
 
 DEFAULT_MAPPINGS = ["ilm", "flm", "rlm", "blm", "blmplus", "linear"]

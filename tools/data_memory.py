@@ -56,8 +56,8 @@ def main() -> None:
         checksum += int(images[:, 0, 0, 0].sum())
     epoch_s = time.perf_counter() - t1
     after_epoch = memory_status()
-    print(f"| dataset | split | images | GB decoded | memory-mapped |")
-    print(f"|---|---|---|---|---|")
+    print("| dataset | split | images | GB decoded | memory-mapped |")
+    print("|---|---|---|---|---|")
     for name in ("train", "val", "test"):
         split = getattr(data, name)
         if split is not None:

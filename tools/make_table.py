@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.config import VOLATILE  # noqa: E402
+from algorithms.settings import VOLATILE  # noqa: E402
 from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper_results"

@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from algorithms.snapshots import COUNTS_DIR, PROMPTS_DIR, draw_heatmap, load_test_counts  # noqa: E402
+from runner.snapshots import COUNTS_DIR, PROMPTS_DIR, draw_heatmap, load_test_counts  # noqa: E402
 from tools.make_table import METHOD_NAMES, NETWORK_NAMES, build_cells, collect_runs, layout, matches, missing_report, parse_where  # noqa: E402
 
 

@@ -31,9 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.config import RunConfig, build_parser, config_from_args  # noqa: E402
-from algorithms.errors import UserError  # noqa: E402
 from algorithms.methods import FAMILIES, METHODS, get_method  # noqa: E402
+from algorithms.settings import RunConfig
+from common.errors import UserError  # noqa: E402
+from runner.config import build_parser, config_from_args  # noqa: E402
 
 # The 13 datasets of Table 1 (Chen et al., CVPR 2023), in the paper's order.
 TABLE1_DATASETS = (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from algorithms.cli import main  # noqa: E402
+from runner.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("linear_probing"))

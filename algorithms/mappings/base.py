@@ -1,0 +1,98 @@
+"""Output label mappings: the interface, the statistics they are fitted from, and the registry.
+
+Every mapping is a small ``nn.Module`` with one interface, so the engine treats them alike:
+
+* ``forward(source_logits [B, S]) -> target_logits [B, K]``
+* ``refresh_due(epoch) -> bool``: whether the engine must gather statistics and call ``fit`` before
+  this epoch (ILM: every ``interval`` epochs; FLM: only before the first; RLM: never).
+* ``source_statistic(source_logits) -> [B, S]``: each sample's contribution to the statistics
+  matrix (one-hot top-1 prediction for the frequency mappings); the engine sums it per target
+  class into ``stats [S, K]``, on the device, across ranks.
+* ``fit(stats)``: set the mapping from the summed matrix.
+* ``describe(source_names, target_names)``: a JSON-ready, human-readable view.
+
+A mapping module registers a factory under its ``--mapping`` name with :func:`register_mapping`;
+``algorithms/mappings/__init__.py`` lists the modules. This module imports none of them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def frequency_matrix(source_pred: torch.Tensor, target: torch.Tensor, num_source: int, num_target: int) -> torch.Tensor:
+    """``counts[s, t]`` = number of samples of target class ``t`` whose top-1 source class is ``s``.
+
+    One ``bincount`` on the device; target classes absent from the batch simply get a zero column.
+    """
+    flat = source_pred.long() * num_target + target.long()
+    return torch.bincount(flat, minlength=num_source * num_target).view(num_source, num_target)
+
+
+def top1_one_hot(source_logits: torch.Tensor) -> torch.Tensor:
+    """Each sample's vote for its top-1 source class, ``[B, S]`` (ties: lowest index)."""
+    votes = torch.zeros_like(source_logits, dtype=torch.float32)
+    return votes.scatter_(1, source_logits.argmax(dim=1, keepdim=True), 1.0)
+
+
+def accumulate_statistic(stats: torch.Tensor, contribution: torch.Tensor, target: torch.Tensor) -> None:
+    """``stats[:, t] += sum of contribution[b] over samples b of class t``, in place."""
+    stats.index_add_(1, target, contribution.t().to(stats.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping modules
+
+
+class LabelMapping(nn.Module):
+    """Interface shared by all output mappings (see the module docstring)."""
+
+    num_source: int
+    num_target: int
+
+    def refresh_due(self, epoch: int) -> bool:
+        return False
+
+    def source_statistic(self, source_logits: torch.Tensor) -> torch.Tensor:
+        return top1_one_hot(source_logits)
+
+    def fit(self, stats: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is not fitted from statistics")
+
+    def describe(self, source_names: list[str], target_names: list[str]) -> dict:
+        return {}
+
+    def changes_since(self, previous: dict[str, torch.Tensor] | None) -> int | None:
+        """How many target classes map differently than under ``previous`` (a state dict)."""
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry: --mapping NAME
+
+# (num_source, num_target, interval, seed) -> mapping
+MappingFactory = Callable[[int, int, int, int], LabelMapping]
+MAPPINGS: dict[str, MappingFactory] = {}
+
+
+def register_mapping(name: str) -> Callable[[MappingFactory], MappingFactory]:
+    """Decorator: make ``factory(num_source, num_target, interval, seed)`` available as ``--mapping name``."""
+
+    def decorator(factory: MappingFactory) -> MappingFactory:
+        MAPPINGS[name] = factory
+        return factory
+
+    return decorator
+
+
+def build_mapping(name: str, num_source: int, num_target: int, *, interval: int = 1, seed: int = 0) -> LabelMapping:
+    if name not in MAPPINGS:
+        raise UserError(f"unknown mapping {name!r}; choose from {', '.join(sorted(MAPPINGS))}")
+    return MAPPINGS[name](num_source, num_target, interval, seed)

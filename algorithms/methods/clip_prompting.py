@@ -1,0 +1,131 @@
+"""Visual prompting of CLIP: ILM-TP-VP (Chen et al., CVPR 2023) and SINGLE-TP-VP (Bahng et al., 2022).
+
+The "network" the engine sees is CLIP's frozen image encoder scored against fixed text
+embeddings. With ``--text-prompts all`` its outputs are ``S = T x K`` virtual source labels, one
+per (template, class name) pair in template-major order (label ``t * K + k`` is template ``t``
+filled with class ``k``), and ``--mapping`` (ILM by default) assigns one of them to each target
+class every epoch, so a target may end up represented by another class's text. With
+``--text-prompts single`` the outputs are the K class names in template ``--template-number``
+and the mapping is the identity.
+
+Before training, the zero-shot accuracy (no prompt, template ``--template-number``, identity
+mapping) is measured on the test set and stored next to the prompted accuracy in
+``config.json``/``results.json`` (``zero_shot_test_acc``), as Bahng et al. report "Original Acc"
+beside "Prompt Acc".
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from algorithms.engine import Experiment, top1_accuracy
+from algorithms.mappings import build_mapping
+from algorithms.methods.registry import MethodSpec, register_family, register_method
+from algorithms.runtime import Runtime
+from algorithms.settings import RunConfig
+from common.errors import UserError
+from data.loader import BatchLoader
+from data.registry import TargetData
+from models.clip.model import CLIPClassifier, CLIPPreprocess, LoadedCLIP, load_clip
+from models.clip.prompts import PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
+from models.clip.templates import TEMPLATES, fill
+from models.clip.text import clip_class_name, text_embeddings
+from models.reprogrammer import ReprogrammingModel
+
+
+def add_clip_model_arguments(group: argparse._ArgumentGroup) -> None:
+    """The flags that choose CLIP's weights (every CLIP method)."""
+    group.add_argument("--clip-pretrained", default="openai",
+                       help="open_clip pretrained tag of --network (e.g. openai, laion2b_s34b_b79k); none: random weights")  # fmt: skip
+    group.add_argument("--clip-weights", default=None, help="local CLIP checkpoint (open_clip or OpenAI .pt) instead of the tag's file")
+
+
+def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
+    add_clip_model_arguments(group)
+    group.add_argument("--text-prompts", choices=["all", "single"], default="all",
+                       help=f"all: the {len(TEMPLATES)} templates x K class names as virtual labels; single: template --template-number")  # fmt: skip
+    group.add_argument("--template-number", type=int, default=0,
+                       help=f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot")  # fmt: skip
+    group.add_argument("--prompt-size", type=int, default=30, help="padding width / patch side in pixels of the 224 input")
+    group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
+
+
+def clip_from_config(config: RunConfig) -> LoadedCLIP:
+    extra = config.extra
+    return load_clip(config.network, extra.get("clip_pretrained", "openai"), extra.get("clip_weights") or config.weights)
+
+
+def template_number(config: RunConfig) -> int:
+    n = int(config.extra.get("template_number", 0))
+    if not 0 <= n < len(TEMPLATES):
+        raise UserError(f"--template-number must be in 0..{len(TEMPLATES) - 1}, got {n}")
+    return n
+
+
+def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> float:
+    """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
+    model.to(runtime.device).eval()
+    loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
+    return top1_accuracy(model, loader, runtime)
+
+
+def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
+    extra = config.extra
+    number = template_number(config)
+    mode = extra.get("text_prompts", "all")
+    clip = clip_from_config(config)
+    names = [clip_class_name(c) for c in data.class_names]
+    templates = list(TEMPLATES) if mode == "all" else [TEMPLATES[number]]
+    embeddings = text_embeddings(clip, templates, names, device=runtime.device)  # [T, K, D]
+    preprocess = CLIPPreprocess(clip.image_size, clip.mean, clip.std)
+    info = {
+        "clip_model": clip.name,
+        "clip_weights": clip.weights_id,
+        "text_prompts": mode,
+        "num_templates": len(templates),
+        "num_source_labels": len(templates) * len(names),
+    }
+    if extra.get("zero_shot", True) and not config.eval_only:
+        single = embeddings[templates.index(TEMPLATES[number])]
+        zero_shot = nn.Sequential(preprocess, CLIPClassifier(clip.model.visual, clip.model.logit_scale, single))
+        acc = zero_shot_accuracy(zero_shot, data, runtime, config.eval_batch_size or 2 * data.batch_size, config.resident_data)
+        info.update(zero_shot_test_acc=acc, zero_shot_template=TEMPLATES[number])
+        if runtime.is_main:
+            print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
+    classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
+    prompt = build_clip_prompt(config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed)
+    mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
+    model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last)
+    augment = None
+    if isinstance(prompt, RandomPatchPrompt):
+
+        def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            prompt.use_generator(generator)  # locations follow (seed, epoch): resume replays them
+            return x
+
+    source_names = [fill(t, c) for t in templates for c in names]
+    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info)
+
+
+register_family("clip_visual_prompt", build_clip_visual_prompt, add_clip_arguments)
+
+# Chen et al. (2023) and Bahng et al. (2022): SGD lr 40, momentum 0.9, no weight decay, cosine
+# decay per iteration; Bahng et al. also warm up for 1000 steps and train 1000 epochs.
+_CLIP_DEFAULTS = {
+    "network": "ViT-B/32", "epochs": 200, "lr": 40.0, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0,
+    "scheduler": "cosine", "prompt": "padding", "prompt_init": "zero",
+}  # fmt: skip
+register_method(MethodSpec(
+    "ilm_tp_vp",
+    "clip_visual_prompt",
+    "ILM-TP-VP: CLIP visual prompt; each target class mapped every epoch to one of the 81 x K template-class texts (Chen et al., CVPR 2023).",
+    {**_CLIP_DEFAULTS, "mapping": "ilm", "text_prompts": "all"},
+))
+register_method(MethodSpec(
+    "single_tp_vp",
+    "clip_visual_prompt",
+    "SINGLE-TP-VP: CLIP visual prompt with one fixed text template and the identity mapping (Bahng et al., 2022).",
+    {**_CLIP_DEFAULTS, "mapping": "identity", "text_prompts": "single"},
+))

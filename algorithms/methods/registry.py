@@ -1,0 +1,64 @@
+"""Methods as configuration: each is a model family plus the paper's default flags.
+
+A *family* builds the :class:`~algorithms.engine.Experiment` (which parts train, how inputs are
+prepared) that the engine trains, or, for a method with no training epochs, solves the task
+directly; a *method* names a family and its defaults. Family modules register themselves here;
+``algorithms/methods/__init__.py`` lists them, and this module imports none of them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from algorithms.engine import Experiment
+from algorithms.outputs import RunOutputs
+from algorithms.runtime import Runtime
+from algorithms.settings import RunConfig
+from common.errors import UserError
+from data.registry import TargetData
+
+FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
+# a method without training epochs: computes and writes its results itself, returns results.json's content
+Solver = Callable[[RunConfig, TargetData, Runtime, RunOutputs], dict]
+
+
+@dataclass(frozen=True)
+class Family:
+    build: FamilyBuilder | None = None  # an Experiment for the engine's epochs
+    add_arguments: Callable | None = None  # extra flags, stored in RunConfig.extra
+    solve: Solver | None = None  # instead of ``build``: the whole fit in one call
+
+    @property
+    def trains_epochs(self) -> bool:
+        return self.solve is None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    family: str
+    description: str
+    defaults: dict = field(default_factory=dict)
+
+
+FAMILIES: dict[str, Family] = {}
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_family(
+    name: str, build: FamilyBuilder | None = None, add_arguments: Callable | None = None, *, solve: Solver | None = None
+) -> None:
+    if (build is None) == (solve is None):
+        raise ValueError(f"family {name!r} needs exactly one of build and solve")
+    FAMILIES[name] = Family(build, add_arguments, solve)
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    METHODS[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

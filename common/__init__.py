@@ -1,0 +1,1 @@
+"""The ground floor: what every layer may import (the error type, atomic file writes, seeded generators)."""

@@ -1,0 +1,131 @@
+"""The visual prompt designs of Bahng et al. (2022), added to the CLIP-normalized image.
+
+Unlike the expansive prompt of :mod:`models.prompts.pad`, these keep the image at the network's
+resolution and add an unconstrained pattern (no sigmoid) on top of it after normalization:
+
+* ``padding``: a frame of width ``prompt_size`` around the border (4 parameter blocks, as in
+  Bahng et al.; 69,840 values for width 30 at 224).
+* ``fixed_patch``: a ``prompt_size`` square at the top-left corner.
+* ``random_patch``: the same square at a random location, one location per batch. Training
+  draws it from the generator given by :meth:`RandomPatchPrompt.use_generator` (the engine's
+  per-epoch generator, so a resumed run replays the same locations). Evaluation also uses one
+  random location per batch, as Bahng et al.'s code does, but from a generator reseeded with
+  ``eval_seed`` every time the module enters eval mode, so every evaluation pass sees the same
+  sequence of locations and results are reproducible.
+
+Locations range over every placement that keeps the square inside the image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.errors import UserError
+
+
+def _init(shape: tuple[int, ...], init: str) -> nn.Parameter:
+    if init == "zero":
+        return nn.Parameter(torch.zeros(shape))
+    if init == "randn":
+        return nn.Parameter(torch.randn(shape))
+    raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
+
+
+class PaddingPrompt(nn.Module):
+    """A trainable frame of width ``prompt_size`` added to the border of the image."""
+
+    def __init__(self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3) -> None:
+        super().__init__()
+        if not 0 < 2 * prompt_size < image_size:
+            raise UserError(f"--prompt-size {prompt_size} must be positive and less than half the {image_size}px image")
+        inner = image_size - 2 * prompt_size
+        self.image_size, self.prompt_size = image_size, prompt_size
+        self.pad_up = _init((channels, prompt_size, image_size), init)
+        self.pad_down = _init((channels, prompt_size, image_size), init)
+        self.pad_left = _init((channels, inner, prompt_size), init)
+        self.pad_right = _init((channels, inner, prompt_size), init)
+
+    def pattern(self) -> torch.Tensor:
+        """The additive pattern ``[C, S, S]``: the frame, zero inside."""
+        c, inner = self.pad_left.shape[0], self.pad_left.shape[1]
+        centre = self.pad_left.new_zeros(c, inner, inner)
+        middle = torch.cat([self.pad_left, centre, self.pad_right], dim=2)
+        return torch.cat([self.pad_up, middle, self.pad_down], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pattern().to(x.dtype)
+
+
+class FixedPatchPrompt(nn.Module):
+    """A trainable ``prompt_size`` square added at the top-left corner."""
+
+    def __init__(self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3) -> None:
+        super().__init__()
+        if not 0 < prompt_size <= image_size:
+            raise UserError(f"--prompt-size {prompt_size} must be between 1 and the image size {image_size}")
+        self.image_size, self.prompt_size = image_size, prompt_size
+        self.patch = _init((channels, prompt_size, prompt_size), init)
+
+    def pattern_at(self, top: int, left: int) -> torch.Tensor:
+        """The patch placed with its top-left corner at ``(top, left)`` on a zero ``[C, S, S]`` canvas."""
+        s, p = self.image_size, self.prompt_size
+        return F.pad(self.patch, (left, s - p - left, top, s - p - top))
+
+    def location(self) -> tuple[int, int]:
+        return 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pattern_at(*self.location()).to(x.dtype)
+
+
+class RandomPatchPrompt(FixedPatchPrompt):
+    """The square at a random location per batch (see the module docstring for train vs eval)."""
+
+    def __init__(
+        self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3, seed: int = 0, eval_seed: int = 0
+    ) -> None:
+        super().__init__(image_size, prompt_size, init, channels)
+        self.eval_seed = eval_seed
+        self.train_generator = torch.Generator().manual_seed(seed)
+        self.eval_generator = torch.Generator().manual_seed(eval_seed)
+        self.last_location: tuple[int, int] | None = None
+
+    def use_generator(self, generator: torch.Generator) -> None:
+        """Draw training locations from ``generator`` from now on."""
+        self.train_generator = generator
+
+    def train(self, mode: bool = True) -> RandomPatchPrompt:
+        if not mode:
+            self.eval_generator.manual_seed(self.eval_seed)
+        return super().train(mode)
+
+    def location(self) -> tuple[int, int]:
+        generator = self.train_generator if self.training else self.eval_generator
+        top, left = torch.randint(0, self.image_size - self.prompt_size + 1, (2,), generator=generator).tolist()
+        self.last_location = (top, left)
+        return top, left
+
+
+CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt}
+
+
+def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0) -> nn.Module:
+    if name not in CLIP_PROMPTS:
+        raise UserError(f"unknown prompt {name!r} for CLIP methods; choose from {', '.join(CLIP_PROMPTS)}")
+    if name == "random_patch":
+        return RandomPatchPrompt(image_size, prompt_size, init, seed=seed)
+    return CLIP_PROMPTS[name](image_size, prompt_size, init)
+
+
+class PromptedCLIPInput(nn.Module):
+    """The input transform of the CLIP methods: CLIP preprocessing, then the prompt (if any)."""
+
+    def __init__(self, preprocess: nn.Module, prompt: nn.Module | None) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.prompt = prompt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(x)
+        return x if self.prompt is None else self.prompt(x)

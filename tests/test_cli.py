@@ -1,0 +1,171 @@
+"""End-to-end runs of the method scripts on tiny data: outputs, resume, eval-only."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, tiny_args
+
+from runner.cli import main
+
+
+def run_dir_of(results: Path) -> Path:
+    (path,) = [p.parent for p in results.rglob("config.json")]
+    return path
+
+
+@pytest.mark.parametrize("method", ["ilm_vp", "flm_vp", "rlm_vp"])
+def test_tiny_run_writes_every_output(method, tmp_path, cifar_root):
+    assert main(method, tiny_args(tmp_path / "res", cifar_root)) == 0
+    run = run_dir_of(tmp_path / "res")
+    assert run.relative_to(tmp_path / "res").parts[:3] == (method, "cifar10", "tiny_test_net")
+    for name in ("config.json", "metrics.jsonl", "ckpt.pth", "best.pth", "results.json"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "mappings").iterdir()) == ["epoch_001.json", "epoch_002.json"]
+    assert list((run / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_acc", "lr", "mapping_changes", "epoch_seconds", "train_images_per_s"):
+        assert key in rows[0]
+    results = json.loads((run / "results.json").read_text())
+    assert results["best_test_acc"] == max(r["test_acc"] for r in rows)
+    assert results["trainable_params"] == 3 * 64 * 64
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["method"] == method and "torch" in config["versions"] and config["git_commit"]
+    mapping = json.loads((run / "mappings" / "epoch_001.json").read_text())
+    assert list(mapping) == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert len(set(mapping.values())) == 10 and all(v.startswith("source class") for v in mapping.values())
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    from algorithms.engine import Trainer
+
+    original = Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize("method", ["ilm_vp", "flm_vp"])
+def test_resume_ends_exactly_like_an_uninterrupted_run(method, tmp_path, cifar_root, monkeypatch):
+    args = tiny_args(tmp_path / "straight", cifar_root, "--epochs", "3")
+    assert main(method, args) == 0
+    straight = run_dir_of(tmp_path / "straight")
+
+    args = tiny_args(tmp_path / "interrupted", cifar_root, "--epochs", "3")
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        assert main(method, args) == 130
+    resumed = run_dir_of(tmp_path / "interrupted")
+    assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1
+    assert main(method, args + ["--resume"]) == 0
+
+    a = torch.load(straight / "ckpt.pth", weights_only=False)
+    b = torch.load(resumed / "ckpt.pth", weights_only=False)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    acc = lambda run: [json.loads(line)["test_acc"] for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert acc(straight) == acc(resumed) and len(acc(resumed)) == 3
+    assert json.loads((straight / "results.json").read_text())["best_test_acc"] == json.loads((resumed / "results.json").read_text())["best_test_acc"]
+
+
+def test_eval_only_reproduces_the_best_epoch(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root)
+    assert main("ilm_vp", args) == 0
+    run = run_dir_of(tmp_path / "res")
+    results = json.loads((run / "results.json").read_text())
+    assert main("ilm_vp", args + ["--eval-only"]) == 0
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["test_acc"] == results["best_test_acc"] and evaluation["epoch"] == results["best_epoch"]
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_existing_run_is_never_clobbered(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root)
+    assert main("ilm_vp", args) == 0
+    run = run_dir_of(tmp_path / "res")
+    before = (run / "ckpt.pth").read_bytes()
+    capsys.readouterr()
+    assert main("ilm_vp", args) == 2
+    assert "--resume" in _error(capsys)
+    assert (run / "ckpt.pth").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dataset", "mnist"], "unknown dataset 'mnist'; available:"),
+        (["--network", "alexnet_v9"], "unknown network 'alexnet_v9'; registered:"),
+        (["--image-size", "100"], "larger than the 64x64 prompt canvas"),
+        (["--mapping", "magic"], "unknown mapping 'magic'"),
+        (["--weights", "/nonexistent/w.pth"], "weights file not found: /nonexistent/w.pth"),
+    ],
+)
+def test_bad_flags_give_one_line_errors(tmp_path, cifar_root, capsys, flags, message):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root) + flags) == 2
+    assert message in _error(capsys)
+
+
+def test_missing_data_error(tmp_path, capsys):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", tmp_path / "empty")) == 2
+    line = _error(capsys)
+    assert "cifar-10-batches-py" in line and str(tmp_path / "empty") in line
+
+
+def test_unwritable_results_folder(tmp_path, cifar_root, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the results folder should go")
+    assert main("ilm_vp", tiny_args(blocker, cifar_root)) == 2
+    assert "cannot write to results folder" in _error(capsys)
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root)
+    assert main("ilm_vp", args) == 0
+    run = run_dir_of(tmp_path / "res")
+    good = (run / "ckpt.pth").read_bytes()
+    (run / "ckpt.pth").write_bytes(good[: len(good) // 2])
+    capsys.readouterr()
+    assert main("ilm_vp", args + ["--resume"]) == 2
+    assert "corrupt" in _error(capsys)
+    assert main("ilm_vp", args + ["--eval-only", "--checkpoint", str(run / "ckpt.pth")]) == 2
+    assert "corrupt" in _error(capsys)
+    # a checkpoint of another model: a 32x32 canvas prompt does not fit the 64x64 one
+    torch.save({"epoch": 1, "model": {"input_transform.theta": torch.zeros(3, 32, 32)}}, tmp_path / "other.pth")
+    assert main("ilm_vp", args + ["--eval-only", "--checkpoint", str(tmp_path / "other.pth")]) == 2
+    assert "does not match" in _error(capsys)
+    # resuming with other settings is refused: the run folder name is pinned, the lr differs
+    (run / "ckpt.pth").write_bytes(good)
+    assert main("ilm_vp", args + ["--resume", "--lr", "0.5", "--run-name", run.name]) == 2
+    assert "other settings (lr)" in _error(capsys)
+
+
+def test_scripts_run_from_any_directory_and_fail_cleanly(tmp_path, cifar_root):
+    env = {"VP_DOWNLOAD": "0", "PATH": "/usr/bin:/bin"}
+    script = REPO / "experiments" / "cnn" / "rlm_vp.py"
+    bad = subprocess.run(
+        [sys.executable, str(script), "--dataset", "nope", "--results-path", str(tmp_path / "r")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error: unknown dataset 'nope'")
+    good = subprocess.run(
+        [sys.executable, str(script), "--network", "efficientnet_lite0", "--dataset", "cifar10", "--data-path", str(cifar_root),
+         "--results-path", str(tmp_path / "r"), "--epochs", "1", "--max-train-samples", "10", "--max-test-samples", "10", "--device", "cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert "epoch 1/1" in good.stdout and "Traceback" not in good.stderr

@@ -1,0 +1,117 @@
+"""algorithms/methods/clip_prompting.py: the mapping over virtual labels, zero-shot accuracy, end-to-end runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from clip_helpers import TINY_CLIP, tiny_clip_args
+from torch import nn
+
+import cfg
+from algorithms.mappings import accumulate_statistic, build_mapping
+from algorithms.methods.clip_prompting import zero_shot_accuracy
+from algorithms.runtime import Runtime
+from data.registry import SubsetSpec, TargetData, load_dataset
+from data.tensors import ImageTensorSet
+from models.clip.model import CLIPClassifier, CLIPPreprocess, load_clip
+from models.clip.templates import TEMPLATES, fill
+from models.clip.text import clip_class_name, encode_texts
+from runner.cli import main
+
+CPU = Runtime(torch.device("cpu"), "fp32")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")
+
+
+def run_dir_of(results: Path, method: str) -> Path:
+    (path,) = [p.parent for p in (results / method).rglob("config.json")]
+    return path
+
+
+def test_ilm_over_virtual_labels_hand_made():
+    """T=2 templates x K=3 classes = 6 virtual labels, text s = unit vector e_s; features pick labels."""
+    templates, classes = ["a {}.", "the {}."], ["cat", "dog", "fish"]
+    classifier = CLIPClassifier(nn.Identity(), torch.tensor(0.0), torch.eye(6))
+    # images of cat -> mostly "the dog." (s=4); dog -> "a dog." (s=1); fish -> also "the dog." but fewer votes
+    features = torch.eye(6)[[4, 4, 4, 0, 1, 1, 1, 4, 4, 5]]
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    mapping = build_mapping("ilm", 6, 3)
+    stats = torch.zeros(6, 3)
+    accumulate_statistic(stats, mapping.source_statistic(classifier(features)), labels)
+    assert stats[4].tolist() == [3, 0, 2] and stats[1].tolist() == [0, 3, 0]
+    mapping.fit(stats)
+    # greedy: (s=4, cat) 3 first, then (s=1, dog) 3, then fish takes its best remaining: s=5 "the fish."
+    assert mapping.mapping.tolist() == [4, 1, 5]
+    names = [fill(t, c) for t in templates for c in classes]
+    assert mapping.describe(names, classes) == {"cat": "the dog.", "dog": "a dog.", "fish": "the fish."}
+    assert torch.equal(mapping(classifier(features)), classifier(features)[:, [4, 1, 5]])
+
+
+def test_zero_shot_accuracy_counts_correct_predictions():
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 1, 2])
+    images = (labels * 40).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
+    images[[1, 6]] = 0  # two class-1 images look like class 0
+    data = TargetData("toy", ImageTensorSet(images, labels), ImageTensorSet(images, labels), ["a", "b", "c"], (4, 4), 3)
+
+    def model(x):  # predicts round(pixel * 255 / 40)
+        return torch.nn.functional.one_hot((x.mean(dim=(1, 2, 3)) * 255 / 40).round().long(), 3).float()
+
+    model.to = lambda device: model
+    model.eval = lambda: model
+    assert zero_shot_accuracy(model, data, CPU, batch_size=3) == pytest.approx(100.0 * 6 / 8)
+
+
+def test_ilm_tp_vp_end_to_end(tmp_path, cifar_root):
+    results = tmp_path / "res"
+    assert main("ilm_tp_vp", tiny_clip_args(results, cifar_root)) == 0
+    run = run_dir_of(results, "ilm_tp_vp")
+    assert run.relative_to(results).parts[:3] == ("ilm_tp_vp", "cifar10", TINY_CLIP)
+    for name in ("config.json", "metrics.jsonl", "ckpt.pth", "best.pth", "results.json"):
+        assert (run / name).is_file(), name
+    out = json.loads((run / "results.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert out["num_source_labels"] == 81 * 10 and out["trainable_params"] == 3 * (2 * 4 * 32 + 2 * 24 * 4)
+    assert config["config"]["lr"] == 40.0 and config["config"]["optimizer"] == "sgd" and config["config"]["scheduler"] == "cosine"
+    # every epoch's mapping reads target -> template filled with a class name
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    texts = {fill(t, c) for t in TEMPLATES for c in cifar}
+    for epoch in (1, 2):
+        mapping = json.loads((run / "mappings" / f"epoch_{epoch:03d}.json").read_text())
+        assert list(mapping) == cifar and set(mapping.values()) <= texts and len(set(mapping.values())) == 10
+
+    # zero-shot accuracy (logged in results and config) agrees with an independent computation
+    assert out["zero_shot_test_acc"] == config["resolved"]["zero_shot_test_acc"]
+    data = load_dataset("cifar10", cifar_root, subset=SubsetSpec())
+    clip = load_clip(TINY_CLIP, "none")
+    text = encode_texts(clip, [fill(TEMPLATES[0], clip_class_name(c)) for c in data.class_names], torch.device("cpu"))
+    with torch.no_grad():
+        features = clip.model.encode_image(CLIPPreprocess(32, clip.mean, clip.std)(data.test.images.float() / 255), normalize=True)
+    expected = 100.0 * float(((features @ text.t()).argmax(1) == data.test.labels).float().mean())
+    assert out["zero_shot_test_acc"] == pytest.approx(expected)
+
+    # eval-only reads best.pth back
+    assert main("ilm_tp_vp", tiny_clip_args(results, cifar_root, "--eval-only")) == 0
+    assert json.loads((run / "eval.json").read_text())["test_acc"] == out["best_test_acc"]
+
+
+@pytest.mark.parametrize("prompt", ["fixed_patch", "random_patch"])
+def test_single_tp_vp_end_to_end(prompt, tmp_path, cifar_root):
+    results = tmp_path / "res"
+    args = tiny_clip_args(results, cifar_root, "--prompt", prompt, "--template-number", "5", "--epochs", "1", "--no-zero-shot")
+    assert main("single_tp_vp", args) == 0
+    out = json.loads((run_dir_of(results, "single_tp_vp") / "results.json").read_text())
+    assert out["num_source_labels"] == 10 and out["trainable_params"] == 3 * 4 * 4
+    assert "zero_shot_test_acc" not in out and out["text_prompts"] == "single"
+    assert not (run_dir_of(results, "single_tp_vp") / "mappings").exists()  # identity: nothing to record
+
+
+def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
+    assert main("single_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--template-number", "81")) == 2
+    assert "--template-number must be in 0..80" in capsys.readouterr().err
+    assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "pad")) == 2
+    assert "for CLIP methods" in capsys.readouterr().err

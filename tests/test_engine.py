@@ -1,0 +1,56 @@
+"""algorithms/engine.py: mapping statistics from the training pass, and a bf16 run against fp32."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_args
+
+from algorithms.engine import Trainer
+from algorithms.methods import FAMILIES, get_method
+from algorithms.runtime import Runtime
+from data.registry import SubsetSpec, load_dataset
+from runner.cli import main
+from runner.config import build_parser, config_from_args
+from runner.devices import cpu_supports_bf16, resolve_precision
+from runner.run_dir import RunDir
+
+CPU = torch.device("cpu")
+
+
+def make_trainer(tmp_path, cifar_root, *extra: str) -> Trainer:
+    args = build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(tiny_args(tmp_path, cifar_root, *extra))
+    config = config_from_args("ilm_vp", args)
+    data = load_dataset("cifar10", cifar_root, batch_size=config.batch_size, subset=SubsetSpec())
+    runtime = Runtime(CPU, resolve_precision(config.precision, CPU))
+    experiment = FAMILIES["visual_prompt"].build(config, data, runtime)
+    return Trainer(config, experiment, data, runtime, RunDir(tmp_path / "run", enabled=False))
+
+
+def test_lm_source_train_counts_equal_a_pass_when_the_prompt_does_not_move(tmp_path, cifar_root):
+    trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train", "--lr", "0", "--prompt-init", "randn")
+    trainer.refresh_mapping(0)
+    trainer.train_epoch(0)
+    collected = trainer.pending_stats
+    assert collected is not None and int(collected.sum()) == 50
+    torch.testing.assert_close(collected, trainer.gather_statistics(1), rtol=0, atol=0)
+
+
+def test_lm_source_train_skips_the_pass_and_uses_the_collected_counts(tmp_path, cifar_root, monkeypatch):
+    trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train")
+    trainer.refresh_mapping(0)
+    trainer.train_epoch(0)
+    monkeypatch.setattr(trainer, "gather_statistics", lambda epoch: pytest.fail("the pass ran"))
+    trainer.refresh_mapping(1)
+    assert trainer.pending_stats is None
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16")
+def test_bf16_run_trains_close_to_fp32(tmp_path, cifar_root):
+    import json
+
+    for precision in ("fp32", "bf16"):
+        assert main("ilm_vp", tiny_args(tmp_path / precision, cifar_root, "--precision", precision, "--epochs", "1")) == 0
+    runs = {p: next((tmp_path / p).rglob("metrics.jsonl")).parent for p in ("fp32", "bf16")}
+    rows = {p: json.loads((runs[p] / "metrics.jsonl").read_text()) for p in runs}
+    assert json.loads((runs["bf16"] / "config.json").read_text())["resolved"]["precision"] == "bf16"
+    assert abs(rows["bf16"]["train_loss"] - rows["fp32"]["train_loss"]) < 0.05

@@ -1,0 +1,123 @@
+"""The watermark prompt and its training augmentation: placement, reference crops, train-only use."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY_NETWORK, tiny_args
+from test_cli import run_dir_of
+
+from algorithms.engine import Trainer
+from algorithms.methods.visual_prompt import build_visual_prompt
+from algorithms.settings import RunConfig
+from data.augment import crop_padding_for, random_crop_flip
+from data.registry import SubsetSpec, load_dataset
+from models.prompts import PROMPTS
+from models.prompts.watermark import WatermarkVisualPrompt
+from runner.cli import main
+from runner.devices import setup_runtime
+from runner.run_dir import RunDir
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
+
+
+def normalized(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def test_watermark_resizes_then_adds_the_pattern_everywhere_then_normalizes():
+    prompt = PROMPTS["watermark"]((8, 8), MEAN, STD, out_size=16)
+    x = torch.rand(2, 3, 8, 8)
+    resized = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(prompt(x), normalized(resized), atol=1e-6)  # zero init: the plain resized image
+    with torch.no_grad():
+        prompt.delta.copy_(torch.linspace(-1, 1, 3 * 16 * 16).view(3, 16, 16))
+    assert torch.allclose(prompt(x), normalized(resized + prompt.delta), atol=1e-6)
+    prompt(x).sum().backward()
+    assert (prompt.delta.grad != 0).all()  # every pixel of the pattern is trainable
+    assert [n for n, _ in prompt.named_parameters()] == ["delta"]
+
+
+def test_watermark_of_an_input_sized_image_is_not_resized_and_checks_its_input():
+    prompt = WatermarkVisualPrompt((16, 16), MEAN, STD, out_size=16)
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.allclose(prompt(x), normalized(x), atol=1e-6)
+    with pytest.raises(ValueError):
+        prompt(torch.rand(1, 3, 8, 8))
+
+
+def reference_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
+    """Per-sample slicing, drawing the same random numbers in the same order."""
+    b, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
+    flips = torch.rand(b, generator=generator) < 0.5
+    out = []
+    for i in range(b):
+        padded = F.pad(x[i], (padding,) * 4)
+        top, left = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = padded[:, top : top + h, left : left + w]
+        out.append(crop.flip(-1) if flips[i] else crop)
+    return torch.stack(out)
+
+
+def test_random_crop_flip_matches_a_per_sample_reference():
+    x = torch.rand(16, 3, 8, 6)
+    fast = random_crop_flip(x, torch.Generator().manual_seed(3), padding=2)
+    slow = reference_crop_flip(x, torch.Generator().manual_seed(3), padding=2)
+    assert torch.equal(fast, slow)
+    assert not torch.equal(fast, x)
+    assert torch.equal(random_crop_flip(x, torch.Generator().manual_seed(3), padding=2), fast)  # seeded
+    assert crop_padding_for((32, 32)) == 4 and crop_padding_for((224, 224)) == 28 and crop_padding_for((4, 4)) == 1
+
+
+def build(cifar_root, tmp_path, prompt: str, augment: bool | None):
+    config = RunConfig(
+        method="ilm_vp", network=TINY_NETWORK, dataset="cifar10", epochs=1, batch_size=16, device="cpu",
+        prompt=prompt, results_path=str(tmp_path / "res"), extra={"augment": augment, "mapping_lr": None},
+    )  # fmt: skip
+    data = load_dataset("cifar10", cifar_root, image_size=None, batch_size=16, download=False, subset=SubsetSpec())
+    runtime = setup_runtime("cpu", "fp32")
+    return config, data, runtime, build_visual_prompt(config, data, runtime)
+
+
+@pytest.mark.parametrize("prompt,flag,expected", [("watermark", None, True), ("pad", None, False), ("watermark", False, False), ("pad", True, True)])
+def test_augment_defaults_to_on_for_watermark_only(prompt, flag, expected, tmp_path, cifar_root):
+    *_, experiment = build(cifar_root, tmp_path, prompt, flag)
+    assert (experiment.train_augment is not None) == expected and experiment.info["augment"] == expected
+
+
+def test_augmentation_runs_on_training_batches_only_and_evaluation_is_deterministic(tmp_path, cifar_root):
+    config, data, runtime, experiment = build(cifar_root, tmp_path, "watermark", None)
+    seen = []
+    augment = experiment.train_augment
+
+    def spy(x, generator):
+        seen.append(x.shape[0])
+        return augment(x, generator)
+
+    experiment.train_augment = spy
+    run_dir = RunDir(config.run_path())
+    run_dir.prepare(resume=False, overwrite=False, eval_only=False)
+    trainer = Trainer(config, experiment, data, runtime, run_dir)
+    trainer.fit()
+    assert sum(seen) == len(data.train)  # every training image, once, and nothing else
+    first = trainer.evaluate(trainer.test_loader)
+    assert trainer.evaluate(trainer.test_loader) == first and sum(seen) == len(data.train)
+
+
+def test_watermark_end_to_end(tmp_path, cifar_root):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "watermark")) == 0
+    run = run_dir_of(tmp_path / "res")
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["prompt"] == "watermark" and config["resolved"]["augment"] is True
+    ckpt = torch.load(run / "ckpt.pth", map_location="cpu", weights_only=False)
+    delta = ckpt["model"]["input_transform.delta"]
+    assert delta.shape == (3, 64, 64) and delta.abs().sum() > 0  # trained from zero
+    assert json.loads((run / "results.json").read_text())["trainable_params"] == 3 * 64 * 64
+
+
+def test_unknown_prompt_is_a_one_line_error(tmp_path, cifar_root, capsys):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "stripes")) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown prompt 'stripes' for CNN methods; choose from pad, watermark"

@@ -1,0 +1,80 @@
+"""The engine's epoch: one ILM-VP epoch through the real runner, every speed feature at its default.
+
+Measured in the same process right after the floor, so both run warm; the floor uses the network
+as the engine runs it (``models.frozen.prepare_frozen_network``, channels-last).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from tools.benchmark.measure import cpu_seconds, measure_floor, peak_memory_mb
+
+
+def _cpu_timed(fn, totals: dict, phase: str):
+    def wrapper(*args, **kwargs):
+        c0 = cpu_seconds()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[phase] += cpu_seconds() - c0
+
+    return wrapper
+
+
+def engine_worker(spec: dict) -> dict:
+    import torch
+
+    from algorithms.methods import get_method
+    from runner.cli import run
+    from runner.config import build_parser, config_from_args
+    from runner.devices import setup_runtime
+
+    runtime = setup_runtime(spec["device"], spec["precision"])
+    floor = measure_floor(spec, runtime)
+    argv = [
+        "--network", spec["network"], "--dataset", "cifar10", "--data-path", spec["data_root"],
+        "--max-train-samples", str(spec["n_train"]), "--max-test-samples", str(spec["n_test"]),
+        "--epochs", str(spec["epochs"]), "--batch-size", str(spec["batch_size"]),
+        "--eval-batch-size", str(spec["eval_batch_size"]), "--device", spec["device"],
+        "--precision", spec["precision"], "--results-path", spec["results"], "--overwrite",
+        "--log-interval", "1000000", "--seed", "7",
+    ]  # fmt: skip
+    if spec["weights"]:
+        argv += ["--weights", spec["weights"]]
+    if not spec["channels_last"]:
+        argv.append("--no-channels-last")
+    if spec["compile"]:
+        argv.append("--compile")
+    if not spec["fold_bn"]:
+        argv.append("--no-fold-bn")
+    config = config_from_args("ilm_vp", build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(argv))
+    from algorithms.engine import Trainer
+
+    phase_cpu = {"mapping": 0.0, "train": 0.0, "test": 0.0}
+    for method, phase in (("refresh_mapping", "mapping"), ("train_epoch", "train"), ("evaluate", "test")):
+        setattr(Trainer, method, _cpu_timed(getattr(Trainer, method), phase_cpu, phase))
+    if runtime.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(runtime.device)
+    t0 = time.perf_counter()
+    run(config, argv)
+    total = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (config.run_path() / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]  # the last epoch: steady state when --epochs > 1
+    phases = {"mapping": last["mapping_seconds"], "train": last["train_seconds"], "test": last["eval_seconds"]}
+    return {
+        "precision": runtime.precision,
+        "device": str(runtime.device),
+        "floor": floor,
+        "full": {
+            "phase_seconds": phases,
+            "epoch_seconds": last["epoch_seconds"],
+            "images_per_s": spec["n_train"] / last["epoch_seconds"],
+            "train_images_per_s": last["train_images_per_s"],
+            "test_acc": last["test_acc"],
+            "epoch_cpu_seconds": sum(phase_cpu.values()) / spec["epochs"],  # mean over epochs
+            "phase_cpu_seconds": {k: v / spec["epochs"] for k, v in phase_cpu.items()},
+            "run_seconds_including_data_loading": total,
+            "peak_memory_mb": peak_memory_mb(runtime.device),
+        },
+    }
