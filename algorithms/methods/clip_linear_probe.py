@@ -28,6 +28,7 @@ from algorithms.methods.registry import MethodSpec, register_family, register_me
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common.argtypes import positive_float, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
@@ -115,8 +116,8 @@ def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime,
 
 def add_linear_probe_arguments(group: argparse._ArgumentGroup) -> None:
     add_clip_model_arguments(group)
-    group.add_argument("--c-values", type=float, nargs="+", default=DEFAULT_C_VALUES, help="inverse regularisation strengths to try")
-    group.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per fit")
+    group.add_argument("--c-values", type=positive_float, nargs="+", default=DEFAULT_C_VALUES, help="inverse regularisation strengths to try")
+    group.add_argument("--max-iter", type=positive_int, default=300, help="L-BFGS iterations per fit")
 
 
 def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> dict:
