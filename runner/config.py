@@ -71,7 +71,8 @@ def build_parser(
         g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, help="with --eval-only: the file to evaluate (default best.pth)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
     if trains_epochs:
         g.add_argument("--log-interval", type=positive_int, default=base.log_interval, help="steps between progress-bar updates")
     if add_extra is not None:
