@@ -27,7 +27,7 @@ from tqdm import tqdm
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
 from algorithms.runtime import Runtime
-from algorithms.settings import RunConfig
+from algorithms.settings import DATA_LOCATION, RunConfig
 from common.errors import UserError
 from common.seeding import epoch_generator
 from data.loader import BatchLoader, fits_on_device, to_float01
@@ -183,6 +183,29 @@ def precompute_inputs(fn: BatchFn, data: TargetData, runtime: Runtime, batch_siz
 
 
 # ---------------------------------------------------------------------------------------------
+# The data a checkpoint was trained on
+
+
+def data_identity(data: TargetData) -> dict:
+    """What a checkpoint records of its data: where it was read and what was read."""
+    return {"location": data.location, "fingerprint": data.fingerprint}
+
+
+def check_same_data(saved: dict | None, data: TargetData, checkpoint) -> None:
+    """Refuse to continue or evaluate ``checkpoint`` on data other than it was trained on.
+
+    The fingerprint decides (:mod:`data.fingerprint`): the same samples read from another place
+    (a copied dataset) pass. Checkpoints written without a fingerprint are not checked.
+    """
+    if not saved or not saved.get("fingerprint") or not data.fingerprint or saved["fingerprint"] == data.fingerprint:
+        return
+    raise UserError(
+        f"checkpoint {checkpoint} was trained on other data: {saved.get('location')} ({saved['fingerprint']}), "
+        f"this run reads {data.location} ({data.fingerprint}); pass the --data-path it was trained on, or start a new run"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # The trainer
 
 
@@ -235,6 +258,7 @@ class Trainer:
             "best": self.best,
             "pending_stats": None if self.pending_stats is None else self.pending_stats.cpu(),
             "config": self.config.identity(),
+            "data": data_identity(self.data),
         }
 
     def load_model_state(self, state: dict, source: str) -> None:
@@ -252,9 +276,11 @@ class Trainer:
         ckpt = self.outputs.load(CHECKPOINT)
         path = self.outputs.location(CHECKPOINT)
         saved, now = ckpt.get("config", {}), self.config.identity()
-        differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        # where the data is read may differ (a pinned --run-name, a moved copy): what was read is checked below
+        differing = sorted(k for k in set(saved) | set(now) if k != DATA_LOCATION and saved.get(k) != now.get(k))
         if differing:
             raise UserError(f"checkpoint {path} was written with other settings ({', '.join(differing)}); start a new run instead")
+        check_same_data(ckpt.get("data"), self.data, path)
         self.load_model_state(ckpt["model"], str(path))
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -266,6 +292,8 @@ class Trainer:
         pending = ckpt.get("pending_stats")
         self.pending_stats = None if pending is None else pending.to(self.device)
         self.start_epoch = int(ckpt["epoch"])
+        # a write that failed after the epoch's metrics but before its checkpoint left a row ahead
+        self.outputs.write_metrics(self.history)
 
     # -- phases --------------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -380,18 +408,19 @@ class Trainer:
             improved = self.best["test_acc"] is None or test_acc > self.best["test_acc"]
             if improved:
                 self.best = {"test_acc": test_acc, "epoch": epoch + 1}
-            self._write_epoch(epoch, row, improved)
-            self._write_snapshots(epoch + 1, test_counts)
+            self._write_epoch(epoch, row, improved, test_counts)
         results = self.summary()
         self.outputs.write_json("results.json", results)
         self.outputs.close()
         return results
 
-    def _write_epoch(self, epoch: int, row: dict, improved: bool) -> None:
+    def _write_epoch(self, epoch: int, row: dict, improved: bool, test_counts: torch.Tensor) -> None:
+        """Every file of the epoch, the checkpoint last: a write that fails (disk full) leaves the
+        previous checkpoint, from which ``--resume`` redoes this epoch and rewrites them all."""
         state = self.state(epoch + 1)
-        self.outputs.save(CHECKPOINT, state)
         if improved:
-            self.outputs.save(BEST, {"epoch": epoch + 1, "model": state["model"], "test_acc": row["test_acc"], "config": state["config"]})
+            best = {"epoch": epoch + 1, "model": state["model"], "test_acc": row["test_acc"], "config": state["config"], "data": state["data"]}
+            self.outputs.save(BEST, best)
         self.outputs.write_metrics(self.history)
         self.outputs.write_mapping(epoch + 1, self.mapping.describe(self.experiment.source_names, self.data.class_names))
         self.outputs.log_scalars(
@@ -416,6 +445,8 @@ class Trainer:
                 f"  [{row['epoch_seconds']:.1f}s: mapping {row['mapping_seconds']:.1f} train {row['train_seconds']:.1f}"
                 f" eval {row['eval_seconds']:.1f}; {row['train_images_per_s']:.0f} img/s]"
             )
+        self._write_snapshots(epoch + 1, test_counts)
+        self.outputs.save(CHECKPOINT, state)
 
     def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
         if not self.outputs.enabled:  # only rank 0 writes

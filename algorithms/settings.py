@@ -1,7 +1,15 @@
 """A run's settings: one dataclass that the methods and the engine read, saved whole as ``config.json``.
 
 The runner builds it from the command line (:mod:`runner.config`); its :meth:`RunConfig.identity`
-(every setting that changes the result) names the run folder and guards ``--resume``.
+(every setting that changes the result, and where the data is read) names the run folder and
+guards ``--resume``.
+
+The data is part of a run's identity in two parts. Where it is read (the resolved absolute data
+root, :attr:`RunConfig.data_location`) is in :meth:`RunConfig.identity`, so two datasets with the
+same flags get two folders; it costs no file access, so tools can compute a run's folder without
+loading anything (``tools/reproduce.py``). What was read (a fingerprint of the exact samples of
+every split, :attr:`data.registry.TargetData.fingerprint`) needs the data loaded: it is stored in
+``config.json`` and the checkpoints and compared on ``--resume`` and ``--eval-only``.
 """
 from __future__ import annotations
 
@@ -15,11 +23,21 @@ import cfg
 
 # Settings that change where or how a run executes but not what it computes: left out of the
 # hash that names the run folder, so resuming on another device reuses the same folder. Method
-# flags (``extra``) of these names are left out too.
+# flags (``extra``) of these names are left out too. ``data_path`` is left out as typed; the
+# identity holds its resolved form instead (``data_location``: ``./d`` and ``/abs/d`` are one root).
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
     "data_path", "log_interval", "compile", "resident_data", "fold_bn", "fast_frozen_ops", "cache_features",
 }  # fmt: skip
+
+DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
+
+
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The result-determining flags of a saved ``config.json`` ``config`` (or :meth:`RunConfig.to_dict`)."""
+    settings = {k: v for k, v in config.items() if k not in VOLATILE}
+    settings["extra"] = {k: v for k, v in config.get("extra", {}).items() if k not in VOLATILE}
+    return settings
 
 
 @dataclass
@@ -81,6 +99,11 @@ class RunConfig:
         return Path(self.data_path).expanduser() if self.data_path else cfg.DATA_PATH
 
     @property
+    def data_location(self) -> str:
+        """The data root as an absolute path with symlinks resolved (no file is read)."""
+        return str(self.data_root.resolve())
+
+    @property
     def results_root(self) -> Path:
         return Path(self.results_path).expanduser() if self.results_path else cfg.RESULTS_PATH
 
@@ -88,10 +111,8 @@ class RunConfig:
         return asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that determine the result."""
-        settings = {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
-        settings["extra"] = {k: v for k, v in self.extra.items() if k not in VOLATILE}
-        return settings
+        """The settings that determine the result, with where the data is read (``data_location``)."""
+        return {**result_settings(self.to_dict()), DATA_LOCATION: self.data_location}
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()

@@ -25,7 +25,12 @@ def _file_mode() -> int:
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``payload`` to ``path`` whole or not at all; an :class:`OSError` names ``path``
+    (not the temporary file) and leaves the previous ``path`` untouched."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -33,9 +38,19 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass  # gone already, or the file system refuses (read-only): nothing more to do
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

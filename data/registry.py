@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from common.errors import UserError
+from data.fingerprint import data_fingerprint
 from data.splits import stratified_split
 from data.tensors import FeatureSet, FileImageList, ImageTensorSet, check_labels, stratified_subset
 
@@ -54,6 +55,9 @@ class TargetData:
     batch_size: int
     val: ImageTensorSet | FeatureSet | None = None
     prompt_mask: torch.Tensor | None = None
+    # the exact samples read (data/fingerprint.py); empty when the data was built by hand
+    fingerprint: str = ""
+    location: str = ""  # the resolved data root they were read from
 
     @property
     def num_classes(self) -> int:
@@ -128,6 +132,9 @@ def load_dataset(
     splits = info.loader(request)
     subset = subset or SubsetSpec()
     num_classes = len(splits.class_names)
+    if num_classes < 2:
+        raise UserError(f"dataset {name!r} under {root} has {num_classes} class{'es' if num_classes != 1 else ''} "
+                        f"({', '.join(splits.class_names) or 'none'}); classification needs at least two")  # fmt: skip
     for split_name, split in (("train", splits.train), ("test", splits.test), ("val", splits.val)):
         if split is not None:
             check_labels(split.labels, num_classes, f"{name} {split_name} split")
@@ -143,16 +150,23 @@ def load_dataset(
         # subsets of larger ones, since both take the head of the same per-class permutation
         train_idx = train_idx[stratified_subset(splits.train.labels[train_idx], fraction=subset.train_fraction, seed=subset.seed)]
     test_idx = stratified_subset(splits.test.labels, count=subset.max_test, seed=subset.seed)
-    train = splits.train.take(None if len(train_idx) == len(splits.train) else train_idx)
+    train_idx = None if len(train_idx) == len(splits.train) else train_idx
+    train = splits.train.take(train_idx)
     test = splits.test.take(test_idx)
+    used = [("train", splits.train, train_idx), ("test", splits.test, test_idx)]
     val = None
     if val_source is not None:
         if val_pool is None:
             val_pool = torch.arange(len(val_source))
         val_idx = val_pool[stratified_subset(val_source.labels[val_pool], count=subset.max_test, seed=subset.seed)]
         val = val_source.take(val_idx)
+        used.append(("val", val_source, val_idx))
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"dataset {name!r} under {root} has an empty train or test split")
+    present = torch.unique(train.labels)
+    if len(present) < 2:
+        raise UserError(f"the train split of dataset {name!r} under {root} holds images of one class only "
+                        f"({splits.class_names[int(present[0])]}); classification needs at least two")  # fmt: skip
     return TargetData(
         name=name,
         train=train,
@@ -162,6 +176,8 @@ def load_dataset(
         batch_size=batch_size or info.batch_size,
         val=val,
         prompt_mask=splits.prompt_mask,
+        fingerprint=data_fingerprint(root, splits.class_names, train.image_size, used),
+        location=str(Path(root).resolve()),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import cfg
-from algorithms.engine import Trainer
+from algorithms.engine import Trainer, check_same_data, data_identity
 from algorithms.methods import FAMILIES, get_method
 from algorithms.outputs import BEST, CHECKPOINT
 from algorithms.settings import RunConfig
@@ -20,7 +20,7 @@ from common.seeding import seed_everything
 from data.registry import SubsetSpec, load_dataset
 from runner.config import build_parser, config_from_args
 from runner.devices import setup_runtime, shutdown_runtime
-from runner.run_dir import RunDir
+from runner.run_dir import NoRunError, RunDir, runs_on_other_data
 
 
 def library_versions() -> dict[str, str]:
@@ -52,19 +52,42 @@ def data_root_for(config: RunConfig) -> Path:
 
 
 def run(config: RunConfig, argv: list[str] | None = None) -> dict:
-    """Train (or evaluate) one configuration; returns the results dict."""
+    """Train (or evaluate) one configuration; returns the results dict.
+
+    Nothing is written before the data, network and weights are loaded; the run folder is locked
+    for the whole run; a run that fails before its first checkpoint leaves no folder behind (and
+    with ``--overwrite`` the run it was replacing is put back): see :mod:`runner.run_dir`.
+    """
     spec = get_method(config.method)
     family = FAMILIES[spec.family]
+    data_root = data_root_for(config)
     runtime = setup_runtime(config.device, config.precision)
     seed_everything(config.seed)
     run_dir = RunDir(config.run_path(), enabled=runtime.is_main)
-    external_checkpoint = config.eval_only and config.checkpoint
-    if not external_checkpoint:
+    if config.eval_only and config.checkpoint:  # a file outside the run folder: read, write nothing
+        return execute(family, config, data_root, runtime, run_dir, argv)
+    try:
         run_dir.prepare(resume=config.resume, overwrite=config.overwrite, eval_only=config.eval_only)
-    runtime.barrier()  # every rank has checked the folder before rank 0 writes into it
+    except NoRunError as exc:
+        raise UserError(f"{exc}{other_data_hint(config)}") from exc
+    try:
+        runtime.barrier()  # every rank has checked the folder before rank 0 writes into it
+        return execute(family, config, data_root, runtime, run_dir, argv)
+    except BaseException as exc:
+        note = run_dir.abandon()
+        if note and isinstance(exc, UserError):
+            raise UserError(f"{exc}; {note}") from exc
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
+        raise
+    finally:
+        run_dir.release()
+
+
+def execute(family, config: RunConfig, data_root: Path, runtime, run_dir: RunDir, argv: list[str] | None) -> dict:
     data = load_dataset(
         config.dataset,
-        data_root_for(config),
+        data_root,
         image_size=config.image_size,
         batch_size=config.batch_size,
         download=cfg.DOWNLOAD,
@@ -77,7 +100,7 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     experiment = family.build(config, data, runtime)
     trainer = Trainer(config, experiment, data, runtime, run_dir)
     if config.eval_only:
-        return evaluate_checkpoint(trainer, run_dir, config, write=not external_checkpoint)
+        return evaluate_checkpoint(trainer, run_dir, config, write=not config.checkpoint)
     if config.resume:
         trainer.resume()
     else:
@@ -87,6 +110,15 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     return trainer.fit()
 
 
+def other_data_hint(config: RunConfig) -> str:
+    """For "nothing to resume": the folders holding these settings trained on other data."""
+    others = runs_on_other_data(config.run_path(), config.to_dict(), config.data_location)
+    if not others:
+        return ""
+    folder, location = others[0]
+    return f"; {folder} holds a run of these settings on the data in {location}, this command reads {config.data_location}"
+
+
 def write_config(run_dir: RunDir, config: RunConfig, runtime, data, argv: list[str] | None, resolved: dict) -> None:
     """``config.json``: every setting, what they resolved to, library versions, commit and command."""
     run_dir.write_json(
@@ -94,6 +126,7 @@ def write_config(run_dir: RunDir, config: RunConfig, runtime, data, argv: list[s
         {
             "config": config.to_dict(),
             "config_hash": config.config_hash(),
+            "data": data_identity(data),
             "resolved": {
                 "run_dir": str(run_dir.path),
                 "device": str(runtime.device),
@@ -128,6 +161,8 @@ def evaluate_checkpoint(trainer: Trainer, run_dir: RunDir, config: RunConfig, wr
     else:
         path = run_dir.file(BEST) if run_dir.file(BEST).exists() else run_dir.file(CHECKPOINT)
     state = load_checkpoint(path)
+    if write:  # the run's own checkpoint; --checkpoint FILE may be evaluated on any data
+        check_same_data(state.get("data"), trainer.data, path)
     trainer.load_model_state(state["model"], str(path))
     result = {"checkpoint": str(path), "epoch": state["epoch"], "test_acc": trainer.evaluate(trainer.test_loader)}
     if trainer.val_loader is not None:

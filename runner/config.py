@@ -8,6 +8,18 @@ from typing import Any
 
 import cfg
 from algorithms.settings import RunConfig
+from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
+from common.errors import UserError
+
+VAL_FRACTION = float_in(0.0, 1.0, high_open=True)  # [0, 1): 0 = no validation split
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Reports a bad flag as one ``error: ...`` line (exit 2, see ``runner.cli.main``) instead of usage text."""
+
+    def error(self, message: str):
+        raise UserError(message)
+
 
 
 def build_parser(
@@ -19,23 +31,23 @@ def build_parser(
     prompt or resume flags.
     """
     base = RunConfig(method=method)
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("task")
     g.add_argument("--network", default=base.network, help="source network (see README: Networks)")
     g.add_argument("--dataset", default=base.dataset, help="target dataset (see README: Datasets)")
     g.add_argument("--weights", default=None, help="local weights file instead of the torch hub cache")
-    g.add_argument("--image-size", type=int, default=None, help="decode images at this size (default: the dataset's)")
-    g.add_argument("--max-train-samples", type=int, default=None, help="seeded class-balanced training subset")
-    g.add_argument("--max-test-samples", type=int, default=None, help="seeded class-balanced test (and validation) subset")
-    g.add_argument("--train-fraction", type=float, default=None, help="keep this seeded, class-stratified fraction of train")
-    g.add_argument("--val-fraction", type=float, default=None,
+    g.add_argument("--image-size", type=positive_int, default=None, help="decode images at this size (default: the dataset's)")
+    g.add_argument("--max-train-samples", type=positive_int, default=None, help="seeded class-balanced training subset")
+    g.add_argument("--max-test-samples", type=positive_int, default=None, help="seeded class-balanced test (and validation) subset")
+    g.add_argument("--train-fraction", type=fraction, default=None, help="keep this seeded, class-stratified fraction of train")
+    g.add_argument("--val-fraction", type=VAL_FRACTION, default=None,
                    help="validation split: the dataset's own (CoOp val) if it has one, else this seeded class-stratified fraction of train; 0 = no validation")  # fmt: skip
     g.add_argument("--subset-seed", type=int, default=base.subset_seed, help="seed of the subsets (fixed across --seed)")
     g = p.add_argument_group("optimisation")
     if trains_epochs:
         add_optimisation_arguments(g, base)
-    g.add_argument("--batch-size", type=int, default=None, help="per process: under torchrun the global batch is nproc x this (default: the dataset's)")
-    g.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the batch size")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="per process: under torchrun the global batch is nproc x this (default: the dataset's)")
+    g.add_argument("--eval-batch-size", type=positive_int, default=None, help="default: twice the batch size")
     g.add_argument("--seed", type=int, default=base.seed)
     if trains_epochs:
         add_method_arguments(p.add_argument_group("method"), base)
@@ -49,7 +61,7 @@ def build_parser(
                    help="keep the frozen network's batch norms instead of folding them into the convolutions")  # fmt: skip
     g.add_argument("--no-fast-frozen-ops", dest="fast_frozen_ops", action="store_false",
                    help="run the frozen network's TF-SAME convolutions and in-place activations as written (outputs are the same)")  # fmt: skip
-    g.add_argument("--resident-data", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+    g.add_argument("--resident-data", type=yes_no, default=None,
                    help="keep the uint8 data on the device (default: when it fits)")  # fmt: skip
     g = p.add_argument_group("outputs")
     g.add_argument("--data-path", default=None, help=f"data root (default {cfg.DATA_PATH}, env VP_DATA)")
@@ -59,9 +71,10 @@ def build_parser(
         g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, help="with --eval-only: the file to evaluate (default best.pth)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
     if trains_epochs:
-        g.add_argument("--log-interval", type=int, default=base.log_interval, help="steps between progress-bar updates")
+        g.add_argument("--log-interval", type=positive_int, default=base.log_interval, help="steps between progress-bar updates")
     if add_extra is not None:
         add_extra(p.add_argument_group("method-specific"))
     p.set_defaults(**defaults)
@@ -77,20 +90,20 @@ def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
 
 
 def add_optimisation_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:
-    g.add_argument("--epochs", type=int, default=base.epochs)
-    g.add_argument("--lr", type=float, default=base.lr)
+    g.add_argument("--epochs", type=positive_int, default=base.epochs)
+    g.add_argument("--lr", type=positive_float, default=base.lr)
     g.add_argument("--optimizer", choices=["adam", "sgd"], default=base.optimizer)
-    g.add_argument("--momentum", type=float, default=base.momentum, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=base.weight_decay)
+    g.add_argument("--momentum", type=unit_interval, default=base.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=non_negative_float, default=base.weight_decay)
     g.add_argument("--scheduler", choices=["multistep", "cosine", "constant"], default=base.scheduler)
-    g.add_argument("--milestones", type=float, nargs="+", default=base.milestones, help="multistep: fractions of the epochs")
-    g.add_argument("--gamma", type=float, default=base.gamma, help="multistep decay factor")
-    g.add_argument("--warmup-steps", type=int, default=base.warmup_steps, help="linear learning-rate warmup")
+    g.add_argument("--milestones", type=unit_interval, nargs="+", default=base.milestones, help="multistep: fractions of the epochs")
+    g.add_argument("--gamma", type=positive_float, default=base.gamma, help="multistep decay factor")
+    g.add_argument("--warmup-steps", type=non_negative_int, default=base.warmup_steps, help="linear learning-rate warmup")
 
 
 def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:
     g.add_argument("--mapping", default=base.mapping, help="label mapping: ilm, flm, rlm, hungarian")
-    g.add_argument("--mapping-interval", type=int, default=base.mapping_interval, help="ILM: refit every N epochs")
+    g.add_argument("--mapping-interval", type=positive_int, default=base.mapping_interval, help="ILM: refit every N epochs")
     g.add_argument("--lm-source", choices=["pass", "train"], default=base.lm_source,
                    help="pass: a no-grad pass over train before the epoch (paper); train: counts from the previous epoch's training forward passes")  # fmt: skip
     g.add_argument("--prompt", default=base.prompt, help="visual prompt design")

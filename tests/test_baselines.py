@@ -213,8 +213,8 @@ def interrupt_after_first_epoch(monkeypatch, method: str, args: list[str]) -> No
     """Run ``method`` and stop it, as Ctrl-C would, once its first epoch is written."""
     original = Trainer._write_epoch
 
-    def stop_after_first_epoch(self, epoch, row, improved):
-        original(self, epoch, row, improved)
+    def stop_after_first_epoch(self, *args):
+        original(self, *args)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:

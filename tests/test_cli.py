@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
+from conftest import REPO, tiny_args, write_image_folder
 
 from runner.cli import main
 
@@ -169,3 +170,57 @@ def test_scripts_run_from_any_directory_and_fail_cleanly(tmp_path, cifar_root):
     )  # fmt: skip
     assert good.returncode == 0, good.stderr
     assert "epoch 1/1" in good.stdout and "Traceback" not in good.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The data is part of a run's identity
+
+
+def _folder_args(results: Path, data: Path, *extra: str) -> list[str]:
+    return tiny_args(results, data, "--dataset", "folder", "--image-size", "16", *extra)
+
+
+def test_two_data_locations_get_two_run_folders(tmp_path):
+    a = write_image_folder(tmp_path / "a", ["x", "y"], {"train": 4, "test": 2}, size=16)
+    b = write_image_folder(tmp_path / "b", ["x", "y"], {"train": 5, "test": 2}, size=16)
+    assert main("ilm_vp", _folder_args(tmp_path / "res", a)) == 0
+    assert main("ilm_vp", _folder_args(tmp_path / "res", b)) == 0  # the same flags, another dataset: not "already holds a run"
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "res").rglob("config.json"))]
+    assert len(configs) == 2 and len({c["resolved"]["run_dir"] for c in configs}) == 2
+    assert sorted(c["data"]["location"] for c in configs) == [str(a.resolve()), str(b.resolve())]
+    assert len({c["data"]["fingerprint"] for c in configs}) == 2
+
+
+def test_resume_and_eval_only_on_other_data_are_refused(tmp_path, monkeypatch, capsys):
+    a = write_image_folder(tmp_path / "a", ["x", "y"], {"train": 4, "test": 2}, size=16)
+    b = write_image_folder(tmp_path / "b", ["x", "y"], {"train": 5, "test": 2}, size=16)
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        assert main("ilm_vp", _folder_args(tmp_path / "res", a)) == 130
+    run = run_dir_of(tmp_path / "res")
+    capsys.readouterr()
+    # b's own folder has nothing; the message names the run on a
+    assert main("ilm_vp", _folder_args(tmp_path / "res", b, "--resume")) == 2
+    line = _error(capsys)
+    assert line.startswith("error: nothing to resume in ") and f"{run} holds a run of these settings on the data in {a}" in line
+    assert line.endswith(f"this command reads {b}")
+    # the folder pinned with --run-name: the checkpoint's fingerprint decides
+    pinned = ["--run-name", run.name]
+    fingerprint = json.loads((run / "config.json").read_text())["data"]["fingerprint"]
+    for flag in ("--resume", "--eval-only"):
+        assert main("ilm_vp", _folder_args(tmp_path / "res", b, flag, *pinned)) == 2
+        line = _error(capsys)
+        assert f"was trained on other data: {a} ({fingerprint}), this run reads {b} (sha256:" in line
+    # the files under a changed since: refused as well
+    extra = a / "train" / "x" / "0100.png"
+    extra.write_bytes((a / "train" / "x" / "0000.png").read_bytes())
+    assert main("ilm_vp", _folder_args(tmp_path / "res", a, "--resume")) == 2
+    assert "was trained on other data" in _error(capsys)
+    extra.unlink()
+    # the same files copied elsewhere are the same data
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    assert main("ilm_vp", _folder_args(tmp_path / "res", copy, "--resume", *pinned)) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main("ilm_vp", _folder_args(tmp_path / "res", a, "--eval-only")) == 0
+

@@ -1,6 +1,8 @@
 """algorithms/engine.py: mapping statistics from the training pass, and a bf16 run against fp32."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import tiny_args
@@ -17,9 +19,9 @@ from runner.run_dir import RunDir
 CPU = torch.device("cpu")
 
 
-def make_trainer(tmp_path, cifar_root, *extra: str) -> Trainer:
+def make_trainer(tmp_path, cifar_root, *extra: str, **overrides) -> Trainer:
     args = build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(tiny_args(tmp_path, cifar_root, *extra))
-    config = config_from_args("ilm_vp", args)
+    config = replace(config_from_args("ilm_vp", args), **overrides)
     data = load_dataset("cifar10", cifar_root, batch_size=config.batch_size, subset=SubsetSpec())
     runtime = Runtime(CPU, resolve_precision(config.precision, CPU))
     experiment = FAMILIES["visual_prompt"].build(config, data, runtime)
@@ -27,7 +29,8 @@ def make_trainer(tmp_path, cifar_root, *extra: str) -> Trainer:
 
 
 def test_lm_source_train_counts_equal_a_pass_when_the_prompt_does_not_move(tmp_path, cifar_root):
-    trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train", "--lr", "0", "--prompt-init", "randn")
+    # a learning rate of 0 (refused on the command line) keeps the prompt where it starts
+    trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train", "--prompt-init", "randn", lr=0.0)
     trainer.refresh_mapping(0)
     trainer.train_epoch(0)
     collected = trainer.pending_stats

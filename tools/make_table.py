@@ -58,10 +58,14 @@ class Run:
 
 def read_run(path: Path) -> Run | None:
     try:
-        config = json.loads((path / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
+        written = json.loads((path / "config.json").read_text())
+        config = written["config"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     identity = {k: v for k, v in config.items() if k not in VOLATILE and k != "seed"}
+    location = (written.get("data") or {}).get("location")
+    if location:  # the same flags on two datasets are two settings
+        identity["data_location"] = location
     results, status, done = None, "started", 0
     try:
         results = json.loads((path / "results.json").read_text())
@@ -85,7 +89,9 @@ def read_run(path: Path) -> Run | None:
 
 def collect_runs(root: Path) -> list[Run]:
     """Every run folder below ``root`` (folders holding a config.json)."""
-    runs = [read_run(p.parent) for p in sorted(Path(root).rglob("config.json"))]
+    # hidden folders hold a run that --overwrite is replacing
+    found = [p for p in sorted(Path(root).rglob("config.json")) if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    runs = [read_run(p.parent) for p in found]
     return [r for r in runs if r is not None]
 
 

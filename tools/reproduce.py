@@ -146,8 +146,8 @@ def method_config(method: str, argv: list[str]) -> RunConfig:
     parser = build_parser(method, spec.description, spec.defaults, FAMILIES[spec.family].add_arguments)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
-        raise UserError(f"{method} does not accept the flags {shlex.join(argv)}") from exc
+    except UserError as exc:  # the parser reports a bad flag as a UserError
+        raise UserError(f"{method} does not accept the flags {shlex.join(argv)}: {exc}") from exc
     return config_from_args(method, args)
 
 

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.engine import stacked_outputs
+from algorithms.engine import data_identity, stacked_outputs
 from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common.argtypes import positive_float, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
@@ -115,8 +116,8 @@ def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime,
 
 def add_linear_probe_arguments(group: argparse._ArgumentGroup) -> None:
     add_clip_model_arguments(group)
-    group.add_argument("--c-values", type=float, nargs="+", default=DEFAULT_C_VALUES, help="inverse regularisation strengths to try")
-    group.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per fit")
+    group.add_argument("--c-values", type=positive_float, nargs="+", default=DEFAULT_C_VALUES, help="inverse regularisation strengths to try")
+    group.add_argument("--max-iter", type=positive_int, default=300, help="L-BFGS iterations per fit")
 
 
 def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> dict:
@@ -134,7 +135,8 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     best_c, val_scores = select_c((x_train, y_train), (x_val, y_val), data.num_classes, extra["c_values"], extra["max_iter"])
     weight, bias = fit_logistic_regression(torch.cat([x_train, x_val]), torch.cat([y_train, y_val]), data.num_classes, best_c, extra["max_iter"])
     test_acc = accuracy(weight, bias, x_test, y_test)
-    outputs.save("probe.pth", {"weight": weight.cpu(), "bias": bias.cpu(), "C": best_c, "class_names": data.class_names, "config": config.identity()})
+    outputs.save("probe.pth", {"weight": weight.cpu(), "bias": bias.cpu(), "C": best_c, "class_names": data.class_names,
+                              "config": config.identity(), "data": data_identity(data)})  # fmt: skip
     results = {
         "method": config.method, "dataset": config.dataset, "network": config.network, "seed": config.seed,
         "final_test_acc": test_acc, "best_test_acc": test_acc, "best_c": best_c, "val_acc_by_c": val_scores,

@@ -25,6 +25,7 @@ from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common.argtypes import int_in, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
@@ -46,9 +47,9 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
     add_clip_model_arguments(group)
     group.add_argument("--text-prompts", choices=["all", "single"], default="all",
                        help=f"all: the {len(TEMPLATES)} templates x K class names as virtual labels; single: template --template-number")  # fmt: skip
-    group.add_argument("--template-number", type=int, default=0,
+    group.add_argument("--template-number", type=int_in(0, len(TEMPLATES) - 1), default=0,
                        help=f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot")  # fmt: skip
-    group.add_argument("--prompt-size", type=int, default=30, help="padding width / patch side in pixels of the 224 input")
+    group.add_argument("--prompt-size", type=positive_int, default=30, help="padding width / patch side in pixels of the 224 input")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
 
 

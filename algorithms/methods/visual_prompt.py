@@ -11,6 +11,7 @@ from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common.argtypes import positive_float
 from common.errors import UserError
 from data.augment import pad_crop_flip
 from data.registry import TargetData
@@ -50,7 +51,7 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
 
 
 def add_visual_prompt_arguments(group) -> None:
-    group.add_argument("--mapping-lr", type=float, default=None,
+    group.add_argument("--mapping-lr", type=positive_float, default=None,
                        help="learning rate of a trainable mapping (--mapping linear); default: --lr")  # fmt: skip
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                        help="random crop (zero padding 4 per 32 px) + horizontal flip of training images; default: on for --prompt watermark, off for pad")  # fmt: skip

@@ -1,0 +1,32 @@
+"""algorithms/settings.py: what names a run folder, and that the data's location is part of it."""
+from __future__ import annotations
+
+import os
+
+from algorithms.settings import DATA_LOCATION, RunConfig, result_settings
+
+
+def test_the_data_location_is_part_of_the_identity_and_costs_no_file_access(tmp_path):
+    a = RunConfig(method="ilm_vp", dataset="folder", data_path=str(tmp_path / "flowers"))
+    b = RunConfig(method="ilm_vp", dataset="folder", data_path=str(tmp_path / "pets"))
+    assert a.identity()[DATA_LOCATION] == str((tmp_path / "flowers").resolve())  # need not exist
+    assert a.config_hash() != b.config_hash() and a.run_path() != b.run_path()
+    assert a.run_path().parent == b.run_path().parent  # same method, dataset, network
+
+
+def test_one_data_root_written_two_ways_is_one_run_folder(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    paths = ["data", "./data/", str(tmp_path / "data"), "link"]
+    hashes = {RunConfig(method="ilm_vp", data_path=p).config_hash() for p in paths}
+    assert len(hashes) == 1
+
+
+def test_execution_details_and_paths_as_typed_stay_out_of_the_identity(tmp_path):
+    base = RunConfig(method="ilm_vp", data_path=str(tmp_path))
+    for change in ({"device": "cuda"}, {"results_path": "/elsewhere"}, {"run_name": "x"}, {"data_path": str(tmp_path) + os.sep}):
+        assert RunConfig(**{**base.to_dict(), **change}).config_hash() == base.config_hash(), change
+    assert RunConfig(**{**base.to_dict(), "lr": 0.5}).config_hash() != base.config_hash()
+    saved = base.to_dict()
+    assert result_settings(saved) == {k: v for k, v in base.identity().items() if k != DATA_LOCATION}
