@@ -104,6 +104,26 @@ def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]
     return factor
 
 
+def schedule_warnings(config: RunConfig) -> list[str]:
+    """What the learning-rate schedule does that a user would not expect from the flags.
+
+    With few epochs the multistep milestones ``int(m * epochs)`` can fall on epoch 0 (for
+    ``--epochs 1``, both of the paper's), so the run never trains at ``--lr``; the official code
+    does the same, silently.
+    """
+    if config.scheduler != "multistep":
+        return []
+    at_start = [m for m in config.milestones if int(m * config.epochs) == 0]
+    if not at_start:
+        return []
+    lr = config.lr * config.gamma ** len(at_start)
+    return [
+        f"with --epochs {config.epochs} the learning-rate milestone{'s' if len(at_start) > 1 else ''} "
+        f"{' '.join(f'{m:g}' for m in at_start)} fall{'' if len(at_start) > 1 else 's'} on epoch 0: every step trains at lr {lr:g}, "
+        f"not --lr {config.lr:g}; use more epochs, or --scheduler constant for a smoke test"
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Reported accuracies
 

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_args
 
 from algorithms.engine import Trainer
-from algorithms.methods import FAMILIES, get_method
+from algorithms.methods import FAMILIES
 from algorithms.runtime import Runtime
 from data.registry import SubsetSpec, load_dataset
 from runner.cli import main
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 
 
 def make_trainer(tmp_path, cifar_root, *extra: str) -> Trainer:
-    args = build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(tiny_args(tmp_path, cifar_root, *extra))
+    args = build_parser("ilm_vp").parse_args(tiny_args(tmp_path, cifar_root, *extra))
     config = config_from_args("ilm_vp", args)
     data = load_dataset("cifar10", cifar_root, batch_size=config.batch_size, subset=SubsetSpec())
     runtime = Runtime(CPU, resolve_precision(config.precision, CPU))

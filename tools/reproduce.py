@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.methods import FAMILIES, METHODS, get_method  # noqa: E402
+from algorithms.methods import METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
 from common.errors import UserError  # noqa: E402
 from runner.config import build_parser, config_from_args  # noqa: E402
@@ -142,12 +142,10 @@ def ensure_registered(method: str) -> None:
 def method_config(method: str, argv: list[str]) -> RunConfig:
     """The :class:`RunConfig` the method's script would build from ``argv``."""
     ensure_registered(method)
-    spec = get_method(method)
-    parser = build_parser(method, spec.description, spec.defaults, FAMILIES[spec.family].add_arguments)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        raise UserError(f"{method} does not accept the flags {shlex.join(argv)}") from exc
+        args = build_parser(method).parse_args(argv)
+    except UserError as exc:
+        raise UserError(f"{method} does not accept the flags {shlex.join(argv)}: {exc}") from exc
     return config_from_args(method, args)
 
 

@@ -32,7 +32,7 @@ from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
 from data.tensors import ImageTensorSet
-from models.clip.model import CLIPPreprocess
+from models.clip.model import CLIP_NETWORKS, CLIPPreprocess
 
 METHOD = "clip_linear_probe"
 DEFAULT_C_VALUES = [10.0**e for e in range(-6, 7)]
@@ -115,8 +115,8 @@ def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime,
 
 def add_linear_probe_arguments(group: argparse._ArgumentGroup) -> None:
     add_clip_model_arguments(group)
-    group.add_argument("--c-values", type=float, nargs="+", default=DEFAULT_C_VALUES, help="inverse regularisation strengths to try")
-    group.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per fit")
+    group.add_argument("--c-values", type=float, nargs="+", default=DEFAULT_C_VALUES, metavar="C", help="inverse regularisation strengths to try")
+    group.add_argument("--max-iter", type=int, default=300, metavar="N", help="L-BFGS iterations per fit")
 
 
 def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> dict:
@@ -148,6 +148,6 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     return results
 
 
-register_family("clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe)
+register_family("clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS)
 register_method(MethodSpec(METHOD, "clip_linear_probe", "CLIP linear probe: logistic regression on frozen CLIP image features, C chosen on validation (Radford et al., 2021).",
                            {"network": "ViT-B/32", "val_fraction": 0.2, "mapping": "identity"}))  # fmt: skip
