@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import textwrap
 from dataclasses import fields, replace
 
@@ -22,23 +23,25 @@ from common.errors import UserError
 from data.registry import DATASETS
 
 LISTED = "  "  # help lines starting with this are kept as lines (one per listed name)
+_DEFAULT_NOTE = re.compile(r"\s*\(default[^)]*\)")
 
 
 class HelpFormatter(argparse.HelpFormatter):
     """One default style: ``(default: X)`` closes a flag's first help line.
 
-    A help text that already says ``(default: ...)`` (a default that depends on something else)
-    is left alone; on/off switches show none (their name says what they change); lists print as
-    they are typed; lines of a listing (starting with two spaces) stay lines.
+    A flag whose default is None says in its help what that means (``(default: the dataset's)``);
+    once a method sets a value, the value is shown instead. On/off switches show none (their name
+    says what they change); lists print as they are typed; lines of a listing (starting with two
+    spaces) stay lines.
     """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "(default" in text or "%(default)" in text or action.default in (None, argparse.SUPPRESS):
+        if action.default in (None, argparse.SUPPRESS) or "%(default)" in text:
             return text
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
             return text
-        first, newline, rest = text.partition("\n")
+        first, newline, rest = _DEFAULT_NOTE.sub("", text).partition("\n")
         return f"{first} (default: %(default)s){newline}{rest}"
 
     def _expand_help(self, action: argparse.Action) -> str:
