@@ -168,14 +168,16 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
 
 
 @torch.no_grad()
-def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None) -> torch.Tensor:
+def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None, desc: str | None = None) -> torch.Tensor:
     """``fn`` of every batch of ``loader``, in order and at the run's precision, as one float32 tensor.
 
     It stays on the device where it fits (:func:`~data.loader.fits_on_device`, ``resident`` forces
-    the answer); otherwise it fills host memory (pinned for CUDA) batch by batch.
+    the answer); otherwise it fills host memory (pinned for CUDA) batch by batch. With ``desc``,
+    a progress bar (main process, terminal only).
     """
     out, start = None, 0
-    for images, _ in loader:
+    batches = loader if desc is None else tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not runtime.is_main or None)
+    for images, _ in batches:
         with runtime.autocast():
             y = fn(to_float01(images)).float()
         if out is None:
@@ -190,16 +192,18 @@ def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident
     return out
 
 
-def precompute_inputs(fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> TargetData:
+def precompute_inputs(
+    fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None, desc: str = "precompute"
+) -> TargetData:
     """``data`` with each split's images replaced by ``fn`` of them, computed once by every rank
     (training batches are drawn from the whole set, so each rank needs all of it)."""
 
-    def outputs(split: ImageTensorSet) -> FeatureSet:
+    def outputs(split: ImageTensorSet, name: str) -> FeatureSet:
         loader = BatchLoader(split, batch_size, runtime.device, shuffle=False, resident=resident)
-        return FeatureSet(stacked_outputs(fn, loader, runtime, resident), split.labels)
+        return FeatureSet(stacked_outputs(fn, loader, runtime, resident, desc=f"{desc} ({name})"), split.labels)
 
-    val = None if data.val is None else outputs(data.val)
-    return replace(data, train=outputs(data.train), test=outputs(data.test), val=val)
+    val = None if data.val is None else outputs(data.val, "val")
+    return replace(data, train=outputs(data.train, "train"), test=outputs(data.test, "test"), val=val)
 
 
 # ---------------------------------------------------------------------------------------------

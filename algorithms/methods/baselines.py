@@ -100,7 +100,7 @@ def cached_features(model: ReprogrammingModel, head_name: str, resident: bool | 
         model.to(runtime.device).eval()
         runtime.synchronize()
         start = time.perf_counter()
-        features = precompute_inputs(lambda x: head_input(model, head, x), data, runtime, batch_size, resident)
+        features = precompute_inputs(lambda x: head_input(model, head, x), data, runtime, batch_size, resident, desc="feature cache")
         runtime.synchronize()
         seconds = time.perf_counter() - start
         dim = features.train.inputs.shape[1]

@@ -103,10 +103,11 @@ def select_c(
 
 
 @torch.no_grad()
-def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int) -> torch.Tensor:
+def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int, split: str = "images") -> torch.Tensor:
     """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set."""
     encoder.to(runtime.device).eval()
-    return stacked_outputs(encoder, BatchLoader(images, batch_size, runtime.device, shuffle=False), runtime, resident=True)
+    loader = BatchLoader(images, batch_size, runtime.device, shuffle=False)
+    return stacked_outputs(encoder, loader, runtime, resident=True, desc=f"CLIP features ({split})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     clip = clip_from_config(config)
     encoder = nn.Sequential(CLIPPreprocess(clip.image_size, clip.mean, clip.std), clip.model.visual)
     batch = config.batch_size or 2 * data.batch_size
-    x_train, x_val, x_test = (image_features(encoder, s, runtime, batch) for s in (data.train, data.val, data.test))
+    x_train, x_val, x_test = (image_features(encoder, s, runtime, batch, n) for s, n in ((data.train, "train"), (data.val, "val"), (data.test, "test")))
     y_train, y_val, y_test = (s.labels.to(runtime.device) for s in (data.train, data.val, data.test))
     features_seconds = time.perf_counter() - start
     best_c, val_scores = select_c((x_train, y_train), (x_val, y_val), data.num_classes, extra["c_values"], extra["max_iter"])

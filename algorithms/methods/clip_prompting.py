@@ -19,6 +19,7 @@ import argparse
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from algorithms.engine import Experiment, top1_accuracy
 from algorithms.mappings import build_mapping
@@ -73,7 +74,8 @@ def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, bat
     """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
     model.to(runtime.device).eval()
     loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
-    return top1_accuracy(model, loader, runtime)
+    batches = tqdm(loader, desc="zero-shot test", total=len(loader), leave=False, disable=not runtime.is_main or None)
+    return top1_accuracy(model, batches, runtime)
 
 
 def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
@@ -83,7 +85,7 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     clip = clip_from_config(config)
     names = [clip_class_name(c) for c in data.class_names]
     templates = list(TEMPLATES) if mode == "all" else [TEMPLATES[number]]
-    embeddings = text_embeddings(clip, templates, names, device=runtime.device)  # [T, K, D]
+    embeddings = text_embeddings(clip, templates, names, device=runtime.device, progress=runtime.is_main)  # [T, K, D]
     preprocess = CLIPPreprocess(clip.image_size, clip.mean, clip.std)
     info = {
         "clip_model": clip.name,
