@@ -29,16 +29,16 @@ _DEFAULT_NOTE = re.compile(r"\s*\(default[^)]*\)")
 class HelpFormatter(argparse.HelpFormatter):
     """One default style: ``(default: X)`` closes a flag's first help line.
 
-    A flag whose default is None says in its help what that means (``(default: the dataset's)``);
-    once a method sets a value, the value is shown instead. On/off switches show none (their name
+    A flag whose default is None (or empty) says in its help what that means (``(default: the
+    dataset's)``); once a method sets a value, the value is shown instead. On/off switches show none (their name
     says what they change); lists print as they are typed; lines of a listing (starting with two
     spaces) stay lines.
     """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, argparse.SUPPRESS) or "%(default)" in text:
-            return text
+        if action.default is None or action.default is argparse.SUPPRESS or action.default in ("", []) or "%(default)" in text:
+            return text  # nothing to show: the help says what an unset flag means
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
             return text
         first, newline, rest = _DEFAULT_NOTE.sub("", text).partition("\n")
@@ -194,3 +194,20 @@ def checked_config(config: RunConfig, family: Family) -> RunConfig:
     if family.check is not None:
         family.check(config)
     return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared by the tools: one spelling per flag, the old ones still accepted
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, action: argparse.Action, *flags: str) -> None:
+    """Accept ``flags`` as old spellings of ``action``'s flag, without showing them in ``--help``."""
+    parser.add_argument(
+        *flags, dest=action.dest, type=action.type, nargs=action.nargs, choices=action.choices,
+        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+    )  # fmt: skip
+
+
+def tool_parser(description: str) -> ArgumentParser:
+    """A tool's parser: the method scripts' help style, and flag errors as one ``error:`` line (a :class:`UserError`)."""
+    return ArgumentParser(description=description, formatter_class=HelpFormatter)

@@ -197,3 +197,57 @@ def test_prompt_registries_of_the_two_families_are_distinct_designs():
     assert PROMPT_CHOICES.resolve("padding") == "pad" and CLIP_PROMPT_CHOICES.resolve("pad") == "padding"
     with pytest.raises(UserError, match="unknown prompt 'expansive'"):
         CLIP_PROMPT_CHOICES.resolve("expansive")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tools: the same listings, one spelling per flag, the old spellings still accepted
+
+
+def tool(name: str):
+    import importlib
+
+    return importlib.import_module(f"tools.{name}")
+
+
+def test_the_tools_list_every_registered_name_they_accept():
+    from algorithms.methods import METHOD_CHOICES
+
+    compare, sweep = tool("compare_mappings").build_cli(), tool("reproduce").build_cli()
+    for parser, dest, choices in (
+        (compare, "dataset", DATASETS), (compare, "network", NETWORKS), (compare, "mappings", MAPPING_CHOICES),
+        (compare, "prompts", PROMPT_CHOICES), (sweep, "datasets", DATASETS), (sweep, "networks", NETWORKS), (sweep, "methods", METHOD_CHOICES),
+    ):  # fmt: skip
+        text = rendered(parser, dest)
+        assert all(listed(text, name) for name in choices.names()), dest
+
+
+@pytest.mark.parametrize(
+    "module, argv, dest, value",
+    [
+        ("make_table", ["--output", "t"], "output", "t"),
+        ("make_table", ["--out", "t"], "output", "t"),  # the old spelling
+        ("make_table", ["-o", "t"], "output", "t"),
+        ("bench", ["--max-train-samples", "8", "--max-test-samples", "4"], "max_train_samples", 8),
+        ("bench", ["--train-samples", "8", "--test-samples", "4"], "max_test_samples", 4),  # the old spellings
+        ("bench", ["-o", "b.json"], "output", "b.json"),
+    ],
+)
+def test_one_spelling_per_flag_and_the_old_ones_still_work(module, argv, dest, value):
+    parser = tool(module).build_cli()
+    assert getattr(parser.parse_args(argv), dest) == value
+    shown = parser.format_help()
+    assert "--out " not in shown and "--train-samples" not in shown.replace("--max-train-samples", "")  # old spellings hidden
+
+
+def test_plots_take_output_and_the_old_out(tmp_path):
+    plots = tool("plots")
+    for flag in ("-o", "--output", "--out"):
+        args = plots.build_cli().parse_args(["curves", str(tmp_path), flag, str(tmp_path / "c.png")])
+        assert args.output == tmp_path / "c.png"
+    assert "--out " not in plots.build_cli()._subparsers._group_actions[0].choices["curves"].format_help()
+
+
+def test_tool_flag_errors_are_one_line(capsys):
+    assert tool("make_table").main(["--protocol", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --protocol: invalid choice: 'nope'"), err

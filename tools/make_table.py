@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Result tables in the paper's layout, from run folders, with the published numbers beside ours.
 
-    python tools/make_table.py results --preset table1 --out docs/table1      # .md and .csv
-    python tools/make_table.py results --preset clip --out docs/table_clip
+    python tools/make_table.py results --preset table1 --output docs/table1   # .md and .csv
+    python tools/make_table.py results --preset clip --output docs/table_clip
     python tools/make_table.py results --seeds 1 2 --where epochs=5
 
 Rows are datasets, columns network x method, each cell ``mean ± std (n)`` over seeds and the
@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
 from algorithms.settings import VOLATILE  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from runner.config import add_hidden_alias, tool_parser  # noqa: E402
 from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper_results"
@@ -353,25 +355,35 @@ def expected_cells(preset_name: str, datasets=None, networks=None, methods=None)
     return cells
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Tables from run folders, beside the paper's numbers.")
-    p.add_argument("results", nargs="?", default=None, help="results root (default: cfg.RESULTS_PATH)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="the grid that must be present (lists what is missing)")
+def build_cli() -> argparse.ArgumentParser:
+    p = tool_parser("Tables from run folders, beside the paper's numbers.")
+    p.add_argument("results", nargs="?", default=None, metavar="RESULTS", help=f"results root, or --results-path (default: {cfg.RESULTS_PATH})")
+    p.add_argument("--results-path", default=None, metavar="DIR", help="the results root, as the other tools name it (default: RESULTS)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the grid that must be present (lists what is missing) (default: none)")
     p.add_argument("--clip", action="store_true", help="CLIP table: one column per method, any network (implied by --preset clip)")
-    p.add_argument("--datasets", nargs="+", help="only these rows")
-    p.add_argument("--networks", nargs="+", help="only these networks")
-    p.add_argument("--methods", nargs="+", help="only these methods")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds every cell needs (default: the preset's, else every seed found)")
-    p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs whose config has these values, e.g. epochs=5")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these rows (default: every dataset found)")
+    p.add_argument("--networks", nargs="+", metavar="NAME", help="only these networks (default: every network found)")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods (default: every method found)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every cell needs (default: the preset's, else every seed found)")
+    p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs whose config has these values, e.g. epochs=5 (default: all runs)")
     p.add_argument("--protocol", choices=["auto", "best", "final", "val"], default="auto",
                    help="auto: val-selected where every run has it, else best epoch on test (the paper)")  # fmt: skip
     p.add_argument("--compare-network", nargs="+", default=[], metavar="NET=PAPER_NET",
-                   help="show the paper's numbers of PAPER_NET beside NET, e.g. efficientnet_lite0=resnet18")  # fmt: skip
-    p.add_argument("--title", default="")
-    p.add_argument("--out", default=None, help="write OUT.md and OUT.csv as well")
-    args = p.parse_args(argv)
+                   help="show the paper's numbers of PAPER_NET beside NET, e.g. efficientnet_lite0=resnet18 (default: none)")  # fmt: skip
+    p.add_argument("--title", default="", help="a heading above the table (default: none)")
+    output = p.add_argument("-o", "--output", default=None, metavar="STEM", help="also write STEM.md and STEM.csv (default: print only)")
+    add_hidden_alias(p, output, "--out")
+    return p
 
-    root = Path(args.results).expanduser() if args.results else cfg.RESULTS_PATH
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_cli().parse_args(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results = args.results_path or args.results
+    root = Path(results).expanduser() if results else cfg.RESULTS_PATH
     if not root.is_dir():
         print(f"error: results folder {root} does not exist", file=sys.stderr)
         return 2
@@ -393,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = markdown(cells, args.title, compare)
     print(text, end="")
-    if args.out:
-        out = Path(args.out)
+    if args.output:
+        out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(text)
         out.with_suffix(".csv").write_text(to_csv(cells))
