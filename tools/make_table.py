@@ -38,6 +38,8 @@ METHOD_NAMES = {
 }  # fmt: skip
 NETWORK_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "instagram": "ResNeXt-101-IG", CLIP_COLUMN: "CLIP"}
 PROTOCOLS = {"best": "best_test_acc", "final": "final_test_acc", "val": "val_selected_test_acc"}
+RANDOM_MARK = "‡"
+RANDOM_NOTE = f"{RANDOM_MARK} = a randomly initialised network (no pretrained weights): a check of the code, not comparable with the paper."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,6 +58,7 @@ class Run:
     status: str  # finished | partial | started
     results: dict | None
     epochs_done: int = 0
+    random_weights: bool = False  # the network had no pretrained weights (CLIP with --clip-pretrained none)
 
 
 def read_run(path: Path) -> Run | None:
@@ -82,7 +85,14 @@ def read_run(path: Path) -> Run | None:
     return Run(
         path, config["method"], config["dataset"], config["network"], int(config["seed"]),
         json.dumps(identity, sort_keys=True, default=str), int(config["epochs"]), status, results, done,
+        random_weights=has_random_weights(config),
     )  # fmt: skip
+
+
+def has_random_weights(config: dict) -> bool:
+    """Whether a run's network was randomly initialised: CLIP with ``--clip-pretrained none`` and no weights file."""
+    extra = config.get("extra") or {}
+    return str(extra.get("clip_pretrained", "")).lower() == "none" and not (extra.get("clip_weights") or config.get("weights"))
 
 
 def collect_runs(root: Path) -> list[Run]:
@@ -146,6 +156,7 @@ class Cell:
     incomplete: list[Run] = field(default_factory=list)
     other_settings: int = 0  # settings found besides the one used
     paper: tuple[float, float | None] | None = None
+    random_weights: bool = False  # its runs used a randomly initialised network
 
     @property
     def n(self) -> int:
@@ -210,6 +221,7 @@ def build_cells(
         members = [r for r in members if r.seed in seeds]
         cell = Cell(*key, expected_seeds=list(seeds), other_settings=others, paper=paper.get((key[0], (compare or {}).get(key[1], key[1]), key[2])))
         finished = [r for r in members if r.status == "finished"]
+        cell.random_weights = any(r.random_weights for r in members)
         cell.protocol = protocol
         if protocol == "auto":
             has_val = finished and all(r.results.get("val_selected_test_acc") is not None for r in finished)
@@ -243,11 +255,13 @@ def layout(cells: dict[tuple[str, str, str], Cell]) -> tuple[list[str], list[tup
 
 
 def best_methods(cells: dict, dataset: str, columns: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Per network, the method(s) with the highest mean in this row."""
+    """Per network, the method(s) with the highest mean in this row (runs on pretrained weights only, where there are any)."""
     best = set()
     for network in {n for n, _ in columns}:
-        scored = [(cells[(dataset, n, m)].mean, (n, m)) for n, m in columns if n == network and (dataset, n, m) in cells]
-        scored = [(v, c) for v, c in scored if v is not None]
+        present = [cells[(dataset, n, m)] for n, m in columns if n == network and (dataset, n, m) in cells]
+        if any(not c.random_weights and c.mean is not None for c in present):
+            present = [c for c in present if not c.random_weights]  # a random network is not in the race
+        scored = [(c.mean, (c.network, c.method)) for c in present if c.mean is not None]
         if scored:
             top = max(v for v, _ in scored)
             best |= {c for v, c in scored if round(v, 1) == round(top, 1)}
@@ -265,7 +279,8 @@ def format_cell(cell: Cell | None, bold: bool) -> str:
         ours = f"**{ours}**"
     count = f"({cell.n})" if cell.complete else f"({cell.n}/{len(cell.expected_seeds)})!"
     dagger = "†" if cell.protocol == "val" else ""
-    return f"{ours}{dagger} {count}{paper}"
+    random = RANDOM_MARK if cell.random_weights else ""
+    return f"{ours}{dagger}{random} {count}{paper}"
 
 
 def markdown(cells: dict[tuple[str, str, str], Cell], title: str = "", compare: dict[str, str] | None = None) -> str:
@@ -281,7 +296,9 @@ def markdown(cells: dict[tuple[str, str, str], Cell], title: str = "", compare: 
         + "".join(f"Paper numbers beside {n} are the paper's {NETWORK_NAMES.get(p, p)}. " for n, p in (compare or {}).items())
         + ("Protocol: the best epoch's test accuracy, as in the paper." if protocols <= {"best"} else
            "Protocol: best epoch on test as in the paper; † = epoch chosen on the validation split."
-           if "val" in protocols else f"Protocol: {', '.join(sorted(protocols))} test accuracy."),
+           if "val" in protocols else f"Protocol: {', '.join(sorted(protocols))} test accuracy.")
+        + (" The paper's CLIP numbers are ViT-B/32's." if any(n == CLIP_COLUMN for n, _ in columns) else "")
+        + (f" {RANDOM_NOTE}" if any(c.random_weights for c in cells.values()) else ""),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -321,7 +338,7 @@ def missing_report(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
 def to_csv(cells: dict[tuple[str, str, str], Cell]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["dataset", "network", "method", "protocol", "n", "expected", "mean", "std", "seeds", "missing_seeds", "paper_mean", "paper_std"])
+    writer.writerow(["dataset", "network", "method", "protocol", "n", "expected", "mean", "std", "seeds", "missing_seeds", "paper_mean", "paper_std", "random_weights"])
     rows, columns = layout(cells)
     for dataset in rows:
         for network, method in columns:
@@ -334,6 +351,7 @@ def to_csv(cells: dict[tuple[str, str, str], Cell]) -> str:
                 cell.n, len(cell.expected_seeds), fmt(cell.mean), fmt(cell.std),
                 " ".join(map(str, sorted(cell.values))), " ".join(map(str, cell.missing_seeds)),
                 "" if cell.paper is None else cell.paper[0], "" if cell.paper is None or cell.paper[1] is None else cell.paper[1],
+                int(cell.random_weights),
             ])  # fmt: skip
     return buffer.getvalue()
 

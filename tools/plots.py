@@ -101,18 +101,21 @@ def prompt_images(run: Path) -> dict[str, np.ndarray]:
     return images
 
 
-def stretch(images: list[np.ndarray]) -> list[np.ndarray]:
+def stretch(images: list[np.ndarray]) -> tuple[list[np.ndarray], tuple[float, float]]:
     """One linear contrast stretch for all images, from the range of their nonzero (frame) pixels:
-    a prompt learned from a zero start stays near mid-gray, its structure invisible unstretched."""
+    a prompt learned from a zero start stays near mid-gray, its structure invisible unstretched.
+
+    Returns the images and the pixel range ``(low, high)`` (0-255) that now spans black to white.
+    """
     frame = np.concatenate([img[img > 0].ravel() for img in images] or [np.zeros(1)])
     low, high = (float(frame.min()), float(frame.max())) if frame.size else (0.0, 255.0)
     if high - low < 1:
-        return images
+        return images, (0.0, 255.0)
     out = []
     for img in images:
         scaled = (img.astype(np.float64) - low) * (255.0 / (high - low))
         out.append(np.where(img > 0, np.clip(scaled, 0, 255), 0).astype(np.uint8))
-    return out
+    return out, (low, high)
 
 
 def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: int = 8, contrast: bool = True) -> Path:
@@ -124,15 +127,20 @@ def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: in
         chosen = pick_epochs([int(label.split()[1]) for label in labels], epochs, most)
         labels = [f"epoch {e}" for e in chosen]
     shown = [images[label] for label in labels]
+    low, high = 0.0, 255.0
     if contrast:
-        shown = stretch(shown)
-    fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)), 2.8), squeeze=False)
+        shown, (low, high) = stretch(shown)
+    fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)) + 1.2, 2.8), squeeze=False)
     for ax, label, image in zip(axes[0], labels, shown):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
+    # the scale of every channel: black..white (dark..full red, green, blue) is this range of the pattern
+    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low / 255, high / 255), cmap="gray")
+    bar = fig.colorbar(scale, ax=list(axes[0]), fraction=0.05, pad=0.02)
+    bar.set_label("pattern value, each channel" + (" (stretched)" if contrast else ""), fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.suptitle(f"prompt pattern{' (contrast stretched)' if contrast else ''}\n{run_title(run)}", fontsize=9)
-    fig.tight_layout()
     return save(fig, out)
 
 
@@ -228,42 +236,76 @@ def plot_curves(runs: list[Path], out: Path) -> Path:
 # 4. ILM-VP's gain over FLM-VP per dataset
 
 
+def gain_with_error(a, b) -> tuple[float, float | None, int]:
+    """``mean(a) - mean(b)`` with its standard deviation and the number of seeds behind it.
+
+    With two or more seeds in both cells the deviation is that of the per-seed differences
+    (paired by seed); otherwise it combines the two cells' deviations, when both have one.
+    """
+    common = sorted(set(a.values) & set(b.values))
+    if len(common) >= 2:
+        diffs = [a.values[s] - b.values[s] for s in common]
+        return float(np.mean(diffs)), float(np.std(diffs, ddof=1)), len(common)
+    error = float(np.hypot(a.std, b.std)) if a.std is not None and b.std is not None else None
+    return a.mean - b.mean, error, min(a.n, b.n)
+
+
 def plot_gain(
     results: Path, out: Path, network: str | None = None, where: dict | None = None,
     compare: dict[str, str] | None = None, seeds: list[int] | None = None, better: str = "ilm_vp", base: str = "flm_vp",
 ) -> Path:  # fmt: skip
+    """Bars of ``better - base`` per dataset: ours (error bar: std over seeds) beside the paper's
+    (error bar: its two stds combined), each labelled with the network it was measured on."""
     runs = [r for r in collect_runs(results) if r.method in (better, base) and matches(r, where or {})]
     if network:
         runs = [r for r in runs if r.network == network]
     cells = build_cells(runs, None, seeds, compare=compare)
     report = missing_report(cells)
     rows, columns = layout(cells)
-    bars = []  # (label, ours, paper)
+    bars = []  # (label, ours, ours_err, n, paper, paper_err, our network, paper network)
     for dataset in rows:
         for net in sorted({n for n, _ in columns}):
             a, b = cells.get((dataset, net, better)), cells.get((dataset, net, base))
             if a is None or b is None or a.mean is None or b.mean is None:
                 continue
-            paper = a.paper[0] - b.paper[0] if a.paper and b.paper else None
-            bars.append((dataset if network else f"{dataset}\n{net}", a.mean - b.mean, paper))
+            gain, error, n = gain_with_error(a, b)
+            paper = paper_error = None
+            if a.paper and b.paper:
+                paper = a.paper[0] - b.paper[0]
+                paper_error = float(np.hypot(a.paper[1], b.paper[1])) if a.paper[1] is not None and b.paper[1] is not None else None
+            paper_net = (compare or {}).get(net, net)
+            bars.append((dataset if network else f"{dataset}\n{net}", gain, error, n, paper, paper_error, net, paper_net))
     if not bars:
         raise PlotError(f"no dataset under {results} has finished {better} and {base} runs" + (f" on {network}" if network else ""))
     for line in report:
         print(f"note: {line}", file=sys.stderr)
+    name = lambda net: NETWORK_NAMES.get(net, net)  # noqa: E731
     x = np.arange(len(bars))
-    has_paper = any(p is not None for _, _, p in bars)
+    has_paper = any(bar[4] is not None for bar in bars)
     width = 0.4 if has_paper else 0.6
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(bars) + 1.5), 3.8))
-    ours = ax.bar(x - (width / 2 if has_paper else 0), [g for _, g, _ in bars], width, label="ours", color="#1f77b4")
-    ax.bar_label(ours, fmt="%.1f", fontsize=7)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(bars) + 2.0), 4.0))
+    seeds_shown = sorted({bar[3] for bar in bars})
+    seeds_text = f"{seeds_shown[0]}" if len(seeds_shown) == 1 else f"{seeds_shown[0]}-{seeds_shown[-1]}"
+    our_nets = sorted({bar[6] for bar in bars})
+    ours_label = f"ours, {', '.join(name(n) for n in our_nets)} (mean ± std over {seeds_text} seed{'s' if seeds_shown[-1] > 1 else ''})"
+    errors = [bar[2] if bar[2] is not None else 0.0 for bar in bars]
+    ours = ax.bar(x - (width / 2 if has_paper else 0), [bar[1] for bar in bars], width, yerr=errors, capsize=3, label=ours_label, color="#1f77b4")
+    ax.bar_label(ours, fmt="%.1f", fontsize=7, padding=2)
     if has_paper:
-        paper = ax.bar(x + width / 2, [p if p is not None else 0 for _, _, p in bars], width, label="paper", color="#bbbbbb")
-        ax.bar_label(paper, labels=["" if p is None else f"{p:.1f}" for _, _, p in bars], fontsize=7)
+        paper_nets = sorted({bar[7] for bar in bars if bar[4] is not None})
+        paper_label = f"paper, {', '.join(name(n) for n in paper_nets)} (mean ± std over 3 runs)"
+        paper_errors = [bar[5] if bar[5] is not None else 0.0 for bar in bars]
+        paper = ax.bar(x + width / 2, [bar[4] if bar[4] is not None else 0 for bar in bars], width, yerr=paper_errors, capsize=3,
+                       label=paper_label, color="#bbbbbb")  # fmt: skip
+        ax.bar_label(paper, labels=["" if bar[4] is None else f"{bar[4]:.1f}" for bar in bars], fontsize=7, padding=2)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, [label for label, _, _ in bars], fontsize=8, rotation=30 if len(bars) > 6 else 0)
+    ax.set_xticks(x, [bar[0] for bar in bars], fontsize=8, rotation=30 if len(bars) > 6 else 0)
     ax.set_ylabel(f"{METHOD_NAMES.get(better, better)} − {METHOD_NAMES.get(base, base)}\n(test accuracy points)")
-    ax.set_title(f"gain of {METHOD_NAMES.get(better, better)} over {METHOD_NAMES.get(base, base)}" + (f", {NETWORK_NAMES.get(network, network)}" if network else ""), fontsize=10)
-    ax.legend(fontsize=8)
+    title = f"gain of {METHOD_NAMES.get(better, better)} over {METHOD_NAMES.get(base, base)}"
+    if has_paper and any(bar[6] != bar[7] for bar in bars if bar[4] is not None):
+        title += "\n(ours and the paper's on different networks: see the legend)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, out)
 
