@@ -9,6 +9,7 @@ cached weights; nothing is downloaded when ``VP_DOWNLOAD=0``.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,10 +70,12 @@ def imagenet_class_names() -> list[str]:
     return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def torchvision_classifiers() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def torchvision_classifiers() -> tuple[str, ...]:
+    """torchvision's classification model names (read once: a sweep checks a name per run)."""
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def network_names() -> list[str]:

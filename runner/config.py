@@ -13,6 +13,7 @@ import copy
 import re
 import textwrap
 from dataclasses import fields, replace
+from pathlib import Path
 
 import cfg
 from algorithms.mappings import MAPPING_CHOICES
@@ -191,6 +192,9 @@ def checked_config(config: RunConfig, family: Family) -> RunConfig:
         mapping=MAPPING_CHOICES.resolve(config.mapping) if family.trains_epochs else config.mapping,
         prompt=family.prompts.resolve(config.prompt) if family.prompts is not None else config.prompt,
     )
+    for flag, path in (("weights", config.weights), ("CLIP weights", config.extra.get("clip_weights"))):
+        if path and not Path(path).expanduser().is_file():
+            raise UserError(f"{flag} file not found: {Path(path).expanduser()}")
     if family.check is not None:
         family.check(config)
     return config

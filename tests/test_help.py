@@ -156,6 +156,8 @@ def nothing_loads(monkeypatch):
         ("linear_probing", ["--mapping", "ilm"], "linear_probing trains a new head with one output per target class; --mapping does not apply"),
         ("full_finetune", ["--cache-features"], "full_finetune trains the whole network; --cache-features applies to linear probing only"),
         ("single_tp_vp", ["--template-number", "81"], "--template-number must be in 0..80"),
+        ("ilm_vp", ["--weights", "/nonexistent/w.pth"], "weights file not found: /nonexistent/w.pth"),
+        ("ilm_tp_vp", ["--clip-weights", "/nonexistent/c.pt"], "CLIP weights file not found: /nonexistent/c.pt"),
     ],
 )
 def test_a_bad_name_fails_before_anything_loads(method, flags, message, tmp_path, capsys, nothing_loads):
