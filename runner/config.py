@@ -31,9 +31,9 @@ class HelpFormatter(argparse.HelpFormatter):
     """One default style: ``(default: X)`` closes a flag's first help line.
 
     A flag whose default is None (or empty) says in its help what that means (``(default: the
-    dataset's)``); once a method sets a value, the value is shown instead. On/off switches show none (their name
-    says what they change); lists print as they are typed; lines of a listing (starting with two
-    spaces) stay lines.
+    dataset's)``); once a method sets a value, the value is shown instead. On/off switches show
+    none (their name says what they change); lists print as they are typed; lines of a listing
+    (starting with two spaces) stay lines.
     """
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -42,8 +42,8 @@ class HelpFormatter(argparse.HelpFormatter):
             return text  # nothing to show: the help says what an unset flag means
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
             return text
-        first, newline, rest = _DEFAULT_NOTE.sub("", text).partition("\n")
-        return f"{first} (default: %(default)s){newline}{rest}"
+        first, newline, rest = text.partition("\n")
+        return f"{_DEFAULT_NOTE.sub('', first)} (default: %(default)s){newline}{rest}"
 
     def _expand_help(self, action: argparse.Action) -> str:
         if isinstance(action.default, (list, tuple)):
