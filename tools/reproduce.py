@@ -122,10 +122,12 @@ def expand_grid(
 
 
 def find_script(method: str) -> Path:
-    """``experiments/<group>/<method>.py``: the script researchers run by hand."""
+    """``experiments/<group>/<method>.py``, else the script that runs ``main("<method>")``
+    (``experiments/clip/linear_probe.py`` runs ``clip_linear_probe``): the script researchers run by hand."""
     found = sorted((cfg.REPO_ROOT / "experiments").glob(f"*/{method}.py"))
+    found = found or [p for p in sorted((cfg.REPO_ROOT / "experiments").glob("*/*.py")) if f'main("{method}")' in p.read_text()]
     if not found:
-        raise UserError(f"no script experiments/*/{method}.py for method {method!r}")
+        raise UserError(f"no script experiments/*/{method}.py (nor one running main({method!r})) for method {method!r}")
     return found[0]
 
 
