@@ -303,7 +303,7 @@ def plot_gain(
     ax.set_ylabel(f"{METHOD_NAMES.get(better, better)} − {METHOD_NAMES.get(base, base)}\n(test accuracy points)")
     title = f"gain of {METHOD_NAMES.get(better, better)} over {METHOD_NAMES.get(base, base)}"
     if has_paper and any(bar[6] != bar[7] for bar in bars if bar[4] is not None):
-        title += "\n(ours and the paper's on different networks: see the legend)"
+        title += "\n(ours and the paper's: different networks)"
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
