@@ -104,6 +104,26 @@ def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]
     return factor
 
 
+def schedule_warnings(config: RunConfig) -> list[str]:
+    """What the learning-rate schedule does that a user would not expect from the flags.
+
+    With few epochs the multistep milestones ``int(m * epochs)`` can fall on epoch 0 (for
+    ``--epochs 1``, both of the paper's), so the run never trains at ``--lr``; the official code
+    does the same, silently.
+    """
+    if config.scheduler != "multistep":
+        return []
+    at_start = [m for m in config.milestones if int(m * config.epochs) == 0]
+    if not at_start:
+        return []
+    lr = config.lr * config.gamma ** len(at_start)
+    return [
+        f"with --epochs {config.epochs} the learning-rate milestone{'s' if len(at_start) > 1 else ''} "
+        f"{' '.join(f'{m:g}' for m in at_start)} fall{'' if len(at_start) > 1 else 's'} on epoch 0: every step trains at lr {lr:g}, "
+        f"not --lr {config.lr:g}; use more epochs, or --scheduler constant for a smoke test"
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Reported accuracies
 
@@ -148,14 +168,16 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
 
 
 @torch.no_grad()
-def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None) -> torch.Tensor:
+def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None, desc: str | None = None) -> torch.Tensor:
     """``fn`` of every batch of ``loader``, in order and at the run's precision, as one float32 tensor.
 
     It stays on the device where it fits (:func:`~data.loader.fits_on_device`, ``resident`` forces
-    the answer); otherwise it fills host memory (pinned for CUDA) batch by batch.
+    the answer); otherwise it fills host memory (pinned for CUDA) batch by batch. With ``desc``,
+    a progress bar (main process, terminal only).
     """
     out, start = None, 0
-    for images, _ in loader:
+    batches = loader if desc is None else tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not runtime.is_main or None)
+    for images, _ in batches:
         with runtime.autocast():
             y = fn(to_float01(images)).float()
         if out is None:
@@ -170,16 +192,18 @@ def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident
     return out
 
 
-def precompute_inputs(fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> TargetData:
+def precompute_inputs(
+    fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None, desc: str = "precompute"
+) -> TargetData:
     """``data`` with each split's images replaced by ``fn`` of them, computed once by every rank
     (training batches are drawn from the whole set, so each rank needs all of it)."""
 
-    def outputs(split: ImageTensorSet) -> FeatureSet:
+    def outputs(split: ImageTensorSet, name: str) -> FeatureSet:
         loader = BatchLoader(split, batch_size, runtime.device, shuffle=False, resident=resident)
-        return FeatureSet(stacked_outputs(fn, loader, runtime, resident), split.labels)
+        return FeatureSet(stacked_outputs(fn, loader, runtime, resident, desc=f"{desc} ({name})"), split.labels)
 
-    val = None if data.val is None else outputs(data.val)
-    return replace(data, train=outputs(data.train), test=outputs(data.test), val=val)
+    val = None if data.val is None else outputs(data.val, "val")
+    return replace(data, train=outputs(data.train, "train"), test=outputs(data.test, "test"), val=val)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from common.choices import Choices
 from common.errors import UserError
 from data.fingerprint import data_fingerprint
 from data.splits import stratified_split
@@ -95,6 +96,10 @@ def register_dataset(
 
 def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+# ``--dataset``: every registered name with its description
+DATASETS = Choices("dataset", lambda: {name: info.description for name, info in _REGISTRY.items()})
 
 
 def get_dataset_info(name: str) -> DatasetInfo:

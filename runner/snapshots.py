@@ -130,7 +130,10 @@ def draw_heatmap(ax, data: PredictionCounts, num_targets: int = 10, num_frequent
     from matplotlib.patches import Rectangle
 
     heat = heatmap_data(data.counts, data.mapped, num_targets, num_frequent)
-    ax.imshow(heat.shares, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    image = ax.imshow(heat.shares, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("share of the target class's test images", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     for r in range(heat.shares.shape[0]):
         for c in range(heat.shares.shape[1]):
             value = heat.shares[r, c]

@@ -314,7 +314,7 @@ def test_features_are_refused_when_the_head_output_is_not_the_network_output(cif
 def test_mapping_flag_is_rejected_with_one_line(tmp_path, cifar_root, capsys):
     assert main("linear_probing", tiny_args(tmp_path, cifar_root, "--mapping", "ilm")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: linear_probing trains a new 10-way head") and err.count("\n") == 1
+    assert err.startswith("error: linear_probing trains a new head with one output per target class") and err.count("\n") == 1
 
 
 def test_full_finetune_of_efficientnet_lite0_trains_every_weight_of_it(cifar_root):

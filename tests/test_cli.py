@@ -108,8 +108,8 @@ def test_existing_run_is_never_clobbered(tmp_path, cifar_root, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--dataset", "mnist"], "unknown dataset 'mnist'; available:"),
-        (["--network", "alexnet_v9"], "unknown network 'alexnet_v9'; registered:"),
+        (["--dataset", "mnist"], "argument --dataset: unknown dataset 'mnist'; choose from abide, cifar10,"),
+        (["--network", "alexnet_v9"], "argument --network: unknown network 'alexnet_v9'; choose from efficientnet_lite0,"),
         (["--image-size", "100"], "larger than the 64x64 prompt canvas"),
         (["--mapping", "magic"], "unknown mapping 'magic'"),
         (["--weights", "/nonexistent/w.pth"], "weights file not found: /nonexistent/w.pth"),
@@ -162,7 +162,7 @@ def test_scripts_run_from_any_directory_and_fail_cleanly(tmp_path, cifar_root):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("error: unknown dataset 'nope'")
+    assert bad.stderr.strip().startswith("error: argument --dataset: unknown dataset 'nope'")
     good = subprocess.run(
         [sys.executable, str(script), "--network", "efficientnet_lite0", "--dataset", "cifar10", "--data-path", str(cifar_root),
          "--results-path", str(tmp_path / "r"), "--epochs", "1", "--max-train-samples", "10", "--max-test-samples", "10", "--device", "cpu"],

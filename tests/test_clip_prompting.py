@@ -112,6 +112,6 @@ def test_single_tp_vp_end_to_end(prompt, tmp_path, cifar_root):
 
 def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
     assert main("single_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--template-number", "81")) == 2
-    assert capsys.readouterr().err == "error: argument --template-number: must be an integer in 0..80, got 81\n"
-    assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "pad")) == 2
-    assert "for CLIP methods" in capsys.readouterr().err
+    assert "argument --template-number: must be an integer in 0..80, got 81" in capsys.readouterr().err
+    assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "expansive")) == 2  # a CNN prompt
+    assert "unknown prompt 'expansive'; choose from fixed_patch, padding, random_patch" in capsys.readouterr().err

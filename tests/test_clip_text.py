@@ -20,7 +20,7 @@ def test_text_embeddings_are_encoded_once_and_cached(tmp_path, monkeypatch):
     clip = load_clip(register_tiny_clip(), "none")
     calls = []
     encode = clip_text.encode_texts
-    monkeypatch.setattr(clip_text, "encode_texts", lambda c, texts, device: calls.append(list(texts)) or encode(c, texts, device))
+    monkeypatch.setattr(clip_text, "encode_texts", lambda c, texts, device, *rest: calls.append(list(texts)) or encode(c, texts, device))
     templates, names = list(TEMPLATES[:3]), ["cat", "dog"]
     first = clip_text.text_embeddings(clip, templates, names, cache_dir=tmp_path)
     assert len(calls) == 1 and calls[0] == [fill(t, c) for t in templates for c in names]

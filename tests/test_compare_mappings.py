@@ -49,4 +49,4 @@ def test_grid_writes_table_and_reuses_finished_runs(tmp_path, cifar_root):
 
 def test_unknown_mapping_is_a_one_line_error(capsys):
     assert main(["--mappings", "ilm", "nope"]) == 2
-    assert "unknown mapping(s) nope" in capsys.readouterr().err
+    assert "error: argument --mappings: unknown mapping 'nope'; choose from blm, blmplus," in capsys.readouterr().err

@@ -68,12 +68,12 @@ def test_bad_values_are_one_error_line_before_anything_runs(flag, value, expecte
 )
 def test_method_flags_are_checked_too(method, flag, value, expected, tmp_path, capsys):
     assert main(method, ["--results-path", str(tmp_path / "res"), flag, value]) == 2
-    assert _one_error_line(capsys) == f"error: argument {flag}: {expected}"
+    assert _one_error_line(capsys) == f"error: argument {flag}: {expected} (see --help)"
 
 
 def test_unknown_flags_and_choices_are_one_error_line(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--no-such-flag")) == 2
-    assert _one_error_line(capsys) == "error: unrecognized arguments: --no-such-flag"
+    assert _one_error_line(capsys) == "error: unrecognized arguments: --no-such-flag (see --help)"
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--optimizer", "lion")) == 2
     assert _one_error_line(capsys).startswith("error: argument --optimizer: invalid choice: 'lion'")
 
@@ -95,4 +95,4 @@ def test_a_script_reports_a_bad_value_without_a_traceback(tmp_path):
         [sys.executable, str(script), "--lr", "-1", "--results-path", str(tmp_path / "r")],
         cwd=tmp_path, env={"VP_DOWNLOAD": "0", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode == 2 and result.stderr == "error: argument --lr: must be > 0, got -1\n"
+    assert result.returncode == 2 and result.stderr == "error: argument --lr: must be > 0, got -1 (see --help)\n"

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_args
 
 from algorithms.engine import Trainer
-from algorithms.methods import FAMILIES, get_method
+from algorithms.methods import FAMILIES
 from algorithms.runtime import Runtime
 from data.registry import SubsetSpec, load_dataset
 from runner.cli import main
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 
 def make_trainer(tmp_path, cifar_root, *extra: str, **overrides) -> Trainer:
-    args = build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(tiny_args(tmp_path, cifar_root, *extra))
+    args = build_parser("ilm_vp").parse_args(tiny_args(tmp_path, cifar_root, *extra))
     config = replace(config_from_args("ilm_vp", args), **overrides)
     data = load_dataset("cifar10", cifar_root, batch_size=config.batch_size, subset=SubsetSpec())
     runtime = Runtime(CPU, resolve_precision(config.precision, CPU))
@@ -57,3 +57,18 @@ def test_bf16_run_trains_close_to_fp32(tmp_path, cifar_root):
     rows = {p: json.loads((runs[p] / "metrics.jsonl").read_text()) for p in runs}
     assert json.loads((runs["bf16"] / "config.json").read_text())["resolved"]["precision"] == "bf16"
     assert abs(rows["bf16"]["train_loss"] - rows["fp32"]["train_loss"]) < 0.05
+
+
+def test_a_milestone_on_epoch_zero_is_warned_about(tmp_path, cifar_root, capsys):
+    from algorithms.engine import lr_factor, schedule_warnings
+    from algorithms.settings import RunConfig
+
+    one = RunConfig(method="ilm_vp", epochs=1)  # the paper's milestones 0.5 and 0.72 both give int(.) = 0
+    (warning,) = schedule_warnings(one)
+    assert "milestones 0.5 0.72 fall on epoch 0" in warning and "lr 0.0001" in warning and "--scheduler constant" in warning
+    assert lr_factor(one, steps_per_epoch=4)(0) == pytest.approx(0.01)  # what the warning says: 0.01 x 0.1^2 from step 0
+    assert schedule_warnings(RunConfig(method="ilm_vp", epochs=3)) == []  # int(1.5) = 1, int(2.16) = 2
+    assert schedule_warnings(RunConfig(method="ilm_vp", epochs=1, scheduler="constant")) == []
+    assert "milestone 0.5 falls" in schedule_warnings(RunConfig(method="ilm_vp", epochs=1, milestones=[0.5, 1.0]))[0]
+    assert main("ilm_vp", tiny_args(tmp_path, cifar_root, "--epochs", "1")) == 0
+    assert capsys.readouterr().err.count("warning: with --epochs 1 the learning-rate milestones") == 1

@@ -187,12 +187,11 @@ def test_engine_runs_efficientnet_with_every_rewrite():
 
 def test_fast_frozen_ops_flag_reaches_the_model_and_keeps_the_run_folder():
     from algorithms.mappings import IdentityMapping
-    from algorithms.methods import get_method
     from models.frozen import GradAwareInplace
     from models.reprogrammer import ReprogrammingModel
     from runner.config import build_parser, config_from_args
 
-    parser = build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None)
+    parser = build_parser("ilm_vp")
     base = ["--network", "resnet18", "--dataset", "cifar10"]
     on = config_from_args("ilm_vp", parser.parse_args(base))
     off = config_from_args("ilm_vp", parser.parse_args([*base, "--no-fast-frozen-ops"]))

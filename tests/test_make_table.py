@@ -141,3 +141,19 @@ def test_cli_writes_markdown_and_csv(results, tmp_path, capsys):
     assert out.with_suffix(".csv").read_text().startswith("dataset,network,method")
     assert mt.main([str(tmp_path / "nowhere")]) == 2
     assert mt.main([str(results), "--where", "epochs=99"]) == 2
+
+
+def test_random_weight_runs_are_marked(tmp_path, capsys):
+    root = tmp_path / "res"
+    for seed in (1, 2):
+        fake_run(root, "ilm_tp_vp", "cifar10", "ViT-B/32", seed, 40.0 + seed, extra={"clip_pretrained": "none"})
+        fake_run(root, "single_tp_vp", "cifar10", "ViT-B/32", seed, 30.0 + seed, extra={"clip_pretrained": "openai"})
+    assert mt.main([str(root), "--clip", "--output", str(tmp_path / "t")]) == 0
+    text = (tmp_path / "t.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| cifar10"))
+    random_cell, real_cell = row.split(" | ")[1:3]
+    assert "‡" in random_cell and "‡" not in real_cell
+    assert "**" not in random_cell and real_cell.startswith("**")  # higher, but not in the race
+    assert mt.RANDOM_NOTE in text and "ViT-B/32's" in text
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
+    assert {r["method"]: r["random_weights"] for r in rows} == {"ilm_tp_vp": "1", "single_tp_vp": "0"}

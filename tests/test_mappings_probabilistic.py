@@ -178,4 +178,4 @@ def test_linear_mapping_end_to_end_trains_with_its_own_learning_rate(tmp_path, c
 
 def test_bad_mapping_lr_is_a_one_line_error(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--mapping", "linear", "--mapping-lr", "0")) == 2
-    assert capsys.readouterr().err.strip() == "error: argument --mapping-lr: must be > 0, got 0"
+    assert capsys.readouterr().err.strip() == "error: argument --mapping-lr: must be > 0, got 0 (see --help)"

@@ -133,3 +133,49 @@ def test_real_tiny_run_writes_snapshots_and_every_figure_renders(tmp_path, cifar
     for figure in ("prompts", "mapping", "curves", "heatmap"):
         assert plots.main([figure, str(run), "-o", str(tmp_path / f"{figure}.png")]) == 0
         assert_png(tmp_path / f"{figure}.png")
+
+
+@pytest.fixture
+def kept_figure(monkeypatch):
+    """The last figure a plot function saved, kept open for inspection."""
+    kept = {}
+
+    def save(fig, out):
+        kept["fig"] = fig
+        return Path(out)
+
+    monkeypatch.setattr(plots, "save", save)
+    return kept
+
+
+def test_gain_says_what_it_compares_with_error_bars(tmp_path, kept_figure):
+    from tools.make_table import Cell
+
+    a = Cell("cifar10", "efficientnet_lite0", "ilm_vp", [1, 2, 3], {1: 60.0, 2: 64.0, 3: 59.0})
+    b = Cell("cifar10", "efficientnet_lite0", "flm_vp", [1, 2, 3], {1: 55.0, 2: 61.0, 3: 57.0})
+    gain, error, n = plots.gain_with_error(a, b)  # paired per-seed differences 5, 3, 2
+    assert gain == pytest.approx(10 / 3) and error == pytest.approx(np.std([5, 3, 2], ddof=1)) and n == 3
+    root = tmp_path / "res"
+    for seed, (ilm, flm) in zip((1, 2, 3), ((60.0, 55.0), (64.0, 61.0), (59.0, 57.0))):
+        fake_run(root, "ilm_vp", "cifar10", "efficientnet_lite0", seed, ilm)
+        fake_run(root, "flm_vp", "cifar10", "efficientnet_lite0", seed, flm)
+    plots.plot_gain(root, tmp_path / "g.png", compare={"efficientnet_lite0": "resnet18"})
+    ax = kept_figure["fig"].axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[0].startswith("ours, efficientnet_lite0 (mean ± std over 3 seeds)")
+    assert labels[1].startswith("paper, ResNet-18")  # the paper's network is named, not implied
+    assert "different networks" in ax.get_title()
+    caps = [line for line in ax.lines if len(line.get_xdata()) == 1]  # error-bar caps: two per bar
+    assert len(caps) == 4
+    paper_gain = 65.5 - 65.7  # Table 1, CIFAR-10, ResNet-18: ILM-VP minus FLM-VP
+    assert [round(p.get_height(), 2) for p in ax.patches] == [round(10 / 3, 2), round(paper_gain, 2)]
+
+
+def test_images_carry_colour_scales(synthetic_run, tmp_path, kept_figure):
+    plots.plot_prompts(synthetic_run, tmp_path / "p.png")
+    *panels, bar = kept_figure["fig"].axes
+    assert len(panels) == 3 and "pattern value" in bar.get_ylabel()
+    low, high = bar.get_ylim()
+    assert 0 <= low < high <= 1
+    plots.plot_heatmap(synthetic_run, tmp_path / "h.png")
+    assert "share of the target class's test images" in kept_figure["fig"].axes[-1].get_ylabel()

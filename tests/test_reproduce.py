@@ -43,6 +43,13 @@ def test_axis_flags_subset_a_preset_and_keep_its_restrictions():
         rp.jobs_from_args(rp.build_cli().parse_args(["--datasets", "cifar10"]), [])
 
 
+def test_every_registered_method_has_its_script():
+    from algorithms.methods import METHODS
+
+    assert rp.find_script("clip_linear_probe").name == "linear_probe.py"  # runs main("clip_linear_probe")
+    assert all(rp.find_script(method).is_file() for method in METHODS)
+
+
 def test_unknown_method_and_bad_flags_are_user_errors():
     with pytest.raises(UserError, match="no script"):
         rp.method_config("no_such_method", [])

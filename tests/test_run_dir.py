@@ -80,7 +80,7 @@ def test_overwrite_that_fails_validation_keeps_every_old_file(breakage, tmp_path
 
 def test_overwrite_that_fails_in_its_first_epoch_puts_the_old_run_back(tmp_path, monkeypatch, capsys):
     root = write_image_folder(tmp_path / "data", ["a", "b"], {"train": 4, "test": 2}, size=16)
-    args = tiny_args(tmp_path / "res", root, "--dataset", "folder", "--image-size", "16", "--run-name", RUN, "--epochs", "1")
+    args = tiny_args(tmp_path / "res", root, "--dataset", "folder", "--image-size", "16", "--run-name", RUN, "--epochs", "1", "--scheduler", "constant")
     assert main("ilm_vp", args) == 0
     run = tmp_path / "res" / "ilm_vp" / "folder" / "tiny_test_net" / RUN
     before = files_of(run)

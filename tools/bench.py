@@ -16,7 +16,7 @@ For each network (and precision) three measurements, each in its own process:
   default allocator (this process never calls ``mallopt``).
 
     python tools/bench.py                                    # CPU defaults: small subset
-    python tools/bench.py --device cuda --train-samples 10000 --test-samples 2000 --batch-size 256
+    python tools/bench.py --device cuda --max-train-samples 10000 --max-test-samples 2000 --batch-size 256
 
 Prints one table and writes the numbers to ``docs/benchmarks/<device>-<date>.json``.
 CIFAR-10 image folders are looked up in ``$VP_SHARED/datasets``, ``../shared/datasets`` and
@@ -25,7 +25,6 @@ The measurements live in ``tools/benchmark/`` (one module per job); this file dr
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -76,34 +75,48 @@ def network_weights(name: str, tmp: Path) -> tuple[str | None, bool]:
     return str(path), False
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--networks", nargs="+", default=["efficientnet_lite0", "resnet18"])
-    p.add_argument("--precisions", nargs="+", default=["auto"], help="engine precisions to measure (auto, fp32, bf16, fp16)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--train-samples", type=int, default=1024, help="class-balanced CIFAR-10 training subset")
-    p.add_argument("--test-samples", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the batch size (the engine's default)")
-    p.add_argument("--epochs", type=int, default=1, help="engine epochs; the last one is reported")
-    p.add_argument("--floor-steps", type=int, default=5, help="timed steps per floor measurement (median)")
-    p.add_argument("--floor-warmup", type=int, default=2)
-    p.add_argument("--data-path", default=None, help="a root holding cifar10/{train,test}/<class>/ (default: searched)")
+def build_cli():
+    """The driver's flags (imported here only: a measurement process imports nothing it does not measure)."""
+    from runner.config import add_hidden_alias, tool_parser
+
+    p = tool_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--networks", nargs="+", default=["efficientnet_lite0", "resnet18"], metavar="NAME",
+                   help="source networks (any --network name of the method scripts; random weights where none are cached)")  # fmt: skip
+    p.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "fp16"], metavar="P",
+                   help="engine precisions to measure: auto, fp32, bf16, fp16")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    samples = p.add_argument("--max-train-samples", type=int, default=1024, metavar="N", help="class-balanced CIFAR-10 training subset")
+    add_hidden_alias(p, samples, "--train-samples")
+    samples = p.add_argument("--max-test-samples", type=int, default=512, metavar="N", help="class-balanced CIFAR-10 test subset")
+    add_hidden_alias(p, samples, "--test-samples")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch")
+    p.add_argument("--eval-batch-size", type=int, default=None, metavar="N", help="evaluation batch (default: twice --batch-size, the engine's default)")
+    p.add_argument("--epochs", type=int, default=1, metavar="N", help="engine epochs; the last one is reported")
+    p.add_argument("--floor-steps", type=int, default=5, metavar="N", help="timed steps per floor measurement (median)")
+    p.add_argument("--floor-warmup", type=int, default=2, metavar="N", help="untimed steps before them")
+    p.add_argument("--data-path", default=None, metavar="DIR", help="a root holding cifar10/{train,test}/<class>/ (default: searched)")
     p.add_argument("--synthetic", action="store_true", help="use random JPEGs of CIFAR-10's shape, even if CIFAR-10 is present")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the straightforward pipeline")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader workers of the straightforward pipeline")
     p.add_argument("--no-straightforward", action="store_true", help="skip the (slow) straightforward pipeline")
-    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--no-channels-last", action="store_true", help="run the engine in NCHW")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in the engine")
     p.add_argument("--no-fold-bn", action="store_true", help="keep batch norms in the engine (and the floor)")
-    p.add_argument("--output", default=None, help="JSON path (default docs/benchmarks/<device>-<date>.json)")
-    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    p.add_argument("--spec", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="JSON file to write (default: docs/benchmarks/<device>-<date>.json)")
+    return p
 
-    if args.worker:
-        spec = json.loads(args.spec)
-        emit(WORKERS[args.worker](spec))
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:  # a measurement process (run_worker): nothing else is imported into it
+        emit(WORKERS[argv[1]](json.loads(argv[argv.index("--spec") + 1])))
         return 0
+    from common.errors import UserError
+
+    try:
+        args = build_cli().parse_args(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -118,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         if synthetic:
             if not args.synthetic:
                 print("CIFAR-10 image folders not found; writing a synthetic set of the same shape", flush=True)
-            data_root = write_synthetic_cifar10(tmp / "data", args.train_samples, args.test_samples)
+            data_root = write_synthetic_cifar10(tmp / "data", args.max_train_samples, args.max_test_samples)
         rows = []
         for network in args.networks:
             weights, pretrained = network_weights(network, tmp)
             base = {
                 "network": network, "weights": weights, "device": args.device, "data_root": str(data_root),
-                "n_train": args.train_samples, "n_test": args.test_samples, "batch_size": args.batch_size,
+                "n_train": args.max_train_samples, "n_test": args.max_test_samples, "batch_size": args.batch_size,
                 "eval_batch_size": args.eval_batch_size or 2 * args.batch_size, "epochs": args.epochs,
                 "floor_steps": args.floor_steps, "floor_warmup": args.floor_warmup, "input_size": 224,
                 "channels_last": not args.no_channels_last, "compile": args.compile, "fold_bn": not args.no_fold_bn, "results": str(tmp / "runs"),

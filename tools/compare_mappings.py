@@ -23,10 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from algorithms.mappings import MAPPINGS  # noqa: E402
+from algorithms.mappings import MAPPING_CHOICES  # noqa: E402
 from algorithms.methods import METHODS  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
+from models.networks import NETWORKS  # noqa: E402
+from models.prompts import PROMPT_CHOICES  # noqa: E402
 from runner.cli import main as run_method  # noqa: E402
+from runner.config import name_type, tool_parser  # noqa: E402
 from tools.reproduce import FINISHED, PARTIAL, method_config, run_status  # noqa: E402
 
 DEFAULT_MAPPINGS = ["ilm", "flm", "rlm", "blm", "blmplus", "linear"]
@@ -132,28 +136,34 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     if "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--network", default="efficientnet_lite0")
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-path", default=None, help="data root (default: VP_DATA)")
-    p.add_argument("--results-path", default=None, help="where the runs go (default: VP_RESULTS)")
-    p.add_argument("--max-train-samples", type=int, default=2000)
-    p.add_argument("--max-test-samples", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--mappings", nargs="+", default=DEFAULT_MAPPINGS)
-    p.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--output", default="docs/mapping_comparison.md")
+    return build_cli().parse_args(argv), passthrough
+
+
+def build_cli() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__.split("\n\n")[0] + " Flags after -- go to every run.")
+    p.add_argument("--network", type=name_type(NETWORKS), default="efficientnet_lite0", metavar="NAME", help=NETWORKS.help("source network"))
+    p.add_argument("--dataset", type=name_type(DATASETS), default="cifar10", metavar="NAME", help=DATASETS.help("target dataset"))
+    p.add_argument("--data-path", default=None, metavar="DIR", help="data root (default: VP_DATA)")
+    p.add_argument("--results-path", default=None, metavar="DIR", help="where the runs go (default: VP_RESULTS)")
+    p.add_argument("--max-train-samples", type=int, default=2000, metavar="N", help="class-balanced training subset")
+    p.add_argument("--max-test-samples", type=int, default=1000, metavar="N", help="class-balanced test subset")
+    p.add_argument("--epochs", type=int, default=2, metavar="N", help="epochs of every run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], metavar="S", help="training seeds of every cell")
+    p.add_argument("--mappings", type=name_type(MAPPING_CHOICES), nargs="+", default=DEFAULT_MAPPINGS, metavar="NAME",
+                   help=MAPPING_CHOICES.help("label mappings, the table's rows"))  # fmt: skip
+    p.add_argument("--prompts", type=name_type(PROMPT_CHOICES), nargs="+", default=DEFAULT_PROMPTS, metavar="NAME",
+                   help=PROMPT_CHOICES.help("CNN prompts, the table's columns"))  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("-o", "--output", default="docs/mapping_comparison.md", metavar="FILE", help="Markdown file to write")
     p.add_argument("--report-only", action="store_true", help="run nothing: tabulate the finished runs, list the others")
-    return p.parse_args(argv), passthrough
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, passthrough = parse(argv)
-    unknown = [m for m in args.mappings if m not in MAPPINGS]
-    if unknown:
-        print(f"error: unknown mapping(s) {', '.join(unknown)}; choose from {', '.join(sorted(MAPPINGS))}", file=sys.stderr)
+    try:
+        args, passthrough = parse(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     common = ["--network", args.network, "--dataset", args.dataset, "--epochs", str(args.epochs), "--device", args.device]
     common += ["--max-train-samples", str(args.max_train_samples), "--max-test-samples", str(args.max_test_samples)]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Result tables in the paper's layout, from run folders, with the published numbers beside ours.
 
-    python tools/make_table.py results --preset table1 --out docs/table1      # .md and .csv
-    python tools/make_table.py results --preset clip --out docs/table_clip
+    python tools/make_table.py results --preset table1 --output docs/table1   # .md and .csv
+    python tools/make_table.py results --preset clip --output docs/table_clip
     python tools/make_table.py results --seeds 1 2 --where epochs=5
 
 Rows are datasets, columns network x method, each cell ``mean ± std (n)`` over seeds and the
@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
 from algorithms.settings import VOLATILE  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from runner.config import add_hidden_alias, tool_parser  # noqa: E402
 from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper_results"
@@ -36,6 +38,8 @@ METHOD_NAMES = {
 }  # fmt: skip
 NETWORK_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "instagram": "ResNeXt-101-IG", CLIP_COLUMN: "CLIP"}
 PROTOCOLS = {"best": "best_test_acc", "final": "final_test_acc", "val": "val_selected_test_acc"}
+RANDOM_MARK = "‡"
+RANDOM_NOTE = f"{RANDOM_MARK} = a randomly initialised network (no pretrained weights): a check of the code, not comparable with the paper."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +58,7 @@ class Run:
     status: str  # finished | partial | started
     results: dict | None
     epochs_done: int = 0
+    random_weights: bool = False  # the network had no pretrained weights (CLIP with --clip-pretrained none)
 
 
 def read_run(path: Path) -> Run | None:
@@ -84,7 +89,14 @@ def read_run(path: Path) -> Run | None:
     return Run(
         path, config["method"], config["dataset"], config["network"], int(config["seed"]),
         json.dumps(identity, sort_keys=True, default=str), int(config["epochs"]), status, results, done,
+        random_weights=has_random_weights(config),
     )  # fmt: skip
+
+
+def has_random_weights(config: dict) -> bool:
+    """Whether a run's network was randomly initialised: CLIP with ``--clip-pretrained none`` and no weights file."""
+    extra = config.get("extra") or {}
+    return str(extra.get("clip_pretrained", "")).lower() == "none" and not (extra.get("clip_weights") or config.get("weights"))
 
 
 def collect_runs(root: Path) -> list[Run]:
@@ -150,6 +162,7 @@ class Cell:
     incomplete: list[Run] = field(default_factory=list)
     other_settings: int = 0  # settings found besides the one used
     paper: tuple[float, float | None] | None = None
+    random_weights: bool = False  # its runs used a randomly initialised network
 
     @property
     def n(self) -> int:
@@ -214,6 +227,7 @@ def build_cells(
         members = [r for r in members if r.seed in seeds]
         cell = Cell(*key, expected_seeds=list(seeds), other_settings=others, paper=paper.get((key[0], (compare or {}).get(key[1], key[1]), key[2])))
         finished = [r for r in members if r.status == "finished"]
+        cell.random_weights = any(r.random_weights for r in members)
         cell.protocol = protocol
         if protocol == "auto":
             has_val = finished and all(r.results.get("val_selected_test_acc") is not None for r in finished)
@@ -247,11 +261,13 @@ def layout(cells: dict[tuple[str, str, str], Cell]) -> tuple[list[str], list[tup
 
 
 def best_methods(cells: dict, dataset: str, columns: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Per network, the method(s) with the highest mean in this row."""
+    """Per network, the method(s) with the highest mean in this row (runs on pretrained weights only, where there are any)."""
     best = set()
     for network in {n for n, _ in columns}:
-        scored = [(cells[(dataset, n, m)].mean, (n, m)) for n, m in columns if n == network and (dataset, n, m) in cells]
-        scored = [(v, c) for v, c in scored if v is not None]
+        present = [cells[(dataset, n, m)] for n, m in columns if n == network and (dataset, n, m) in cells]
+        if any(not c.random_weights and c.mean is not None for c in present):
+            present = [c for c in present if not c.random_weights]  # a random network is not in the race
+        scored = [(c.mean, (c.network, c.method)) for c in present if c.mean is not None]
         if scored:
             top = max(v for v, _ in scored)
             best |= {c for v, c in scored if round(v, 1) == round(top, 1)}
@@ -269,7 +285,8 @@ def format_cell(cell: Cell | None, bold: bool) -> str:
         ours = f"**{ours}**"
     count = f"({cell.n})" if cell.complete else f"({cell.n}/{len(cell.expected_seeds)})!"
     dagger = "†" if cell.protocol == "val" else ""
-    return f"{ours}{dagger} {count}{paper}"
+    random = RANDOM_MARK if cell.random_weights else ""
+    return f"{ours}{dagger}{random} {count}{paper}"
 
 
 def markdown(cells: dict[tuple[str, str, str], Cell], title: str = "", compare: dict[str, str] | None = None) -> str:
@@ -285,7 +302,9 @@ def markdown(cells: dict[tuple[str, str, str], Cell], title: str = "", compare: 
         + "".join(f"Paper numbers beside {n} are the paper's {NETWORK_NAMES.get(p, p)}. " for n, p in (compare or {}).items())
         + ("Protocol: the best epoch's test accuracy, as in the paper." if protocols <= {"best"} else
            "Protocol: best epoch on test as in the paper; † = epoch chosen on the validation split."
-           if "val" in protocols else f"Protocol: {', '.join(sorted(protocols))} test accuracy."),
+           if "val" in protocols else f"Protocol: {', '.join(sorted(protocols))} test accuracy.")
+        + (" The paper's CLIP numbers are ViT-B/32's." if any(n == CLIP_COLUMN for n, _ in columns) else "")
+        + (f" {RANDOM_NOTE}" if any(c.random_weights for c in cells.values()) else ""),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -325,7 +344,7 @@ def missing_report(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
 def to_csv(cells: dict[tuple[str, str, str], Cell]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["dataset", "network", "method", "protocol", "n", "expected", "mean", "std", "seeds", "missing_seeds", "paper_mean", "paper_std"])
+    writer.writerow(["dataset", "network", "method", "protocol", "n", "expected", "mean", "std", "seeds", "missing_seeds", "paper_mean", "paper_std", "random_weights"])
     rows, columns = layout(cells)
     for dataset in rows:
         for network, method in columns:
@@ -338,6 +357,7 @@ def to_csv(cells: dict[tuple[str, str, str], Cell]) -> str:
                 cell.n, len(cell.expected_seeds), fmt(cell.mean), fmt(cell.std),
                 " ".join(map(str, sorted(cell.values))), " ".join(map(str, cell.missing_seeds)),
                 "" if cell.paper is None else cell.paper[0], "" if cell.paper is None or cell.paper[1] is None else cell.paper[1],
+                int(cell.random_weights),
             ])  # fmt: skip
     return buffer.getvalue()
 
@@ -359,25 +379,35 @@ def expected_cells(preset_name: str, datasets=None, networks=None, methods=None)
     return cells
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Tables from run folders, beside the paper's numbers.")
-    p.add_argument("results", nargs="?", default=None, help="results root (default: cfg.RESULTS_PATH)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="the grid that must be present (lists what is missing)")
+def build_cli() -> argparse.ArgumentParser:
+    p = tool_parser("Tables from run folders, beside the paper's numbers.")
+    p.add_argument("results", nargs="?", default=None, metavar="RESULTS", help=f"results root, or --results-path (default: {cfg.RESULTS_PATH})")
+    p.add_argument("--results-path", default=None, metavar="DIR", help="the results root, as the other tools name it (default: RESULTS)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the grid that must be present (lists what is missing) (default: none)")
     p.add_argument("--clip", action="store_true", help="CLIP table: one column per method, any network (implied by --preset clip)")
-    p.add_argument("--datasets", nargs="+", help="only these rows")
-    p.add_argument("--networks", nargs="+", help="only these networks")
-    p.add_argument("--methods", nargs="+", help="only these methods")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds every cell needs (default: the preset's, else every seed found)")
-    p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs whose config has these values, e.g. epochs=5")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these rows (default: every dataset found)")
+    p.add_argument("--networks", nargs="+", metavar="NAME", help="only these networks (default: every network found)")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods (default: every method found)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every cell needs (default: the preset's, else every seed found)")
+    p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs whose config has these values, e.g. epochs=5 (default: all runs)")
     p.add_argument("--protocol", choices=["auto", "best", "final", "val"], default="auto",
                    help="auto: val-selected where every run has it, else best epoch on test (the paper)")  # fmt: skip
     p.add_argument("--compare-network", nargs="+", default=[], metavar="NET=PAPER_NET",
-                   help="show the paper's numbers of PAPER_NET beside NET, e.g. efficientnet_lite0=resnet18")  # fmt: skip
-    p.add_argument("--title", default="")
-    p.add_argument("--out", default=None, help="write OUT.md and OUT.csv as well")
-    args = p.parse_args(argv)
+                   help="show the paper's numbers of PAPER_NET beside NET, e.g. efficientnet_lite0=resnet18 (default: none)")  # fmt: skip
+    p.add_argument("--title", default="", help="a heading above the table (default: none)")
+    output = p.add_argument("-o", "--output", default=None, metavar="STEM", help="also write STEM.md and STEM.csv (default: print only)")
+    add_hidden_alias(p, output, "--out")
+    return p
 
-    root = Path(args.results).expanduser() if args.results else cfg.RESULTS_PATH
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_cli().parse_args(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results = args.results_path or args.results
+    root = Path(results).expanduser() if results else cfg.RESULTS_PATH
     if not root.is_dir():
         print(f"error: results folder {root} does not exist", file=sys.stderr)
         return 2
@@ -399,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = markdown(cells, args.title, compare)
     print(text, end="")
-    if args.out:
-        out = Path(args.out)
+    if args.output:
+        out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(text)
         out.with_suffix(".csv").write_text(to_csv(cells))

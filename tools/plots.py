@@ -28,6 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.errors import UserError  # noqa: E402
+from runner.config import HelpFormatter, add_hidden_alias, tool_parser  # noqa: E402
 from runner.snapshots import COUNTS_DIR, PROMPTS_DIR, draw_heatmap, load_test_counts  # noqa: E402
 from tools.make_table import METHOD_NAMES, NETWORK_NAMES, build_cells, collect_runs, layout, matches, missing_report, parse_where  # noqa: E402
 
@@ -99,18 +101,21 @@ def prompt_images(run: Path) -> dict[str, np.ndarray]:
     return images
 
 
-def stretch(images: list[np.ndarray]) -> list[np.ndarray]:
+def stretch(images: list[np.ndarray]) -> tuple[list[np.ndarray], tuple[float, float]]:
     """One linear contrast stretch for all images, from the range of their nonzero (frame) pixels:
-    a prompt learned from a zero start stays near mid-gray, its structure invisible unstretched."""
+    a prompt learned from a zero start stays near mid-gray, its structure invisible unstretched.
+
+    Returns the images and the pixel range ``(low, high)`` (0-255) that now spans black to white.
+    """
     frame = np.concatenate([img[img > 0].ravel() for img in images] or [np.zeros(1)])
     low, high = (float(frame.min()), float(frame.max())) if frame.size else (0.0, 255.0)
     if high - low < 1:
-        return images
+        return images, (0.0, 255.0)
     out = []
     for img in images:
         scaled = (img.astype(np.float64) - low) * (255.0 / (high - low))
         out.append(np.where(img > 0, np.clip(scaled, 0, 255), 0).astype(np.uint8))
-    return out
+    return out, (low, high)
 
 
 def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: int = 8, contrast: bool = True) -> Path:
@@ -122,15 +127,20 @@ def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: in
         chosen = pick_epochs([int(label.split()[1]) for label in labels], epochs, most)
         labels = [f"epoch {e}" for e in chosen]
     shown = [images[label] for label in labels]
+    low, high = 0.0, 255.0
     if contrast:
-        shown = stretch(shown)
-    fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)), 2.8), squeeze=False)
+        shown, (low, high) = stretch(shown)
+    fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)) + 1.2, 2.8), squeeze=False)
     for ax, label, image in zip(axes[0], labels, shown):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
+    # the scale of every channel: black..white (dark..full red, green, blue) is this range of the pattern
+    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low / 255, high / 255), cmap="gray")
+    bar = fig.colorbar(scale, ax=list(axes[0]), fraction=0.05, pad=0.02)
+    bar.set_label("pattern value, each channel" + (" (stretched)" if contrast else ""), fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.suptitle(f"prompt pattern{' (contrast stretched)' if contrast else ''}\n{run_title(run)}", fontsize=9)
-    fig.tight_layout()
     return save(fig, out)
 
 
@@ -226,42 +236,76 @@ def plot_curves(runs: list[Path], out: Path) -> Path:
 # 4. ILM-VP's gain over FLM-VP per dataset
 
 
+def gain_with_error(a, b) -> tuple[float, float | None, int]:
+    """``mean(a) - mean(b)`` with its standard deviation and the number of seeds behind it.
+
+    With two or more seeds in both cells the deviation is that of the per-seed differences
+    (paired by seed); otherwise it combines the two cells' deviations, when both have one.
+    """
+    common = sorted(set(a.values) & set(b.values))
+    if len(common) >= 2:
+        diffs = [a.values[s] - b.values[s] for s in common]
+        return float(np.mean(diffs)), float(np.std(diffs, ddof=1)), len(common)
+    error = float(np.hypot(a.std, b.std)) if a.std is not None and b.std is not None else None
+    return a.mean - b.mean, error, min(a.n, b.n)
+
+
 def plot_gain(
     results: Path, out: Path, network: str | None = None, where: dict | None = None,
     compare: dict[str, str] | None = None, seeds: list[int] | None = None, better: str = "ilm_vp", base: str = "flm_vp",
 ) -> Path:  # fmt: skip
+    """Bars of ``better - base`` per dataset: ours (error bar: std over seeds) beside the paper's
+    (error bar: its two stds combined), each labelled with the network it was measured on."""
     runs = [r for r in collect_runs(results) if r.method in (better, base) and matches(r, where or {})]
     if network:
         runs = [r for r in runs if r.network == network]
     cells = build_cells(runs, None, seeds, compare=compare)
     report = missing_report(cells)
     rows, columns = layout(cells)
-    bars = []  # (label, ours, paper)
+    bars = []  # (label, ours, ours_err, n, paper, paper_err, our network, paper network)
     for dataset in rows:
         for net in sorted({n for n, _ in columns}):
             a, b = cells.get((dataset, net, better)), cells.get((dataset, net, base))
             if a is None or b is None or a.mean is None or b.mean is None:
                 continue
-            paper = a.paper[0] - b.paper[0] if a.paper and b.paper else None
-            bars.append((dataset if network else f"{dataset}\n{net}", a.mean - b.mean, paper))
+            gain, error, n = gain_with_error(a, b)
+            paper = paper_error = None
+            if a.paper and b.paper:
+                paper = a.paper[0] - b.paper[0]
+                paper_error = float(np.hypot(a.paper[1], b.paper[1])) if a.paper[1] is not None and b.paper[1] is not None else None
+            paper_net = (compare or {}).get(net, net)
+            bars.append((dataset if network else f"{dataset}\n{net}", gain, error, n, paper, paper_error, net, paper_net))
     if not bars:
         raise PlotError(f"no dataset under {results} has finished {better} and {base} runs" + (f" on {network}" if network else ""))
     for line in report:
         print(f"note: {line}", file=sys.stderr)
+    name = lambda net: NETWORK_NAMES.get(net, net)  # noqa: E731
     x = np.arange(len(bars))
-    has_paper = any(p is not None for _, _, p in bars)
+    has_paper = any(bar[4] is not None for bar in bars)
     width = 0.4 if has_paper else 0.6
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(bars) + 1.5), 3.8))
-    ours = ax.bar(x - (width / 2 if has_paper else 0), [g for _, g, _ in bars], width, label="ours", color="#1f77b4")
-    ax.bar_label(ours, fmt="%.1f", fontsize=7)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(bars) + 2.0), 4.0))
+    seeds_shown = sorted({bar[3] for bar in bars})
+    seeds_text = f"{seeds_shown[0]}" if len(seeds_shown) == 1 else f"{seeds_shown[0]}-{seeds_shown[-1]}"
+    our_nets = sorted({bar[6] for bar in bars})
+    ours_label = f"ours, {', '.join(name(n) for n in our_nets)} (mean ± std over {seeds_text} seed{'s' if seeds_shown[-1] > 1 else ''})"
+    errors = [bar[2] if bar[2] is not None else 0.0 for bar in bars]
+    ours = ax.bar(x - (width / 2 if has_paper else 0), [bar[1] for bar in bars], width, yerr=errors, capsize=3, label=ours_label, color="#1f77b4")
+    ax.bar_label(ours, fmt="%.1f", fontsize=7, padding=2)
     if has_paper:
-        paper = ax.bar(x + width / 2, [p if p is not None else 0 for _, _, p in bars], width, label="paper", color="#bbbbbb")
-        ax.bar_label(paper, labels=["" if p is None else f"{p:.1f}" for _, _, p in bars], fontsize=7)
+        paper_nets = sorted({bar[7] for bar in bars if bar[4] is not None})
+        paper_label = f"paper, {', '.join(name(n) for n in paper_nets)} (mean ± std over 3 runs)"
+        paper_errors = [bar[5] if bar[5] is not None else 0.0 for bar in bars]
+        paper = ax.bar(x + width / 2, [bar[4] if bar[4] is not None else 0 for bar in bars], width, yerr=paper_errors, capsize=3,
+                       label=paper_label, color="#bbbbbb")  # fmt: skip
+        ax.bar_label(paper, labels=["" if bar[4] is None else f"{bar[4]:.1f}" for bar in bars], fontsize=7, padding=2)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, [label for label, _, _ in bars], fontsize=8, rotation=30 if len(bars) > 6 else 0)
+    ax.set_xticks(x, [bar[0] for bar in bars], fontsize=8, rotation=30 if len(bars) > 6 else 0)
     ax.set_ylabel(f"{METHOD_NAMES.get(better, better)} − {METHOD_NAMES.get(base, base)}\n(test accuracy points)")
-    ax.set_title(f"gain of {METHOD_NAMES.get(better, better)} over {METHOD_NAMES.get(base, base)}" + (f", {NETWORK_NAMES.get(network, network)}" if network else ""), fontsize=10)
-    ax.legend(fontsize=8)
+    title = f"gain of {METHOD_NAMES.get(better, better)} over {METHOD_NAMES.get(base, base)}"
+    if has_paper and any(bar[6] != bar[7] for bar in bars if bar[4] is not None):
+        title += "\n(ours and the paper's: different networks)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, out)
 
@@ -329,62 +373,74 @@ def plot_heatmap(run: Path, out: Path, epoch: int | None = None, targets: int = 
 # Command line
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="The paper's figures as PNGs from run folders.")
-    sub = p.add_subparsers(dest="figure", required=True)
+def build_cli() -> argparse.ArgumentParser:
+    p = tool_parser("The paper's figures as PNGs from run folders.")
+    sub = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
 
     def command(name: str, help: str, many: bool = False):
-        s = sub.add_parser(name, help=help)
-        s.add_argument("source", nargs="+" if many else None, type=Path)
-        s.add_argument("-o", "--out", type=Path, required=True, help="PNG file to write")
+        s = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+        what = "results root" if name in ("gain", "fraction") else "run folder(s)" if many else "run folder"
+        s.add_argument("source", nargs="+" if many else None, type=Path, metavar="RESULTS" if name in ("gain", "fraction") else "RUN", help=what)
+        output = s.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="PNG file to write (required)")
+        add_hidden_alias(s, output, "--out")
         return s
 
     s = command("prompts", "learned prompt pattern over epochs")
-    s.add_argument("--epochs", nargs="+", type=int)
-    s.add_argument("--max", type=int, default=8, help="most epochs shown")
+    s.add_argument("--epochs", nargs="+", type=int, metavar="E", help="epochs to show (default: up to --max, spread evenly)")
+    s.add_argument("--max", type=int, default=8, metavar="N", help="most epochs shown")
     s.add_argument("--raw", action="store_true", help="no contrast stretch")
     for name, what in (("mapping", "source class"), ("text-prompts", "text prompt")):
         s = command(name, f"{what} chosen for each target class over epochs")
-        s.add_argument("--targets", nargs="+", help="target class names (default: those that changed most)")
-        s.add_argument("--epochs", nargs="+", type=int)
-        s.add_argument("--max-targets", type=int, default=4)
-        s.add_argument("--max-epochs", type=int, default=10 if name == "mapping" else 6)
+        s.add_argument("--targets", nargs="+", metavar="CLASS", help="target class names (default: those that changed most)")
+        s.add_argument("--epochs", nargs="+", type=int, metavar="E", help="epochs to show (default: up to --max-epochs, spread evenly)")
+        s.add_argument("--max-targets", type=int, default=4, metavar="N", help="most target classes shown")
+        s.add_argument("--max-epochs", type=int, default=10 if name == "mapping" else 6, metavar="N", help="most epochs shown")
     command("curves", "training loss and mapping changes against epochs", many=True)
     for name in ("gain", "fraction"):
-        s = command(name, "ILM-VP minus FLM-VP per dataset" if name == "gain" else "accuracy against training-data fraction")
-        s.add_argument("--network")
-        s.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs with these config values")
+        s = command(name, "ILM-VP minus FLM-VP per dataset, mean and std over seeds" if name == "gain" else "accuracy against training-data fraction")
+        s.add_argument("--network", metavar="NAME", help="only runs of this network (default: every network, one bar each)")
+        s.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs with these config values (default: all runs)")
         if name == "gain":
-            s.add_argument("--seeds", nargs="+", type=int)
-            s.add_argument("--compare-network", nargs="+", default=[], metavar="NET=PAPER_NET")
+            s.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every bar needs (default: every seed found)")
+            s.add_argument("--compare-network", nargs="+", default=[], metavar="NET=PAPER_NET",
+                           help="put the paper's PAPER_NET numbers beside NET, named as such (default: the paper's numbers of the same network, if any)")  # fmt: skip
         else:
-            s.add_argument("--dataset", required=True)
-            s.add_argument("--methods", nargs="+", default=["ilm_vp", "flm_vp"])
+            s.add_argument("--dataset", required=True, metavar="NAME", help="the dataset of the runs")
+            s.add_argument("--methods", nargs="+", default=["ilm_vp", "flm_vp"], metavar="NAME", help="one line each")
     s = command("heatmap", "share of each target class's test predictions per source class")
-    s.add_argument("--epoch", type=int, help="default: the last with counts")
-    s.add_argument("--targets", type=int, default=10, help="first N target classes")
-    s.add_argument("--frequent", type=int, default=5, help="most frequent other source classes shown")
-    args = p.parse_args(argv)
+    s.add_argument("--epoch", type=int, help="the epoch shown (default: the last with counts)")
+    s.add_argument("--targets", type=int, default=10, metavar="N", help="first N target classes")
+    s.add_argument("--frequent", type=int, default=5, metavar="N", help="most frequent other source classes shown")
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_cli().parse_args(argv)
+        if args.output is None:
+            raise UserError("the following arguments are required: -o/--output (see --help)")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         sources = args.source if isinstance(args.source, list) else [args.source]
         for source in sources:
             if not source.is_dir():
                 raise PlotError(f"{source} is not a folder")
         if args.figure == "prompts":
-            out = plot_prompts(args.source, args.out, args.epochs, args.max, contrast=not args.raw)
+            out = plot_prompts(args.source, args.output, args.epochs, args.max, contrast=not args.raw)
         elif args.figure in ("mapping", "text-prompts"):
             text = args.figure == "text-prompts"
-            out = plot_mapping(args.source, args.out, args.targets, args.epochs, args.max_targets, args.max_epochs,
+            out = plot_mapping(args.source, args.output, args.targets, args.epochs, args.max_targets, args.max_epochs,
                                wrap=24 if text else 14, what="text prompt" if text else "source class")  # fmt: skip
         elif args.figure == "curves":
-            out = plot_curves(args.source, args.out)
+            out = plot_curves(args.source, args.output)
         elif args.figure == "gain":
-            out = plot_gain(args.source, args.out, args.network, parse_where(args.where), parse_where(args.compare_network), args.seeds)
+            out = plot_gain(args.source, args.output, args.network, parse_where(args.where), parse_where(args.compare_network), args.seeds)
         elif args.figure == "fraction":
-            out = plot_fraction(args.source, args.out, args.dataset, args.network, tuple(args.methods), parse_where(args.where))
+            out = plot_fraction(args.source, args.output, args.dataset, args.network, tuple(args.methods), parse_where(args.where))
         else:
-            out = plot_heatmap(args.source, args.out, args.epoch, args.targets, args.frequent)
+            out = plot_heatmap(args.source, args.output, args.epoch, args.targets, args.frequent)
     except PlotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

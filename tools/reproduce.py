@@ -31,10 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.methods import FAMILIES, METHODS, get_method  # noqa: E402
+from algorithms.methods import METHOD_CHOICES, METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
 from common.errors import UserError  # noqa: E402
-from runner.config import build_parser, config_from_args  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
+from models.networks import NETWORKS  # noqa: E402
+from runner.config import build_parser, config_from_args, name_type, tool_parser  # noqa: E402
 
 # The 13 datasets of Table 1 (Chen et al., CVPR 2023), in the paper's order.
 TABLE1_DATASETS = (
@@ -120,10 +122,12 @@ def expand_grid(
 
 
 def find_script(method: str) -> Path:
-    """``experiments/<group>/<method>.py``: the script researchers run by hand."""
+    """``experiments/<group>/<method>.py``, else the script that runs ``main("<method>")``
+    (``experiments/clip/linear_probe.py`` runs ``clip_linear_probe``): the script researchers run by hand."""
     found = sorted((cfg.REPO_ROOT / "experiments").glob(f"*/{method}.py"))
+    found = found or [p for p in sorted((cfg.REPO_ROOT / "experiments").glob("*/*.py")) if f'main("{method}")' in p.read_text()]
     if not found:
-        raise UserError(f"no script experiments/*/{method}.py for method {method!r}")
+        raise UserError(f"no script experiments/*/{method}.py (nor one running main({method!r})) for method {method!r}")
     return found[0]
 
 
@@ -142,10 +146,8 @@ def ensure_registered(method: str) -> None:
 def method_config(method: str, argv: list[str]) -> RunConfig:
     """The :class:`RunConfig` the method's script would build from ``argv``."""
     ensure_registered(method)
-    spec = get_method(method)
-    parser = build_parser(method, spec.description, spec.defaults, FAMILIES[spec.family].add_arguments)
     try:
-        args = parser.parse_args(argv)
+        args = build_parser(method).parse_args(argv)
     except UserError as exc:  # the parser reports a bad flag as a UserError
         raise UserError(f"{method} does not accept the flags {shlex.join(argv)}: {exc}") from exc
     return config_from_args(method, args)
@@ -294,28 +296,29 @@ def write_slurm(
 
 
 def build_cli() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Expand a grid of runs and launch, schedule or print them. Flags after -- go to every run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a named grid; the axis flags below replace its axes")
-    p.add_argument("--datasets", nargs="+")
-    p.add_argument("--networks", nargs="+", help="'-' for a method's own model (CLIP); default resnet18 without a preset")
-    p.add_argument("--methods", nargs="+")
-    p.add_argument("--seeds", nargs="+", type=int, help=f"default {' '.join(map(str, PAPER_SEEDS))}")
-    p.add_argument("--train-fractions", nargs="+", type=float, help="also sweep --train-fraction")
-    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local")
-    p.add_argument("--results-path", default=None, help=f"results root passed to every run (default {cfg.RESULTS_PATH})")
-    p.add_argument("--data-path", default=None, help="data root passed to every run")
-    p.add_argument("--python", default=sys.executable, help="interpreter in the generated commands")
-    p.add_argument("--gpus", nargs="*", help="local: GPU ids to use, one job each (default: the visible ones)")
+    p = tool_parser("Expand a grid of runs and launch, schedule or print them. Flags after -- go to every run.")
+    presets = "\n".join(f"  {name}: {preset.description}" for name, preset in sorted(PRESETS.items()))
+    p.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                   help=f"a named grid; the axis flags below replace its axes (default: none)\n{presets}")  # fmt: skip
+    p.add_argument("--datasets", nargs="+", type=name_type(DATASETS), metavar="NAME", help=DATASETS.help("datasets (default: the preset's)"))
+    p.add_argument("--networks", nargs="+", metavar="NAME",
+                   help=NETWORKS.help("networks; '-' for a method's own model (CLIP) (default: the preset's, else resnet18)"))  # fmt: skip
+    p.add_argument("--methods", nargs="+", metavar="NAME", help=METHOD_CHOICES.help("methods (default: the preset's)"))
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help=f"training seeds (default: the preset's, else {' '.join(map(str, PAPER_SEEDS))})")
+    p.add_argument("--train-fractions", nargs="+", type=float, metavar="F", help="also sweep --train-fraction (default: the preset's, else none)")
+    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
+                   help="local: run here, one job per GPU; slurm: write a job array; print: the commands")  # fmt: skip
+    p.add_argument("--results-path", default=None, metavar="DIR", help=f"results root passed to every run (default: {cfg.RESULTS_PATH})")
+    p.add_argument("--data-path", default=None, metavar="DIR", help="data root passed to every run (default: each run's VP_DATA)")
+    p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter in the generated commands")
+    p.add_argument("--gpus", nargs="*", metavar="ID", help="local: GPU ids to use, one job each (default: the visible ones)")
     g = p.add_argument_group("slurm")
-    g.add_argument("--slurm-dir", default=None, help="where the .sbatch and .jobs.tsv go (default <results>/slurm)")
-    g.add_argument("--slurm-name", default=None, help="job name and file stem (default: the preset, or 'grid')")
-    g.add_argument("--array-limit", type=int, default=32, help="array tasks running at once")
-    g.add_argument("--cpus", type=int, default=8, help="CPUs per task")
+    g.add_argument("--slurm-dir", default=None, metavar="DIR", help="where the .sbatch and .jobs.tsv go (default: <results>/slurm)")
+    g.add_argument("--slurm-name", default=None, metavar="NAME", help="job name and file stem (default: the preset, or 'grid')")
+    g.add_argument("--array-limit", type=int, default=32, metavar="N", help="array tasks running at once")
+    g.add_argument("--cpus", type=int, default=8, metavar="N", help="CPUs per task")
     g.add_argument("--time", default="24:00:00", help="time limit per task")
-    g.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH option, e.g. --sbatch=--partition=gpu")
+    g.add_argument("--sbatch", action="append", default=[], metavar="OPTION", help="extra #SBATCH option, e.g. --sbatch=--partition=gpu (default: none)")
     return p
 
 
@@ -340,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    args = build_cli().parse_args(own)
     try:
+        args = build_cli().parse_args(own)
         results = Path(args.results_path).expanduser().resolve() if args.results_path else cfg.RESULTS_PATH
         planned = plan(jobs_from_args(args, extra), results, args.python, args.data_path)
         counts = {s: sum(p.status == s for p in planned) for s in (FINISHED, PARTIAL, NEW)}

@@ -4,6 +4,7 @@ This module lists the mapping modules; importing the package registers every nam
 """
 from algorithms.mappings import one_to_one, probabilistic  # noqa: F401  (each registers its mappings)
 from algorithms.mappings.base import (
+    MAPPING_CHOICES,
     MAPPINGS,
     LabelMapping,
     accumulate_statistic,
@@ -24,7 +25,7 @@ from algorithms.mappings.one_to_one import (
 from algorithms.mappings.probabilistic import BayesianMapping, LinearMapping
 
 __all__ = [
-    "MAPPINGS", "BayesianMapping", "FrequencyMapping", "IdentityMapping", "LabelMapping", "LinearMapping",
+    "MAPPINGS", "MAPPING_CHOICES", "BayesianMapping", "FrequencyMapping", "IdentityMapping", "LabelMapping", "LinearMapping",
     "OneToOneMapping", "RandomMapping", "accumulate_statistic", "build_mapping", "frequency_matrix",
     "greedy_one_to_one", "hungarian_one_to_one", "random_one_to_one", "register_mapping", "top1_one_hot",
 ]  # fmt: skip

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from common.errors import UserError
+from common.choices import Choices, first_line
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
@@ -80,19 +80,24 @@ class LabelMapping(nn.Module):
 # (num_source, num_target, interval, seed) -> mapping
 MappingFactory = Callable[[int, int, int, int], LabelMapping]
 MAPPINGS: dict[str, MappingFactory] = {}
+MAPPING_DESCRIPTIONS: dict[str, str] = {}
+# ``--mapping``: every registered name with its description
+MAPPING_CHOICES = Choices("mapping", lambda: MAPPING_DESCRIPTIONS)
 
 
-def register_mapping(name: str) -> Callable[[MappingFactory], MappingFactory]:
-    """Decorator: make ``factory(num_source, num_target, interval, seed)`` available as ``--mapping name``."""
+def register_mapping(name: str, description: str | None = None) -> Callable[[MappingFactory], MappingFactory]:
+    """Decorator: make ``factory(num_source, num_target, interval, seed)`` available as ``--mapping name``.
+
+    ``description`` (default: the factory's docstring, first line) is its line in ``--help``.
+    """
 
     def decorator(factory: MappingFactory) -> MappingFactory:
         MAPPINGS[name] = factory
+        MAPPING_DESCRIPTIONS[name] = first_line(factory) if description is None else description
         return factory
 
     return decorator
 
 
 def build_mapping(name: str, num_source: int, num_target: int, *, interval: int = 1, seed: int = 0) -> LabelMapping:
-    if name not in MAPPINGS:
-        raise UserError(f"unknown mapping {name!r}; choose from {', '.join(sorted(MAPPINGS))}")
-    return MAPPINGS[name](num_source, num_target, interval, seed)
+    return MAPPINGS[MAPPING_CHOICES.resolve(name)](num_source, num_target, interval, seed)

@@ -135,27 +135,27 @@ class IdentityMapping(LabelMapping):
 # Registered names: --mapping NAME
 
 
-@register_mapping("ilm")
+@register_mapping("ilm", "ILM (Chen et al., CVPR 2023): greedy one-to-one from top-1 prediction counts, refit every --mapping-interval epochs")
 def _ilm(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     return FrequencyMapping(num_source, num_target, interval, "greedy")
 
 
-@register_mapping("flm")
+@register_mapping("flm", "FLM: the same greedy one-to-one mapping, fitted once before training")
 def _flm(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     return FrequencyMapping(num_source, num_target, None, "greedy")
 
 
-@register_mapping("rlm")
+@register_mapping("rlm", "RLM: a seeded random one-to-one mapping, never refit")
 def _rlm(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     return RandomMapping(num_source, num_target, seed)
 
 
-@register_mapping("hungarian")
+@register_mapping("hungarian", "one-to-one maximising the total count (Kuhn-Munkres), refit every --mapping-interval epochs")
 def _hungarian(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     return FrequencyMapping(num_source, num_target, interval, "hungarian")
 
 
-@register_mapping("identity")
+@register_mapping("identity", "target class k reads source logit k (a new K-way head, or CLIP with one template)")
 def _identity(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     if num_source != num_target:
         raise UserError(f"--mapping identity needs as many source labels as target classes ({num_source} vs {num_target})")

@@ -128,17 +128,17 @@ class LinearMapping(LabelMapping):
         }
 
 
-@register_mapping("blm")
+@register_mapping("blm", "BLM (Cai et al., NeurIPS 2024): Bayesian-guided probabilistic mapping from top-1 counts, refit every --mapping-interval epochs")
 def _blm(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     return BayesianMapping(num_source, num_target, interval)
 
 
-@register_mapping("blmplus")
+@register_mapping("blmplus", "BLM+: BLM from each sample's top-k softmax probabilities instead of its top-1 vote")
 def _blmplus(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     return BayesianMapping(num_source, num_target, interval, top_k=min(num_source, blmplus_top_k(num_target)))
 
 
-@register_mapping("linear")
+@register_mapping("linear", "a trainable linear layer over the source logits (AutoVP's fully connected mapping), learning rate --mapping-lr")
 def _linear(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # the layer's initial weights depend on --seed only

@@ -49,7 +49,17 @@ def add_baseline_arguments(group) -> None:
     group.add_argument("--train-augment", choices=TRAIN_AUGMENTATIONS, default="none",
                        help="training-batch augmentation (data/augment.py): crop_flip = resized_crop_flip, a random resized crop + horizontal flip")  # fmt: skip
     group.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=None,
-                       help="linear probing: compute the frozen network's features once and train the head on them, with the same result; default: on unless --train-augment is set")  # fmt: skip
+                       help="linear probing: compute the frozen network's features once and train the head on them, with the same result (default: on unless --train-augment is set)")  # fmt: skip
+
+
+def check_baseline(config: RunConfig, train_network: bool) -> None:
+    """The flag combinations these methods refuse, before any data or network loads."""
+    if config.mapping != "identity":
+        raise UserError(f"{config.method} trains a new head with one output per target class; --mapping does not apply (got {config.mapping!r})")
+    augment_name = config.extra.get("train_augment", "none")
+    if augment_name not in TRAIN_AUGMENTATIONS:
+        raise UserError(f"unknown --train-augment {augment_name!r}; choose from {', '.join(TRAIN_AUGMENTATIONS)}")
+    use_feature_cache(config, train_network, augment_name)
 
 
 def use_feature_cache(config: RunConfig, train_network: bool, augment_name: str) -> bool:
@@ -90,7 +100,7 @@ def cached_features(model: ReprogrammingModel, head_name: str, resident: bool | 
         model.to(runtime.device).eval()
         runtime.synchronize()
         start = time.perf_counter()
-        features = precompute_inputs(lambda x: head_input(model, head, x), data, runtime, batch_size, resident)
+        features = precompute_inputs(lambda x: head_input(model, head, x), data, runtime, batch_size, resident, desc="feature cache")
         runtime.synchronize()
         seconds = time.perf_counter() - start
         dim = features.train.inputs.shape[1]
@@ -141,8 +151,8 @@ def build_full_finetune(config: RunConfig, data: TargetData, runtime: Runtime) -
     return _build(config, data, train_network=True)
 
 
-register_family("linear_probe", build_linear_probe, add_baseline_arguments)
-register_family("full_finetune", build_full_finetune, add_baseline_arguments)
+register_family("linear_probe", build_linear_probe, add_baseline_arguments, check=lambda config: check_baseline(config, train_network=False))
+register_family("full_finetune", build_full_finetune, add_baseline_arguments, check=lambda config: check_baseline(config, train_network=True))
 
 register_method(MethodSpec("linear_probing", "linear_probe", "Linear probing: a new K-way head on the frozen network (Chen et al., CVPR 2023, Table 1).",
                            {"epochs": 200, "lr": 0.1, "optimizer": "adam", "weight_decay": 0.0, "scheduler": "multistep",

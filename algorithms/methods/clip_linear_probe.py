@@ -33,7 +33,7 @@ from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
 from data.tensors import ImageTensorSet
-from models.clip.model import CLIPPreprocess
+from models.clip.model import CLIP_NETWORKS, CLIPPreprocess
 
 METHOD = "clip_linear_probe"
 DEFAULT_C_VALUES = [10.0**e for e in range(-6, 7)]
@@ -104,10 +104,11 @@ def select_c(
 
 
 @torch.no_grad()
-def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int) -> torch.Tensor:
+def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int, split: str = "images") -> torch.Tensor:
     """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set."""
     encoder.to(runtime.device).eval()
-    return stacked_outputs(encoder, BatchLoader(images, batch_size, runtime.device, shuffle=False), runtime, resident=True)
+    loader = BatchLoader(images, batch_size, runtime.device, shuffle=False)
+    return stacked_outputs(encoder, loader, runtime, resident=True, desc=f"CLIP features ({split})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,8 +117,8 @@ def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime,
 
 def add_linear_probe_arguments(group: argparse._ArgumentGroup) -> None:
     add_clip_model_arguments(group)
-    group.add_argument("--c-values", type=positive_float, nargs="+", default=DEFAULT_C_VALUES, help="inverse regularisation strengths to try")
-    group.add_argument("--max-iter", type=positive_int, default=300, help="L-BFGS iterations per fit")
+    group.add_argument("--c-values", type=positive_float, nargs="+", default=DEFAULT_C_VALUES, metavar="C", help="inverse regularisation strengths to try")
+    group.add_argument("--max-iter", type=positive_int, default=300, metavar="N", help="L-BFGS iterations per fit")
 
 
 def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> dict:
@@ -129,7 +130,7 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     clip = clip_from_config(config)
     encoder = nn.Sequential(CLIPPreprocess(clip.image_size, clip.mean, clip.std), clip.model.visual)
     batch = config.batch_size or 2 * data.batch_size
-    x_train, x_val, x_test = (image_features(encoder, s, runtime, batch) for s in (data.train, data.val, data.test))
+    x_train, x_val, x_test = (image_features(encoder, s, runtime, batch, n) for s, n in ((data.train, "train"), (data.val, "val"), (data.test, "test")))
     y_train, y_val, y_test = (s.labels.to(runtime.device) for s in (data.train, data.val, data.test))
     features_seconds = time.perf_counter() - start
     best_c, val_scores = select_c((x_train, y_train), (x_val, y_val), data.num_classes, extra["c_values"], extra["max_iter"])
@@ -150,6 +151,6 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     return results
 
 
-register_family("clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe)
+register_family("clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS)
 register_method(MethodSpec(METHOD, "clip_linear_probe", "CLIP linear probe: logistic regression on frozen CLIP image features, C chosen on validation (Radford et al., 2021).",
                            {"network": "ViT-B/32", "val_fraction": 0.2, "mapping": "identity"}))  # fmt: skip

@@ -19,6 +19,7 @@ import argparse
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from algorithms.engine import Experiment, top1_accuracy
 from algorithms.mappings import build_mapping
@@ -29,8 +30,8 @@ from common.argtypes import int_in, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
-from models.clip.model import CLIPClassifier, CLIPPreprocess, LoadedCLIP, load_clip
-from models.clip.prompts import PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
+from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, load_clip
+from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
 from models.reprogrammer import ReprogrammingModel
@@ -38,19 +39,24 @@ from models.reprogrammer import ReprogrammingModel
 
 def add_clip_model_arguments(group: argparse._ArgumentGroup) -> None:
     """The flags that choose CLIP's weights (every CLIP method)."""
-    group.add_argument("--clip-pretrained", default="openai",
+    group.add_argument("--clip-pretrained", default="openai", metavar="TAG",
                        help="open_clip pretrained tag of --network (e.g. openai, laion2b_s34b_b79k); none: random weights")  # fmt: skip
-    group.add_argument("--clip-weights", default=None, help="local CLIP checkpoint (open_clip or OpenAI .pt) instead of the tag's file")
+    group.add_argument("--clip-weights", default=None, metavar="FILE",
+                       help="local CLIP checkpoint (open_clip or OpenAI .pt) (default: the tag's file from the cache)")  # fmt: skip
 
 
 def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
     add_clip_model_arguments(group)
     group.add_argument("--text-prompts", choices=["all", "single"], default="all",
                        help=f"all: the {len(TEMPLATES)} templates x K class names as virtual labels; single: template --template-number")  # fmt: skip
-    group.add_argument("--template-number", type=int_in(0, len(TEMPLATES) - 1), default=0,
+    group.add_argument("--template-number", type=int_in(0, len(TEMPLATES) - 1), default=0, metavar="N",
                        help=f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot")  # fmt: skip
-    group.add_argument("--prompt-size", type=positive_int, default=30, help="padding width / patch side in pixels of the 224 input")
+    group.add_argument("--prompt-size", type=positive_int, default=30, metavar="PX", help="padding width / patch side in pixels of the 224 input")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
+
+
+def check_clip_prompting(config: RunConfig) -> None:
+    template_number(config)
 
 
 def clip_from_config(config: RunConfig) -> LoadedCLIP:
@@ -69,7 +75,8 @@ def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, bat
     """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
     model.to(runtime.device).eval()
     loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
-    return top1_accuracy(model, loader, runtime)
+    batches = tqdm(loader, desc="zero-shot test", total=len(loader), leave=False, disable=not runtime.is_main or None)
+    return top1_accuracy(model, batches, runtime)
 
 
 def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
@@ -79,7 +86,7 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     clip = clip_from_config(config)
     names = [clip_class_name(c) for c in data.class_names]
     templates = list(TEMPLATES) if mode == "all" else [TEMPLATES[number]]
-    embeddings = text_embeddings(clip, templates, names, device=runtime.device)  # [T, K, D]
+    embeddings = text_embeddings(clip, templates, names, device=runtime.device, progress=runtime.is_main)  # [T, K, D]
     preprocess = CLIPPreprocess(clip.image_size, clip.mean, clip.std)
     info = {
         "clip_model": clip.name,
@@ -110,7 +117,9 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     return Experiment(model=model, source_names=source_names, train_augment=augment, info=info)
 
 
-register_family("clip_visual_prompt", build_clip_visual_prompt, add_clip_arguments)
+register_family(
+    "clip_visual_prompt", build_clip_visual_prompt, add_clip_arguments, networks=CLIP_NETWORKS, prompts=CLIP_PROMPT_CHOICES, check=check_clip_prompting
+)
 
 # Chen et al. (2023) and Bahng et al. (2022): SGD lr 40, momentum 0.9, no weight decay, cosine
 # decay per iteration; Bahng et al. also warm up for 1000 steps and train 1000 epochs.

@@ -14,8 +14,10 @@ from algorithms.engine import Experiment
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common.choices import Choices
 from common.errors import UserError
 from data.registry import TargetData
+from models.networks import NETWORKS
 
 FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
 # a method without training epochs: computes and writes its results itself, returns results.json's content
@@ -27,6 +29,9 @@ class Family:
     build: FamilyBuilder | None = None  # an Experiment for the engine's epochs
     add_arguments: Callable | None = None  # extra flags, stored in RunConfig.extra
     solve: Solver | None = None  # instead of ``build``: the whole fit in one call
+    networks: Choices = NETWORKS  # what --network accepts (checked while parsing)
+    prompts: Choices | None = None  # what --prompt accepts; None: the family takes no prompt flags
+    check: Callable[[RunConfig], None] | None = None  # flag combinations, checked before any data loads
 
     @property
     def trains_epochs(self) -> bool:
@@ -46,11 +51,18 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register_family(
-    name: str, build: FamilyBuilder | None = None, add_arguments: Callable | None = None, *, solve: Solver | None = None
+    name: str,
+    build: FamilyBuilder | None = None,
+    add_arguments: Callable | None = None,
+    *,
+    solve: Solver | None = None,
+    networks: Choices = NETWORKS,
+    prompts: Choices | None = None,
+    check: Callable[[RunConfig], None] | None = None,
 ) -> None:
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve)
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -62,3 +74,7 @@ def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+# every registered method with its description (the sweep and table tools' ``--methods``)
+METHOD_CHOICES = Choices("method", lambda: {name: spec.description for name, spec in METHODS.items()})

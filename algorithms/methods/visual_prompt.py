@@ -16,15 +16,13 @@ from common.errors import UserError
 from data.augment import pad_crop_flip
 from data.registry import TargetData
 from models.networks import load_network
-from models.prompts import PROMPTS
+from models.prompts import PROMPT_CHOICES, PROMPTS
 from models.reprogrammer import ReprogrammingModel
 
 
 def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
     net = load_network(config.network, config.weights)
-    if config.prompt not in PROMPTS:
-        raise UserError(f"unknown prompt {config.prompt!r} for CNN methods; choose from {', '.join(sorted(PROMPTS))}")
-    prompt = PROMPTS[config.prompt](
+    prompt = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)](
         data.image_size, net.mean, net.std, out_size=net.input_size, init=config.prompt_init, image_mask=data.prompt_mask
     )
     mapping = build_mapping(
@@ -51,13 +49,19 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
 
 
 def add_visual_prompt_arguments(group) -> None:
-    group.add_argument("--mapping-lr", type=positive_float, default=None,
-                       help="learning rate of a trainable mapping (--mapping linear); default: --lr")  # fmt: skip
+    group.add_argument("--mapping-lr", type=positive_float, default=None, metavar="LR",
+                       help="learning rate of a trainable mapping (--mapping linear) (default: --lr)")  # fmt: skip
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                       help="random crop (zero padding 4 per 32 px) + horizontal flip of training images; default: on for --prompt watermark, off for pad")  # fmt: skip
+                       help="random crop (zero padding 4 per 32 px) + horizontal flip of training images (default: on for --prompt watermark, off for pad)")  # fmt: skip
 
 
-register_family("visual_prompt", build_visual_prompt, add_visual_prompt_arguments)
+def check_visual_prompt(config: RunConfig) -> None:
+    mapping_lr = config.extra.get("mapping_lr")
+    if mapping_lr is not None and mapping_lr <= 0:
+        raise UserError(f"--mapping-lr must be positive, got {mapping_lr}")
+
+
+register_family("visual_prompt", build_visual_prompt, add_visual_prompt_arguments, prompts=PROMPT_CHOICES, check=check_visual_prompt)
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}
 register_method(MethodSpec(

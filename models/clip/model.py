@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cfg
+from common.choices import Choices
 from common.errors import UserError
 from models.layers import Normalize
 
@@ -47,6 +48,29 @@ def clip_model_name(name: str) -> str:
         known = ", ".join(m for m in open_clip.list_models() if m.startswith(("ViT-B", "ViT-L", "RN50")))
         raise UserError(f"unknown CLIP model {name!r}; open_clip models include {known} (open_clip.list_models() lists all)")
     return canonical
+
+
+def _is_clip_model(name: str) -> bool:
+    try:
+        clip_model_name(name)
+    except UserError:
+        return False
+    return True
+
+
+# ``--network`` of the CLIP methods: a few common models, and any open_clip model config
+CLIP_NETWORKS = Choices(
+    "CLIP model",
+    lambda: {
+        "ViT-B/32": "CLIP ViT-B/32, the model of Chen et al. (2023) and Bahng et al. (2022)",
+        "ViT-B/16": "CLIP ViT-B/16",
+        "ViT-L/14": "CLIP ViT-L/14",
+        "RN50": "CLIP ResNet-50",
+    },
+    others="any open_clip model, in OpenAI (ViT-B/32) or open_clip (ViT-B-32) spelling (open_clip.list_models() lists them); "
+    "weights from --clip-pretrained",
+    accepts=_is_clip_model,
+)
 
 
 def project_weights_path(name: str, tag: str, suffix: str = ".safetensors") -> Path:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.choices import Choices
 from common.errors import UserError
 
 
@@ -108,11 +109,18 @@ class RandomPatchPrompt(FixedPatchPrompt):
 
 
 CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt}
+CLIP_PROMPT_DESCRIPTIONS = {
+    "padding": "Bahng et al.'s frame of width --prompt-size added to the border of the CLIP-normalized 224 image",
+    "fixed_patch": "Bahng et al.'s --prompt-size square added at the top-left corner",
+    "random_patch": "Bahng et al.'s --prompt-size square added at a random location per batch",
+}
+CLIP_PROMPT_ALIASES = {"pad": "padding"}  # the CNN scripts' name for their frame prompt, stored as padding
+# ``--prompt`` of the CLIP methods
+CLIP_PROMPT_CHOICES = Choices("prompt", lambda: CLIP_PROMPT_DESCRIPTIONS, lambda: CLIP_PROMPT_ALIASES)
 
 
 def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0) -> nn.Module:
-    if name not in CLIP_PROMPTS:
-        raise UserError(f"unknown prompt {name!r} for CLIP methods; choose from {', '.join(CLIP_PROMPTS)}")
+    name = CLIP_PROMPT_CHOICES.resolve(name)
     if name == "random_patch":
         return RandomPatchPrompt(image_size, prompt_size, init, seed=seed)
     return CLIP_PROMPTS[name](image_size, prompt_size, init)

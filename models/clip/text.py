@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import cfg
 from common.files import atomic_write_bytes
@@ -30,13 +31,17 @@ def clip_class_name(name: str) -> str:
 
 
 @torch.no_grad()
-def encode_texts(clip: LoadedCLIP, texts: Sequence[str], device: torch.device) -> torch.Tensor:
-    """L2-normalized text features ``[len(texts), D]`` (float32, on the CPU)."""
+def encode_texts(clip: LoadedCLIP, texts: Sequence[str], device: torch.device, progress: bool = True) -> torch.Tensor:
+    """L2-normalized text features ``[len(texts), D]`` (float32, on the CPU), with a progress bar
+    on a terminal (81 templates x K classes take most of a CPU run's first minute)."""
     model = clip.model.to(device)
     out = []
-    for start in range(0, len(texts), TEXT_BATCH):
-        tokens = clip.tokenizer(list(texts[start : start + TEXT_BATCH])).to(device)
-        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+    with tqdm(total=len(texts), desc="encode text prompts", unit="text", leave=False, disable=not progress or None) as bar:
+        for start in range(0, len(texts), TEXT_BATCH):
+            batch = list(texts[start : start + TEXT_BATCH])
+            tokens = clip.tokenizer(batch).to(device)
+            out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+            bar.update(len(batch))
     clip.model.to("cpu")
     return torch.cat(out)
 
@@ -64,6 +69,7 @@ def text_embeddings(
     class_names: Sequence[str],
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Embeddings ``[T, K, D]`` of ``template t`` filled with ``class k``, L2-normalized.
 
@@ -81,7 +87,7 @@ def text_embeddings(
         except Exception:
             pass  # damaged cache entry: encode again and replace it
     texts = [fill(t, c) for t in templates for c in class_names]
-    flat = encode_texts(clip, texts, torch.device(device))
+    flat = encode_texts(clip, texts, torch.device(device), progress)
     embeddings = flat.view(len(templates), len(class_names), -1)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,11 @@ class _PlaceOnCanvas(torch.autograd.Function):
         return grad_canvas, grad_image, None, None, None
 
 
-@register_prompt("pad")
+@register_prompt(
+    "pad",
+    "ILM-VP's expansive prompt: the image unresized in the centre of the network's input, a trainable sigmoid frame around it",
+    aliases=("padding", "expansive"),
+)
 class ExpansiveVisualPrompt(nn.Module):
     """The ILM-VP prompt: the image sits unresized in the centre of a larger canvas.
 

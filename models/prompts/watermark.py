@@ -23,7 +23,11 @@ from models.prompts.registry import register_prompt
 RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per pixel, small next to the [0, 1] image
 
 
-@register_prompt("watermark")
+@register_prompt(
+    "watermark",
+    "the image resized to the network's input, a trainable unconstrained pattern added over all of it (BLM's watermarking)",
+    aliases=("watermarking",),
+)
 class WatermarkVisualPrompt(nn.Module):
     """Resize to ``out_size``, add ``delta`` everywhere, normalize (see the module docstring).
 

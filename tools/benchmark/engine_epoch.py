@@ -25,7 +25,6 @@ def _cpu_timed(fn, totals: dict, phase: str):
 def engine_worker(spec: dict) -> dict:
     import torch
 
-    from algorithms.methods import get_method
     from runner.cli import run
     from runner.config import build_parser, config_from_args
     from runner.devices import setup_runtime
@@ -48,7 +47,7 @@ def engine_worker(spec: dict) -> dict:
         argv.append("--compile")
     if not spec["fold_bn"]:
         argv.append("--no-fold-bn")
-    config = config_from_args("ilm_vp", build_parser("ilm_vp", "", get_method("ilm_vp").defaults, None).parse_args(argv))
+    config = config_from_args("ilm_vp", build_parser("ilm_vp").parse_args(argv))
     from algorithms.engine import Trainer
 
     phase_cpu = {"mapping": 0.0, "train": 0.0, "test": 0.0}
