@@ -128,12 +128,13 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
     """Top-1 accuracy (%) of ``model`` over uint8 ``(images, labels)`` batches, summed across ranks.
 
     With ``source_counts [S, K]`` the model must accept ``return_source=True``; the source top-1
-    prediction of every sample is then counted against its label (the mapping heatmap).
+    prediction of every sample is then counted against its label (the mapping heatmap). The
+    network body runs at ``--eval-precision``; logits and the mapping are float32 in any case.
     """
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     total = torch.zeros((), device=runtime.device, dtype=torch.long)
     for images, labels in batches:
-        with runtime.autocast():
+        with runtime.eval_autocast():
             if source_counts is None:
                 logits = model(to_float01(images))
             else:
@@ -283,7 +284,7 @@ class Trainer:
         self.model.eval()
         stats = self._new_stats()
         for images, labels in self._bar(self.stats_loader, f"epoch {epoch + 1} mapping"):
-            with self.runtime.autocast():
+            with self.runtime.eval_autocast():
                 source = self.model.source_logits(to_float01(images))
             accumulate_statistic(stats, self.mapping.source_statistic(source.float()), labels)
         return self.runtime.all_reduce_sum(stats)

@@ -48,6 +48,7 @@ class RunConfig:
     prompt_init: str = "zero"
     # data
     image_size: int | None = None
+    decode: str = "squash"  # how stored images become image_size: squash | crop (data.image_io)
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     train_fraction: float | None = None
@@ -58,6 +59,7 @@ class RunConfig:
     # execution
     device: str = "auto"
     precision: str = "auto"
+    eval_precision: str = "auto"  # auto: the network body as in training, logits float32; fp32: all float32
     channels_last: bool = True
     compile: bool = False
     fold_bn: bool = True

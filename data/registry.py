@@ -7,12 +7,13 @@ modules, so importing the package registers them all; this module imports none o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from common.errors import UserError
+from data.image_io import DECODE_MODES
 from data.splits import stratified_split
 from data.tensors import FeatureSet, FileImageList, ImageTensorSet, check_labels, stratified_subset
 
@@ -21,12 +22,18 @@ ImageSet = ImageTensorSet | FileImageList
 
 @dataclass
 class DataRequest:
-    """What a loader is asked for: where to look and at what size to decode."""
+    """What a loader is asked for: where to look, and at what size and how to decode.
+
+    Image files are decoded with ``decode`` (:data:`~data.image_io.DECODE_MODES`) by the registry
+    (it sets the mode of every :class:`FileImageList` a loader returns); a loader that holds
+    images as tensors (CIFAR's pickles) resizes them itself with the matching kernel.
+    """
 
     name: str
     root: Path  # the data root; for ``folder`` the dataset folder itself
     image_size: int
     download: bool
+    decode: str = "squash"
 
 
 @dataclass
@@ -39,6 +46,9 @@ class DatasetSplits:
     val: ImageSet | None = None
     # bool [H, W]: pixels inside the image that the prompt may also write (e.g. ABIDE's lower triangle)
     prompt_mask: torch.Tensor | None = None
+    # the class names the reference code writes into CLIP's text prompts, where they differ from
+    # ``class_names`` (GTSRB: the ILM-VP code's label map); None: ``class_names``
+    text_names: list[str] | None = None
 
 
 @dataclass
@@ -54,6 +64,7 @@ class TargetData:
     batch_size: int
     val: ImageTensorSet | FeatureSet | None = None
     prompt_mask: torch.Tensor | None = None
+    text_names: list[str] | None = None  # see DatasetSplits.text_names
 
     @property
     def num_classes(self) -> int:
@@ -74,16 +85,24 @@ class DatasetInfo:
     batch_size: int
     description: str = ""
     layout: str = ""  # where the files must be, shown in "missing data" errors and the README
+    # the size every stored image has (CIFAR, SVHN: 32; ABIDE: 200), None where sizes vary
+    stored_size: int | None = None
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
 def register_dataset(
-    name: str, *, image_size: int, batch_size: int = 128, description: str = "", layout: str = ""
+    name: str,
+    *,
+    image_size: int,
+    batch_size: int = 128,
+    description: str = "",
+    layout: str = "",
+    stored_size: int | None = None,
 ) -> Callable[[Loader], Loader]:
     def decorator(loader: Loader) -> Loader:
-        _REGISTRY[name] = DatasetInfo(name, loader, image_size, batch_size, description, layout)
+        _REGISTRY[name] = DatasetInfo(name, loader, image_size, batch_size, description, layout, stored_size)
         return loader
 
     return decorator
@@ -120,12 +139,15 @@ def load_dataset(
     batch_size: int | None = None,
     download: bool = False,
     subset: SubsetSpec | None = None,
+    decode: str = "squash",
 ) -> TargetData:
     """Load a registered dataset by name and decode the (sub)sets the run will use."""
     info = get_dataset_info(name)
+    if decode not in DECODE_MODES:
+        raise UserError(f"unknown decode mode {decode!r}; choose from {', '.join(DECODE_MODES)}")
     size = image_size or info.image_size
-    request = DataRequest(name=name, root=Path(root), image_size=size, download=download)
-    splits = info.loader(request)
+    request = DataRequest(name=name, root=Path(root), image_size=size, download=download, decode=decode)
+    splits = with_decode(info.loader(request), decode)
     subset = subset or SubsetSpec()
     num_classes = len(splits.class_names)
     for split_name, split in (("train", splits.train), ("test", splits.test), ("val", splits.val)):
@@ -162,7 +184,17 @@ def load_dataset(
         batch_size=batch_size or info.batch_size,
         val=val,
         prompt_mask=splits.prompt_mask,
+        text_names=None if splits.text_names is None else list(splits.text_names),
     )
+
+
+def with_decode(splits: DatasetSplits, decode: str) -> DatasetSplits:
+    """``splits`` with every image-file list set to decode by ``decode``."""
+
+    def apply(split: ImageSet | None) -> ImageSet | None:
+        return replace(split, decode=decode) if isinstance(split, FileImageList) else split
+
+    return replace(splits, train=apply(splits.train), test=apply(splits.test), val=apply(splits.val))
 
 
 def missing_data_error(name: str, expected: str, searched: Path, how: str) -> UserError:

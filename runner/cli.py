@@ -11,13 +11,13 @@ import torch
 
 import cfg
 from algorithms.engine import Trainer
-from algorithms.methods import FAMILIES, get_method
+from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
 from algorithms.settings import RunConfig
 from common.errors import UserError
 from common.files import load_checkpoint
 from common.seeding import seed_everything
-from data.registry import SubsetSpec, load_dataset
+from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, config_from_args
 from runner.devices import setup_runtime, shutdown_runtime
 from runner.run_dir import RunDir
@@ -51,11 +51,24 @@ def data_root_for(config: RunConfig) -> Path:
     return config.data_root
 
 
+def decode_size(config: RunConfig, family: Family) -> int | None:
+    """The size images are decoded at: ``--image-size``; else, for ``--decode crop`` in a family
+    with an input size (CLIP), that size, or the dataset's stored size where every stored image
+    is smaller (CIFAR's 32: resized on the device instead of stored 49x larger); else the dataset's."""
+    if config.image_size is not None:
+        return config.image_size
+    if config.decode != "crop" or family.input_size is None:
+        return None
+    size = family.input_size(config)
+    stored = get_dataset_info(config.dataset).stored_size
+    return min(size, stored) if stored else size
+
+
 def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     """Train (or evaluate) one configuration; returns the results dict."""
     spec = get_method(config.method)
     family = FAMILIES[spec.family]
-    runtime = setup_runtime(config.device, config.precision)
+    runtime = setup_runtime(config.device, config.precision, family.cuda_precision, config.eval_precision)
     seed_everything(config.seed)
     run_dir = RunDir(config.run_path(), enabled=runtime.is_main)
     external_checkpoint = config.eval_only and config.checkpoint
@@ -65,9 +78,10 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     data = load_dataset(
         config.dataset,
         data_root_for(config),
-        image_size=config.image_size,
+        image_size=decode_size(config, family),
         batch_size=config.batch_size,
         download=cfg.DOWNLOAD,
+        decode=config.decode,
         subset=SubsetSpec(
             config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed, val_fraction=config.val_fraction
         ),
@@ -98,6 +112,7 @@ def write_config(run_dir: RunDir, config: RunConfig, runtime, data, argv: list[s
                 "run_dir": str(run_dir.path),
                 "device": str(runtime.device),
                 "precision": runtime.precision,
+                "eval_precision": runtime.eval_precision or runtime.precision,
                 "world_size": runtime.world_size,
                 "batch_size": data.batch_size,
                 "image_size": list(data.image_size),

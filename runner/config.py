@@ -7,7 +7,10 @@ from dataclasses import fields
 from typing import Any
 
 import cfg
+from algorithms.mappings import mapping_batch_size
 from algorithms.settings import RunConfig
+from data.image_io import DECODE_MODES
+from runner.devices import EVAL_PRECISIONS, PRECISIONS
 
 
 def build_parser(
@@ -24,7 +27,12 @@ def build_parser(
     g.add_argument("--network", default=base.network, help="source network (see README: Networks)")
     g.add_argument("--dataset", default=base.dataset, help="target dataset (see README: Datasets)")
     g.add_argument("--weights", default=None, help="local weights file instead of the torch hub cache")
-    g.add_argument("--image-size", type=int, default=None, help="decode images at this size (default: the dataset's)")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="decode images at this size (default: the dataset's; with --decode crop, CLIP methods use CLIP's input size)")  # fmt: skip
+    g.add_argument("--decode", choices=list(DECODE_MODES), default=base.decode,
+                   help="how stored images become --image-size: squash = both sides resized (bilinear), as the ILM-VP code's CNN "
+                        "preprocessing; crop = shorter side resized (bicubic) + centre crop, CLIP's preprocessing (CLIP methods' "
+                        "default; datasets stored at one smaller size, e.g. CIFAR's 32, are then resized on the device)")  # fmt: skip
     g.add_argument("--max-train-samples", type=int, default=None, help="seeded class-balanced training subset")
     g.add_argument("--max-test-samples", type=int, default=None, help="seeded class-balanced test (and validation) subset")
     g.add_argument("--train-fraction", type=float, default=None, help="keep this seeded, class-stratified fraction of train")
@@ -34,15 +42,21 @@ def build_parser(
     g = p.add_argument_group("optimisation")
     if trains_epochs:
         add_optimisation_arguments(g, base)
-    g.add_argument("--batch-size", type=int, default=None, help="per process: under torchrun the global batch is nproc x this (default: the dataset's)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="per process: under torchrun the global batch is nproc x this (default: the dataset's; with --mapping blm/blmplus "
+                        "BLM's: 256, 64 on dtd and oxfordpets)")  # fmt: skip
     g.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the batch size")
     g.add_argument("--seed", type=int, default=base.seed)
     if trains_epochs:
         add_method_arguments(p.add_argument_group("method"), base)
     g = p.add_argument_group("execution")
     g.add_argument("--device", default=base.device, help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=base.precision,
-                   help="autocast precision; auto = bf16 (or fp16) on CUDA, fp32 on CPU")  # fmt: skip
+    g.add_argument("--precision", choices=list(PRECISIONS), default=base.precision,
+                   help="training autocast precision; auto = on CUDA fp16 with loss scaling for the prompt methods (as their "
+                        "reference code), bf16 for the others; fp32 on CPU. Logits and label mappings are float32 in every case")  # fmt: skip
+    g.add_argument("--eval-precision", choices=list(EVAL_PRECISIONS), default=base.eval_precision,
+                   help="evaluation and the mapping's statistics pass: auto = the network body at --precision, logits float32; "
+                        "fp32 = no autocast at all, as the ILM-VP code (slower on GPUs)")  # fmt: skip
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format")
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
@@ -69,11 +83,15 @@ def build_parser(
 
 
 def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
+    """The run's settings; a mapping with a reference batch size (BLM's) sets ``batch_size`` unless given."""
     names = {f.name for f in fields(RunConfig)} - {"method", "extra"}
     values = vars(args)
     common = {k: v for k, v in values.items() if k in names}
     extra = {k: v for k, v in values.items() if k not in names}
-    return RunConfig(method=method, extra=extra, **common)
+    config = RunConfig(method=method, extra=extra, **common)
+    if config.batch_size is None:
+        config.batch_size = mapping_batch_size(config.mapping, config.dataset)
+    return config
 
 
 def add_optimisation_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:

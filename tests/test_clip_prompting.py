@@ -52,6 +52,20 @@ def test_ilm_over_virtual_labels_hand_made():
     assert torch.equal(mapping(classifier(features)), classifier(features)[:, [4, 1, 5]])
 
 
+def test_text_prompts_use_the_reference_class_names_unless_asked_for_readable_ones():
+    from algorithms.methods.clip_prompting import text_class_names
+    from algorithms.settings import RunConfig
+
+    images = ImageTensorSet(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))
+    data = TargetData("gtsrb", images, images, ["speed limit 20", "speed limit 30"], (4, 4), 2, text_names=["20_speed", "30_speed"])
+    reference = text_class_names(RunConfig(method="ilm_tp_vp"), data)
+    readable = text_class_names(RunConfig(method="ilm_tp_vp", extra={"class_names": "readable"}), data)
+    assert [clip_class_name(n) for n in reference] == ["20 speed", "30 speed"]
+    assert readable == ["speed limit 20", "speed limit 30"]
+    plain = TargetData("cifar10", images, images, ["cat", "dog"], (4, 4), 2)  # no separate text names
+    assert text_class_names(RunConfig(method="ilm_tp_vp"), plain) == ["cat", "dog"]
+
+
 def test_zero_shot_accuracy_counts_correct_predictions():
     labels = torch.tensor([0, 1, 2, 2, 1, 0, 1, 2])
     images = (labels * 40).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()

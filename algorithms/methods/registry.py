@@ -27,6 +27,11 @@ class Family:
     build: FamilyBuilder | None = None  # an Experiment for the engine's epochs
     add_arguments: Callable | None = None  # extra flags, stored in RunConfig.extra
     solve: Solver | None = None  # instead of ``build``: the whole fit in one call
+    # the network's input side (e.g. CLIP's 224), where images are decoded by ``--decode crop``
+    # unless ``--image-size`` is given; None: the dataset's default size
+    input_size: Callable[[RunConfig], int] | None = None
+    # what ``--precision auto`` trains in on CUDA: the reference code's choice for the family
+    cuda_precision: str = "bf16"
 
     @property
     def trains_epochs(self) -> bool:
@@ -46,11 +51,17 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register_family(
-    name: str, build: FamilyBuilder | None = None, add_arguments: Callable | None = None, *, solve: Solver | None = None
+    name: str,
+    build: FamilyBuilder | None = None,
+    add_arguments: Callable | None = None,
+    *,
+    solve: Solver | None = None,
+    input_size: Callable[[RunConfig], int] | None = None,
+    cuda_precision: str = "bf16",
 ) -> None:
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve)
+    FAMILIES[name] = Family(build, add_arguments, solve, input_size, cuda_precision)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
