@@ -149,15 +149,18 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
 
 
 @torch.no_grad()
-def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None) -> torch.Tensor:
-    """``fn`` of every batch of ``loader``, in order and at the run's precision, as one float32 tensor.
+def stacked_outputs(
+    fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None, precision: str | None = None
+) -> torch.Tensor:
+    """``fn`` of every batch of ``loader``, in order, as one float32 tensor; computed at ``precision``
+    (default: the run's training precision).
 
     It stays on the device where it fits (:func:`~data.loader.fits_on_device`, ``resident`` forces
     the answer); otherwise it fills host memory (pinned for CUDA) batch by batch.
     """
     out, start = None, 0
     for images, _ in loader:
-        with runtime.autocast():
+        with runtime.autocast(precision):
             y = fn(to_float01(images)).float()
         if out is None:
             shape = (loader.shard_size, *y.shape[1:])
@@ -173,14 +176,17 @@ def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident
 
 def precompute_inputs(fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> TargetData:
     """``data`` with each split's images replaced by ``fn`` of them, computed once by every rank
-    (training batches are drawn from the whole set, so each rank needs all of it)."""
+    (training batches are drawn from the whole set, so each rank needs all of it). The training
+    split is computed at the training precision, the others at the evaluation precision, as the
+    engine would compute them each epoch."""
 
-    def outputs(split: ImageTensorSet) -> FeatureSet:
+    def outputs(split: ImageTensorSet, precision: str | None) -> FeatureSet:
         loader = BatchLoader(split, batch_size, runtime.device, shuffle=False, resident=resident)
-        return FeatureSet(stacked_outputs(fn, loader, runtime, resident), split.labels)
+        return FeatureSet(stacked_outputs(fn, loader, runtime, resident, precision), split.labels)
 
-    val = None if data.val is None else outputs(data.val)
-    return replace(data, train=outputs(data.train), test=outputs(data.test), val=val)
+    evaluated = runtime.eval_precision or runtime.precision
+    val = None if data.val is None else outputs(data.val, evaluated)
+    return replace(data, train=outputs(data.train, runtime.precision), test=outputs(data.test, evaluated), val=val)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     # evaluation and the mapping's statistics pass: None = as ``precision``; fp32 = no autocast
+    # (the command line's default, ``--eval-precision fp32``)
     eval_precision: str | None = None
 
     @property

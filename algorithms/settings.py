@@ -59,7 +59,7 @@ class RunConfig:
     # execution
     device: str = "auto"
     precision: str = "auto"
-    eval_precision: str = "auto"  # auto: the network body as in training, logits float32; fp32: all float32
+    eval_precision: str = "fp32"  # evaluation and mapping pass: fp32 (no autocast) | train (body at --precision)
     channels_last: bool = True
     compile: bool = False
     fold_bn: bool = True

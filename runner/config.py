@@ -55,8 +55,9 @@ def build_parser(
                    help="training autocast precision; auto = on CUDA fp16 with loss scaling for the prompt methods (as their "
                         "reference code), bf16 for the others; fp32 on CPU. Logits and label mappings are float32 in every case")  # fmt: skip
     g.add_argument("--eval-precision", choices=list(EVAL_PRECISIONS), default=base.eval_precision,
-                   help="evaluation and the mapping's statistics pass: auto = the network body at --precision, logits float32; "
-                        "fp32 = no autocast at all, as the ILM-VP code (slower on GPUs)")  # fmt: skip
+                   help="evaluation and the mapping's statistics pass: fp32 = no autocast, as the ILM-VP code; train = the network "
+                        "body at --precision (faster on GPUs; predictions whose top logits are closer than its rounding may change), "
+                        "logits float32")  # fmt: skip
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format")
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",

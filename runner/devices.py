@@ -11,7 +11,7 @@ from algorithms.runtime import Runtime
 from common.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-EVAL_PRECISIONS = ("auto", "fp32")
+EVAL_PRECISIONS = ("fp32", "train")
 
 
 def tune_cpu_allocator() -> bool:
@@ -69,13 +69,14 @@ def resolve_precision(precision: str, device: torch.device, cuda_auto: str = "bf
 
 
 def resolve_eval_precision(eval_precision: str, precision: str) -> str | None:
-    """``auto``: evaluate as training runs (None); ``fp32``: evaluate without autocast."""
+    """``fp32``: evaluate without autocast, as the reference code; ``train``: at the training
+    precision (None). Logits and mappings are float32 either way."""
     if eval_precision not in EVAL_PRECISIONS:
         raise UserError(f"unknown eval precision {eval_precision!r}; choose from {', '.join(EVAL_PRECISIONS)}")
-    return None if eval_precision == "auto" or precision == "fp32" else "fp32"
+    return None if eval_precision == "train" or precision == "fp32" else "fp32"
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto", cuda_auto: str = "bf16", eval_precision: str = "auto") -> Runtime:
+def setup_runtime(device: str = "auto", precision: str = "auto", cuda_auto: str = "bf16", eval_precision: str = "fp32") -> Runtime:
     """Start the process group when launched by torchrun, pick the device and precisions."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

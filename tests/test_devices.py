@@ -46,8 +46,8 @@ def test_auto_precision_on_cuda_is_the_familys_reference_choice(monkeypatch):
 
 
 def test_eval_precision_resolution():
-    assert resolve_eval_precision("auto", "fp16") is None  # evaluate as training runs
-    assert resolve_eval_precision("fp32", "fp16") == "fp32"
+    assert resolve_eval_precision("train", "fp16") is None  # evaluate as training runs
+    assert resolve_eval_precision("fp32", "fp16") == "fp32"  # the default: no autocast, as the reference
     assert resolve_eval_precision("fp32", "fp32") is None
     with pytest.raises(UserError, match="eval precision"):
         resolve_eval_precision("fp16", "fp32")

@@ -83,7 +83,9 @@ def near_tie_network(float32_logits: bool) -> nn.Module:
     return network
 
 
-def near_tie_trainer(tmp_path, precision: str, float32_logits: bool = True, mapping: str = "ilm") -> Trainer:
+def near_tie_trainer(
+    tmp_path, precision: str, float32_logits: bool = True, mapping: str = "ilm", eval_precision: str | None = None
+) -> Trainer:
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (240, 3, 2, 2), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 3, (240,), generator=generator)
@@ -91,16 +93,22 @@ def near_tie_trainer(tmp_path, precision: str, float32_logits: bool = True, mapp
     model = ReprogrammingModel(nn.Identity(), near_tie_network(float32_logits), build_mapping(mapping, 6, 3), channels_last=False)
     config = RunConfig(method="ilm_vp", epochs=1, mapping=mapping, device="cpu")
     experiment = Experiment(model=model, source_names=[f"s{i}" for i in range(6)])
-    return Trainer(config, experiment, data, Runtime(CPU, precision), RunDir(tmp_path / precision, enabled=False))
+    runtime = Runtime(CPU, precision, eval_precision=eval_precision)
+    return Trainer(config, experiment, data, runtime, RunDir(tmp_path / precision, enabled=False))
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16")
 @pytest.mark.parametrize("mapping", ["ilm", "blm"])
-def test_mapping_counts_and_predictions_under_autocast_equal_fp32_on_near_ties(tmp_path, mapping):
-    """The CUDA default path (network under autocast, float32 logits and mapping), run on the CPU
-    with bf16 autocast: the mapping's statistics, its fit, the test predictions and the
-    source-count heatmap equal float32's exactly."""
-    runs = {p: near_tie_trainer(tmp_path, p, mapping=mapping) for p in ("fp32", "bf16")}
+@pytest.mark.parametrize("eval_precision", ["fp32", None])
+def test_mapping_counts_and_predictions_under_autocast_equal_fp32_on_near_ties(tmp_path, mapping, eval_precision):
+    """Training under autocast (bf16 on the CPU, the code path of CUDA's fp16), with the mapping
+    pass and evaluation in fp32 (the default) or at the training precision (``--eval-precision
+    train``: the network under autocast, its logits and the mapping in float32): the mapping's
+    statistics, its fit, the test predictions and the source-count heatmap equal float32's exactly."""
+    runs = {
+        "fp32": near_tie_trainer(tmp_path, "fp32", mapping=mapping),
+        "bf16": near_tie_trainer(tmp_path, "bf16", mapping=mapping, eval_precision=eval_precision),
+    }
     stats = {p: t.gather_statistics(0) for p, t in runs.items()}
     assert torch.equal(stats["bf16"], stats["fp32"])
     assert int((stats["fp32"].sum(1) > 0).sum()) >= 4  # the votes spread over the near-tied sources

@@ -104,9 +104,11 @@ def select_c(
 
 @torch.no_grad()
 def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int) -> torch.Tensor:
-    """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set."""
+    """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set, at the
+    evaluation precision (``--eval-precision``): the encoder only ever evaluates here."""
     encoder.to(runtime.device).eval()
-    return stacked_outputs(encoder, BatchLoader(images, batch_size, runtime.device, shuffle=False), runtime, resident=True)
+    loader = BatchLoader(images, batch_size, runtime.device, shuffle=False)
+    return stacked_outputs(encoder, loader, runtime, resident=True, precision=runtime.eval_precision or runtime.precision)
 
 
 # ---------------------------------------------------------------------------------------------
