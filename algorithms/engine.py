@@ -148,12 +148,13 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
     """Top-1 accuracy (%) of ``model`` over uint8 ``(images, labels)`` batches, summed across ranks.
 
     With ``source_counts [S, K]`` the model must accept ``return_source=True``; the source top-1
-    prediction of every sample is then counted against its label (the mapping heatmap).
+    prediction of every sample is then counted against its label (the mapping heatmap). The
+    network body runs at ``--eval-precision``; logits and the mapping are float32 in any case.
     """
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     total = torch.zeros((), device=runtime.device, dtype=torch.long)
     for images, labels in batches:
-        with runtime.autocast():
+        with runtime.eval_autocast():
             if source_counts is None:
                 logits = model(to_float01(images))
             else:
@@ -168,8 +169,11 @@ def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor 
 
 
 @torch.no_grad()
-def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None, desc: str | None = None) -> torch.Tensor:
-    """``fn`` of every batch of ``loader``, in order and at the run's precision, as one float32 tensor.
+def stacked_outputs(
+    fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident: bool | None = None, precision: str | None = None, desc: str | None = None
+) -> torch.Tensor:
+    """``fn`` of every batch of ``loader``, in order, as one float32 tensor; computed at ``precision``
+    (default: the run's training precision).
 
     It stays on the device where it fits (:func:`~data.loader.fits_on_device`, ``resident`` forces
     the answer); otherwise it fills host memory (pinned for CUDA) batch by batch. With ``desc``,
@@ -178,7 +182,7 @@ def stacked_outputs(fn: BatchFn, loader: BatchLoader, runtime: Runtime, resident
     out, start = None, 0
     batches = loader if desc is None else tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not runtime.is_main or None)
     for images, _ in batches:
-        with runtime.autocast():
+        with runtime.autocast(precision):
             y = fn(to_float01(images)).float()
         if out is None:
             shape = (loader.shard_size, *y.shape[1:])
@@ -196,14 +200,17 @@ def precompute_inputs(
     fn: BatchFn, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None, desc: str = "precompute"
 ) -> TargetData:
     """``data`` with each split's images replaced by ``fn`` of them, computed once by every rank
-    (training batches are drawn from the whole set, so each rank needs all of it)."""
+    (training batches are drawn from the whole set, so each rank needs all of it). The training
+    split is computed at the training precision, the others at the evaluation precision, as the
+    engine would compute them each epoch."""
 
-    def outputs(split: ImageTensorSet, name: str) -> FeatureSet:
+    def outputs(split: ImageTensorSet, name: str, precision: str | None) -> FeatureSet:
         loader = BatchLoader(split, batch_size, runtime.device, shuffle=False, resident=resident)
-        return FeatureSet(stacked_outputs(fn, loader, runtime, resident, desc=f"{desc} ({name})"), split.labels)
+        return FeatureSet(stacked_outputs(fn, loader, runtime, resident, precision, desc=f"{desc} ({name})"), split.labels)
 
-    val = None if data.val is None else outputs(data.val, "val")
-    return replace(data, train=outputs(data.train, "train"), test=outputs(data.test, "test"), val=val)
+    evaluated = runtime.eval_precision or runtime.precision
+    val = None if data.val is None else outputs(data.val, "val", evaluated)
+    return replace(data, train=outputs(data.train, "train", runtime.precision), test=outputs(data.test, "test", evaluated), val=val)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +342,7 @@ class Trainer:
         self.model.eval()
         stats = self._new_stats()
         for images, labels in self._bar(self.stats_loader, f"epoch {epoch + 1} mapping"):
-            with self.runtime.autocast():
+            with self.runtime.eval_autocast():
                 source = self.model.source_logits(to_float01(images))
             accumulate_statistic(stats, self.mapping.source_statistic(source.float()), labels)
         return self.runtime.all_reduce_sum(stats)

@@ -17,9 +17,12 @@ class Runtime:
     """Device, precision and process-group facts that every part of a run needs."""
 
     device: torch.device
-    precision: str  # resolved: fp32 | bf16 | fp16
+    precision: str  # resolved: fp32 | bf16 | fp16 (training, and the network body when evaluating)
     rank: int = 0
     world_size: int = 1
+    # evaluation and the mapping's statistics pass: None = as ``precision``; fp32 = no autocast
+    # (the command line's default, ``--eval-precision fp32``)
+    eval_precision: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -29,11 +32,18 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+    def autocast(self, precision: str | None = None) -> contextlib.AbstractContextManager:
+        """Autocast at ``precision`` (default: the run's). Models compute logits and label
+        mappings in float32 inside it (:class:`~models.layers.Float32Linear`)."""
+        precision = precision or self.precision
+        if precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def eval_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for evaluation and the mapping's statistics pass (``--eval-precision``)."""
+        return self.autocast(self.eval_precision or self.precision)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over ranks in place (no-op in a single process)."""

@@ -66,6 +66,7 @@ class RunConfig:
     prompt_init: str = "zero"
     # data
     image_size: int | None = None
+    decode: str = "squash"  # how stored images become image_size: squash | crop (data.image_io)
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     train_fraction: float | None = None
@@ -76,6 +77,7 @@ class RunConfig:
     # execution
     device: str = "auto"
     precision: str = "auto"
+    eval_precision: str = "fp32"  # evaluation and mapping pass: fp32 (no autocast) | train (body at --precision)
     channels_last: bool = True
     compile: bool = False
     fold_bn: bool = True

@@ -120,6 +120,7 @@ def abide_prompt_mask() -> torch.Tensor:
     batch_size=64,
     description="ABIDE I autism fMRI, CC200 connectivity matrices (Di Martino et al., 2014)",
     layout=LAYOUT,
+    stored_size=ROIS,
 )
 def load_abide(request: DataRequest) -> DatasetSplits:
     folder = request.root / "abide"

@@ -1,16 +1,20 @@
 """Training-batch augmentations on the device, each drawn from the engine's per-epoch generator.
 
-Two recipes, one name each (:data:`AUGMENTATIONS`):
+Three recipes, one name each (:data:`AUGMENTATIONS`):
 
 * ``pad_crop_flip``, the CIFAR recipe: zero padding, a random crop back to the image's size and a
   horizontal flip with probability 1/2 (torchvision ``RandomCrop(size, padding)`` +
-  ``RandomHorizontalFlip``); the visual prompts' ``--augment``.
+  ``RandomHorizontalFlip``); the padding prompt's ``--augment``.
 * ``resized_crop_flip``, the ImageNet recipe: a random resized crop at the batch's own resolution
   and a horizontal flip (``RandomResizedCrop`` + ``RandomHorizontalFlip``); linear probing's and
   fine-tuning's ``--train-augment crop_flip``.
+* ``resize_crop``, BLM's watermark recipe: the image resized to ``out + 4`` square (bilinear,
+  antialiased) and a random ``out`` x ``out`` crop (``Resize(228)`` + ``RandomCrop(224)`` for a
+  224 network), no flip; the watermark prompt's ``--augment``.
 
-Both work on whole float batches at once. Random draws come from the CPU generator the engine
-passes per epoch, so a resumed run replays them exactly.
+All work on whole float batches at once. Random draws come from the CPU generator the engine
+passes per epoch, so a resumed run replays them exactly. A builder takes the image size and the
+network's input size ``out_size`` (used by ``resize_crop`` only).
 """
 from __future__ import annotations
 
@@ -23,11 +27,27 @@ import torch.nn.functional as F
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 CROP_PADDING_PER_32 = 4  # 4 pixels on 32x32 CIFAR; scaled with the image side elsewhere
+RESIZE_CROP_MARGIN = 4  # BLM's watermark views: Resize(224 + 4), then RandomCrop(224)
 
 
 def crop_padding_for(image_size: tuple[int, int]) -> int:
     """Zero padding of the random crop: 4 pixels per 32 of the shorter side, at least 1."""
     return max(1, round(CROP_PADDING_PER_32 * min(image_size) / 32))
+
+
+def crops_at(x: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int], flips: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``size`` crop of each image of ``x`` whose top-left corner is ``offsets[b] = (top, left)``,
+    mirrored where ``flips[b]``, gathered for the whole batch at once."""
+    b = x.shape[0]
+    h, w = size
+    offsets = offsets.to(x.device)
+    rows = offsets[:, :1] + torch.arange(h, device=x.device)  # [B, h]
+    cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # [B, w]
+    if flips is not None:
+        cols = torch.where(flips.to(x.device)[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    crops = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, h, w, C]
+    return crops.permute(0, 3, 1, 2).contiguous()
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
@@ -36,23 +56,38 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) 
     ``x`` is ``[B, C, H, W]``; offsets and flips are drawn per sample from ``generator`` (CPU).
     """
     b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator).to(x.device)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows = offsets[:, :1] + torch.arange(h, device=x.device)  # [B, H]
-    cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # [B, W]
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    return crops.permute(0, 3, 1, 2).contiguous()
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
+    flips = torch.rand(b, generator=generator) < 0.5
+    return crops_at(F.pad(x, (padding, padding, padding, padding)), offsets, (h, w), flips)
 
 
-def pad_crop_flip(image_size: tuple[int, int]) -> Augment:
+def pad_crop_flip(image_size: tuple[int, int], out_size: int | None = None) -> Augment:
     """The CIFAR recipe as an ``Experiment.train_augment`` callable for images of ``image_size``."""
     padding = crop_padding_for(image_size)
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_crop_flip(x, generator, padding)
+
+    return augment
+
+
+def random_resize_crop(x: torch.Tensor, generator: torch.Generator, out_size: int, margin: int = RESIZE_CROP_MARGIN) -> torch.Tensor:
+    """Resize every image to ``out + margin`` square (bilinear, antialiased) and take a random
+    ``out`` x ``out`` crop of each; offsets are drawn per sample from ``generator`` (CPU)."""
+    big = out_size + margin
+    if tuple(x.shape[-2:]) != (big, big):
+        x = F.interpolate(x, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
+    offsets = torch.randint(0, margin + 1, (x.shape[0], 2), generator=generator)
+    return crops_at(x, offsets, (out_size, out_size))
+
+
+def resize_crop(image_size: tuple[int, int], out_size: int | None = None) -> Augment:
+    """BLM's watermark recipe as an ``Experiment.train_augment`` callable: views of ``out_size``
+    (the network's input; default the image's own side) cropped from the image resized to ``out + 4``."""
+    out = out_size or min(image_size)
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return random_resize_crop(x, generator, out)
 
     return augment
 
@@ -130,22 +165,24 @@ class RandomResizedCropFlip:
         return resized_crop(x, boxes, flip)
 
 
-def resized_crop_flip(image_size: tuple[int, int]) -> Augment:
+def resized_crop_flip(image_size: tuple[int, int], out_size: int | None = None) -> Augment:
     """The ImageNet recipe as an ``Experiment.train_augment`` callable (any image size)."""
     return RandomResizedCropFlip()
 
 
-# name -> builder(image_size) -> augment callable; None: no augmentation
-AUGMENTATIONS: dict[str, Callable[[tuple[int, int]], Augment] | None] = {
+# name -> builder(image_size, out_size) -> augment callable; None: no augmentation
+AUGMENTATIONS: dict[str, Callable[[tuple[int, int], int | None], Augment] | None] = {
     "none": None,
     "pad_crop_flip": pad_crop_flip,
     "resized_crop_flip": resized_crop_flip,
+    "resize_crop": resize_crop,
 }
 # --train-augment's name for the ImageNet recipe
 ALIASES = {"crop_flip": "resized_crop_flip"}
 
 
-def build_augment(name: str, image_size: tuple[int, int]) -> Augment | None:
-    """The augmentation registered as ``name`` (or an alias) for images of ``image_size``."""
+def build_augment(name: str, image_size: tuple[int, int], out_size: int | None = None) -> Augment | None:
+    """The augmentation registered as ``name`` (or an alias) for images of ``image_size`` feeding
+    a network whose input side is ``out_size``."""
     builder = AUGMENTATIONS[ALIASES.get(name, name)]
-    return None if builder is None else builder(image_size)
+    return None if builder is None else builder(image_size, out_size)

@@ -1,8 +1,9 @@
 """Decode image files once: small sets in memory, large ones into a memory-mapped ``.npy`` cache.
 
-A cache file holds ``uint8 [N, 3, H, W]`` for one exact list of files at one size. Its name is a
-hash of every path with its size and modification time plus the image size, so a changed,
-added or removed file (or another ``--image-size``) selects a different file and the set is
+A cache file holds ``uint8 [N, 3, H, W]`` for one exact list of files at one size and decode mode
+(:data:`~data.image_io.DECODE_MODES`). Its name is a hash of every path with its size and
+modification time plus the image size and decode mode, so a changed, added or removed file (or
+another ``--image-size`` or ``--decode``) selects a different file and the set is
 decoded again; an unchanged set is opened in milliseconds by later runs. The file is written
 through ordinary writes to ``<name>.partial`` and renamed when complete, so an interrupted
 build never leaves a cache that looks valid. Old cache files are never read again once their
@@ -32,9 +33,10 @@ from data.image_io import decode_images, read_image
 MEMMAP_MIN_BYTES = 256 * 2**20
 
 
-def cache_key(paths: Sequence[Path], size: tuple[int, int]) -> str:
-    """Hash of the image size and every file's path, byte size and modification time."""
-    digest = hashlib.sha256(f"uint8 NCHW {size[0]}x{size[1]}\n".encode())
+def cache_key(paths: Sequence[Path], size: tuple[int, int], decode: str = "squash") -> str:
+    """Hash of the image size, the decode mode and every file's path, byte size and modification time."""
+    mode = "" if decode == "squash" else f" {decode}"  # squash keys are those written before the modes existed
+    digest = hashlib.sha256(f"uint8 NCHW {size[0]}x{size[1]}{mode}\n".encode())
     for path in paths:
         try:
             st = os.stat(path)
@@ -44,25 +46,27 @@ def cache_key(paths: Sequence[Path], size: tuple[int, int]) -> str:
     return digest.hexdigest()[:24]
 
 
-def cache_file(paths: Sequence[Path], size: tuple[int, int], cache_dir: Path | None = None, label: str = "images") -> Path:
+def cache_file(
+    paths: Sequence[Path], size: tuple[int, int], cache_dir: Path | None = None, label: str = "images", decode: str = "squash"
+) -> Path:
     folder = Path(cache_dir) if cache_dir is not None else cfg.CACHE_PATH
-    return folder / f"{label}-{len(paths)}x3x{size[0]}x{size[1]}-{cache_key(paths, size)}.npy"
+    return folder / f"{label}-{len(paths)}x3x{size[0]}x{size[1]}-{cache_key(paths, size, decode)}.npy"
 
 
 def load_images(
-    paths: Sequence[Path], size: tuple[int, int], *, label: str = "images", cache_dir: Path | None = None
+    paths: Sequence[Path], size: tuple[int, int], *, label: str = "images", cache_dir: Path | None = None, decode: str = "squash"
 ) -> torch.Tensor:
     """``uint8 [N, 3, H, W]`` for ``paths``: decoded in memory, or memory-mapped from the cache."""
     nbytes = len(paths) * 3 * size[0] * size[1]
     if nbytes <= MEMMAP_MIN_BYTES:
-        return decode_images(paths, size, desc=f"decode {label}")
-    path = cache_file(paths, size, cache_dir, label)
+        return decode_images(paths, size, desc=f"decode {label}", decode=decode)
+    path = cache_file(paths, size, cache_dir, label, decode)
     if not path.is_file():
-        build_cache(paths, size, path, desc=f"cache {label} ({nbytes / 2**30:.1f} GB)")
+        build_cache(paths, size, path, desc=f"cache {label} ({nbytes / 2**30:.1f} GB)", decode=decode)
     return open_cache(path, (len(paths), 3, size[0], size[1]))
 
 
-def build_cache(paths: Sequence[Path], size: tuple[int, int], path: Path, desc: str = "cache") -> None:
+def build_cache(paths: Sequence[Path], size: tuple[int, int], path: Path, desc: str = "cache", decode: str = "squash") -> None:
     """Decode ``paths`` into the ``.npy`` file ``path``, one image at a time (constant memory)."""
     shape = (len(paths), 3, size[0], size[1])
     partial = path.with_name(path.name + ".partial")
@@ -71,7 +75,7 @@ def build_cache(paths: Sequence[Path], size: tuple[int, int], path: Path, desc: 
         with open(partial, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
             for file in tqdm(paths, desc=desc, unit="img", leave=False, mininterval=1.0):
-                fh.write(np.ascontiguousarray(read_image(file, size).transpose(2, 0, 1)).tobytes())
+                fh.write(np.ascontiguousarray(read_image(file, size, decode).transpose(2, 0, 1)).tobytes())
         os.replace(partial, path)
     except OSError as exc:
         partial.unlink(missing_ok=True)

@@ -49,10 +49,12 @@ def _read_batches(folder: Path, files: list[str], label_key: bytes) -> ImageTens
     return ImageTensorSet(torch.from_numpy(np.concatenate(images)), torch.tensor(labels))
 
 
-def _resize(data: ImageTensorSet, size: int) -> ImageTensorSet:
+def _resize(data: ImageTensorSet, size: int, decode: str = "squash") -> ImageTensorSet:
+    """Square images to ``size``: bilinear for ``squash``, bicubic for ``crop`` (a square needs no crop)."""
     if data.image_size == (size, size):
         return data
-    images = torch.nn.functional.interpolate(data.images.float(), size=(size, size), mode="bilinear", antialias=True)
+    mode = "bicubic" if decode == "crop" else "bilinear"
+    images = torch.nn.functional.interpolate(data.images.float(), size=(size, size), mode=mode, antialias=True)
     return ImageTensorSet(images.round().clamp(0, 255).to(torch.uint8), data.labels)
 
 
@@ -74,8 +76,8 @@ def load_cifar(request: DataRequest) -> DatasetSplits:
         )
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(pickles / meta)[names_key]]
     names = [n.replace("_", " ") for n in names]
-    train = _resize(_read_batches(pickles, train_files, label_key), request.image_size)
-    test = _resize(_read_batches(pickles, test_files, label_key), request.image_size)
+    train = _resize(_read_batches(pickles, train_files, label_key), request.image_size, request.decode)
+    test = _resize(_read_batches(pickles, test_files, label_key), request.image_size, request.decode)
     return DatasetSplits(train=train, test=test, class_names=names)
 
 
@@ -86,4 +88,5 @@ for _name, _classes in (("cifar10", 10), ("cifar100", 100)):
         batch_size=128,
         description=f"CIFAR-{_classes} (Krizhevsky, 2009)",
         layout=f"{_CIFAR[_name][0]}/ (torchvision) or {_name}/{{train,test}}/<class>/*",
+        stored_size=32,
     )(load_cifar)

@@ -1,4 +1,11 @@
-"""GTSRB traffic signs in torchvision's layout, resized to 32x32 as in the ILM-VP paper."""
+"""GTSRB traffic signs in torchvision's layout, resized to 32x32 as in the ILM-VP paper.
+
+Two lists of class names: :data:`GTSRB_CLASSES`, the signs' descriptive names, used in tables
+and mapping files; and :data:`GTSRB_LABEL_MAP`, the names the official ILM-VP code's label map
+(``data/const.py``) gives the class ids, which it writes into CLIP's text prompts (after turning
+``_`` into spaces: ``20_speed`` -> ``20 speed``). CLIP methods use the latter by default
+(``--class-names reference``) and the descriptive ones with ``--class-names readable``.
+"""
 from __future__ import annotations
 
 import csv
@@ -21,6 +28,19 @@ GTSRB_CLASSES = [
     "end of all speed and passing limits", "turn right ahead", "turn left ahead", "ahead only",
     "go straight or right", "go straight or left", "keep right", "keep left", "roundabout mandatory",
     "end of no passing", "end of no passing by vehicles over 3.5 tons",
+]  # fmt: skip
+
+# Class ids 0..42 as named by the label map of the official ILM-VP code (data/const.py).
+GTSRB_LABEL_MAP = [
+    "20_speed", "30_speed", "50_speed", "60_speed", "70_speed", "80_speed", "80_lifted", "100_speed",
+    "120_speed", "no_overtaking_general", "no_overtaking_trucks", "right_of_way_crossing",
+    "right_of_way_general", "give_way", "stop", "no_way_general", "no_way_trucks", "no_way_one_way",
+    "attention_general", "attention_left_turn", "attention_right_turn", "attention_curvy",
+    "attention_bumpers", "attention_slippery", "attention_bottleneck", "attention_construction",
+    "attention_traffic_light", "attention_pedestrian", "attention_children", "attention_bikes",
+    "attention_snowflake", "attention_deer", "lifted_general", "turn_right", "turn_left",
+    "turn_straight", "turn_straight_right", "turn_straight_left", "turn_right_down",
+    "turn_left_down", "turn_circle", "lifted_no_overtaking_general", "lifted_no_overtaking_trucks",
 ]  # fmt: skip
 
 LAYOUT = "gtsrb/GTSRB/Training/<5-digit class id>/*.ppm, gtsrb/GTSRB/Final_Test/Images/*.ppm, gtsrb/GT-final_test.csv"
@@ -60,4 +80,5 @@ def load_gtsrb(request: DataRequest) -> DatasetSplits:
         train=FileImageList(paths, labels, size),
         test=FileImageList(test_paths, test_labels, size),
         class_names=list(GTSRB_CLASSES),
+        text_names=list(GTSRB_LABEL_MAP),
     )

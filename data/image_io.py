@@ -13,14 +13,37 @@ from common.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
+# How a stored image becomes ``size``: the reference preprocessing of each method family.
+#   squash: both sides resized to ``size`` (bilinear, antialiased): torchvision ``Resize((H, W))``,
+#           the ILM-VP code's CNN preprocessing (e.g. 128 x 128 for the CoOp datasets).
+#   crop:   the shorter side resized to ``size`` (bicubic, antialiased), then the centre
+#           ``size`` crop: torchvision ``Resize(S)`` + ``CenterCrop(S)``, CLIP's preprocessing.
+DECODE_MODES = ("squash", "crop")
 
-def read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """One RGB image as ``uint8 [H, W, 3]``, resized (bilinear, antialiased) to ``size`` = (H, W)."""
+
+def resize_image(img: Image.Image, size: tuple[int, int], decode: str = "squash") -> Image.Image:
+    """``img`` (RGB) brought to ``size`` = (H, W) as ``decode`` says (see :data:`DECODE_MODES`)."""
+    if decode == "squash":
+        return img if (img.height, img.width) == tuple(size) else img.resize((size[1], size[0]), Image.BILINEAR)
+    if decode == "crop":
+        import torchvision.transforms.functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        if size[0] != size[1]:
+            raise ValueError(f"crop decoding makes square images, got size {tuple(size)}")
+        # the calls open_clip's image_transform makes (resize_mode "shortest"), on the PIL image
+        img = TF.resize(img, [size[0]], interpolation=InterpolationMode.BICUBIC)
+        return TF.center_crop(img, [size[0], size[1]])
+    raise ValueError(f"unknown decode mode {decode!r}; choose from {', '.join(DECODE_MODES)}")
+
+
+def read_image(path: Path, size: tuple[int, int] | None, decode: str = "squash") -> np.ndarray:
+    """One RGB image as ``uint8 [H, W, 3]``, brought to ``size`` = (H, W) by ``decode`` (None: as stored)."""
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            if size is not None:
+                img = resize_image(img, size, decode)
             return np.asarray(img, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise UserError(f"image file not found: {path}") from exc
@@ -28,12 +51,12 @@ def read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {exc}") from exc
 
 
-def decode_images(paths: Sequence[Path], size: tuple[int, int], desc: str = "decode") -> torch.Tensor:
+def decode_images(paths: Sequence[Path], size: tuple[int, int], desc: str = "decode", decode: str = "squash") -> torch.Tensor:
     """Decode files into one ``uint8 [N, 3, H, W]`` tensor (a progress bar for large sets)."""
     out = torch.empty((len(paths), 3, size[0], size[1]), dtype=torch.uint8)
     view = out.numpy()
     for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=len(paths) < 2000, leave=False)):
-        view[i] = read_image(path, size).transpose(2, 0, 1)
+        view[i] = read_image(path, size, decode).transpose(2, 0, 1)
     return out
 
 

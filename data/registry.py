@@ -7,7 +7,7 @@ modules, so importing the package registers them all; this module imports none o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ import torch
 from common.choices import Choices
 from common.errors import UserError
 from data.fingerprint import data_fingerprint
+from data.image_io import DECODE_MODES
 from data.splits import stratified_split
 from data.tensors import FeatureSet, FileImageList, ImageTensorSet, check_labels, stratified_subset
 
@@ -23,12 +24,18 @@ ImageSet = ImageTensorSet | FileImageList
 
 @dataclass
 class DataRequest:
-    """What a loader is asked for: where to look and at what size to decode."""
+    """What a loader is asked for: where to look, and at what size and how to decode.
+
+    Image files are decoded with ``decode`` (:data:`~data.image_io.DECODE_MODES`) by the registry
+    (it sets the mode of every :class:`FileImageList` a loader returns); a loader that holds
+    images as tensors (CIFAR's pickles) resizes them itself with the matching kernel.
+    """
 
     name: str
     root: Path  # the data root; for ``folder`` the dataset folder itself
     image_size: int
     download: bool
+    decode: str = "squash"
 
 
 @dataclass
@@ -41,6 +48,9 @@ class DatasetSplits:
     val: ImageSet | None = None
     # bool [H, W]: pixels inside the image that the prompt may also write (e.g. ABIDE's lower triangle)
     prompt_mask: torch.Tensor | None = None
+    # the class names the reference code writes into CLIP's text prompts, where they differ from
+    # ``class_names`` (GTSRB: the ILM-VP code's label map); None: ``class_names``
+    text_names: list[str] | None = None
 
 
 @dataclass
@@ -59,6 +69,7 @@ class TargetData:
     # the exact samples read (data/fingerprint.py); empty when the data was built by hand
     fingerprint: str = ""
     location: str = ""  # the resolved data root they were read from
+    text_names: list[str] | None = None  # see DatasetSplits.text_names
 
     @property
     def num_classes(self) -> int:
@@ -79,16 +90,24 @@ class DatasetInfo:
     batch_size: int
     description: str = ""
     layout: str = ""  # where the files must be, shown in "missing data" errors and the README
+    # the size every stored image has (CIFAR, SVHN: 32; ABIDE: 200), None where sizes vary
+    stored_size: int | None = None
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
 def register_dataset(
-    name: str, *, image_size: int, batch_size: int = 128, description: str = "", layout: str = ""
+    name: str,
+    *,
+    image_size: int,
+    batch_size: int = 128,
+    description: str = "",
+    layout: str = "",
+    stored_size: int | None = None,
 ) -> Callable[[Loader], Loader]:
     def decorator(loader: Loader) -> Loader:
-        _REGISTRY[name] = DatasetInfo(name, loader, image_size, batch_size, description, layout)
+        _REGISTRY[name] = DatasetInfo(name, loader, image_size, batch_size, description, layout, stored_size)
         return loader
 
     return decorator
@@ -129,12 +148,15 @@ def load_dataset(
     batch_size: int | None = None,
     download: bool = False,
     subset: SubsetSpec | None = None,
+    decode: str = "squash",
 ) -> TargetData:
     """Load a registered dataset by name and decode the (sub)sets the run will use."""
     info = get_dataset_info(name)
+    if decode not in DECODE_MODES:
+        raise UserError(f"unknown decode mode {decode!r}; choose from {', '.join(DECODE_MODES)}")
     size = image_size or info.image_size
-    request = DataRequest(name=name, root=Path(root), image_size=size, download=download)
-    splits = info.loader(request)
+    request = DataRequest(name=name, root=Path(root), image_size=size, download=download, decode=decode)
+    splits = with_decode(info.loader(request), decode)
     subset = subset or SubsetSpec()
     num_classes = len(splits.class_names)
     if num_classes < 2:
@@ -183,7 +205,17 @@ def load_dataset(
         prompt_mask=splits.prompt_mask,
         fingerprint=data_fingerprint(root, splits.class_names, train.image_size, used),
         location=str(Path(root).resolve()),
+        text_names=None if splits.text_names is None else list(splits.text_names),
     )
+
+
+def with_decode(splits: DatasetSplits, decode: str) -> DatasetSplits:
+    """``splits`` with every image-file list set to decode by ``decode``."""
+
+    def apply(split: ImageSet | None) -> ImageSet | None:
+        return replace(split, decode=decode) if isinstance(split, FileImageList) else split
+
+    return replace(splits, train=apply(splits.train), test=apply(splits.test), val=apply(splits.val))
 
 
 def missing_data_error(name: str, expected: str, searched: Path, how: str) -> UserError:

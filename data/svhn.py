@@ -31,6 +31,7 @@ def _read_mat(path) -> ImageTensorSet:
     batch_size=128,
     description="Street View House Numbers (Netzer et al., 2011)",
     layout="svhn/train_32x32.mat, svhn/test_32x32.mat",
+    stored_size=32,
 )
 def load_svhn(request: DataRequest) -> DatasetSplits:
     folder = request.root / "svhn"

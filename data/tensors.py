@@ -74,6 +74,7 @@ class FileImageList:
     labels: torch.Tensor
     size: tuple[int, int]
     label: str = "images"  # names the decode progress bar and the cache file of large sets
+    decode: str = "squash"  # how each stored image becomes ``size`` (data.image_io.DECODE_MODES)
 
     def __post_init__(self) -> None:
         self.labels = torch.as_tensor(self.labels, dtype=torch.long)
@@ -84,7 +85,7 @@ class FileImageList:
     def take(self, indices: torch.Tensor | Sequence[int] | None = None) -> ImageTensorSet:
         idx = range(len(self.paths)) if indices is None else [int(i) for i in indices]
         paths = [self.paths[i] for i in idx]
-        images = load_images(paths, self.size, label=self.label)
+        images = load_images(paths, self.size, label=self.label, decode=self.decode)
         return ImageTensorSet(images, self.labels[list(idx)] if indices is not None else self.labels)
 
 

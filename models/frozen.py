@@ -22,14 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from models.layers import Float32Linear
 from models.networks import replace_module
 
 
 class _ConvBnLeafTracer(torch.fx.Tracer):
-    """Keeps every convolution and batch norm (also library subclasses, e.g. timm's) a single node."""
+    """Keeps every convolution and batch norm (also library subclasses, e.g. timm's) a single node,
+    and the float32 output layer (tracing into it would drop its autocast exit)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(module, qualified_name)
+        leaves = (nn.Conv2d, nn.BatchNorm2d, Float32Linear)
+        return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
 
 
 def _frozen(module: nn.Module) -> bool:

@@ -1,4 +1,4 @@
-"""Building blocks shared by the input transforms: normalization and resizing of ``[0, 1]`` batches."""
+"""Building blocks shared by the models: normalization and resizing of ``[0, 1]`` batches, float32 logits."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,3 +38,30 @@ class ResizeNormalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(resize_square(x, self.size))
+
+
+def full_precision(x: torch.Tensor):
+    """A context in which ``x``'s device computes in float32 even inside an autocast region."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+class Float32Linear(nn.Linear):
+    """A linear layer that computes in float32 even under autocast.
+
+    Logits computed in bf16 are rounded to steps of 2^-7 of their size (0.125 near 25), so
+    classes whose logits differ by less become exact ties and ``argmax`` picks the lowest index.
+    The network body may run in reduced precision; its output layer runs through this, so
+    predictions, mapping counts and the loss see float32 logits. Parameters and state-dict keys
+    are those of ``nn.Linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with full_precision(x):
+            return F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear) -> Float32Linear:
+        """The same layer (its parameter objects shared, not copied) computing in float32."""
+        new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        new.weight, new.bias = layer.weight, layer.bias
+        return new.train(layer.training)

@@ -136,7 +136,19 @@ def load_network(name: str, weights: str | Path | None = None, download: bool | 
     else:
         net = _timm_network(name, weights_path, download)
     net.model.requires_grad_(False).eval()
+    float32_output_layer(net.model)
     return net
+
+
+def float32_output_layer(model: nn.Module) -> None:
+    """Make the network's final linear layer (if it has one) compute its logits in float32 under
+    autocast (:class:`~models.layers.Float32Linear`), in place; outputs and state-dict keys are unchanged."""
+    from models.layers import Float32Linear
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if layers and not isinstance(layers[-1][1], Float32Linear):
+        name, layer = layers[-1]
+        replace_module(model, name, Float32Linear.from_linear(layer))
 
 
 # ---------------------------------------------------------------------------------------------

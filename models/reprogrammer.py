@@ -4,9 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.layers import full_precision
+
 
 class ReprogrammingModel(nn.Module):
     """``label_mapping(network(input_transform(x)))`` for images ``x`` in ``[0, 1]``.
+
+    Under autocast the input transform and the network run in reduced precision, but the label
+    mapping always computes in float32 on float32 source logits (networks end in a float32
+    output layer), so no prediction or mapping count depends on reduced-precision rounding of logits.
 
     The methods differ only in which of the three parts train: the visual prompt methods train
     the input transform (and a trainable mapping, if any), linear probing the network's new head,
@@ -55,7 +61,8 @@ class ReprogrammingModel(nn.Module):
 
     def forward(self, x: torch.Tensor, return_source: bool = False):
         source = self.source_logits(x)
-        target = self.label_mapping(source)
+        with full_precision(source):  # a mapping's product (BLM's omega, a linear map) in float32, as its logits
+            target = self.label_mapping(source.float())
         return (target, source) if return_source else target
 
     def trainable_parameters(self) -> list[nn.Parameter]:

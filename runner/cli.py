@@ -11,13 +11,13 @@ import torch
 
 import cfg
 from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
-from algorithms.methods import FAMILIES, get_method
+from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
 from algorithms.settings import RunConfig
 from common.errors import UserError
 from common.files import load_checkpoint
 from common.seeding import seed_everything
-from data.registry import SubsetSpec, load_dataset
+from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args
 from runner.devices import setup_runtime, shutdown_runtime
 from runner.run_dir import NoRunError, RunDir, runs_on_other_data
@@ -51,6 +51,19 @@ def data_root_for(config: RunConfig) -> Path:
     return config.data_root
 
 
+def decode_size(config: RunConfig, family: Family) -> int | None:
+    """The size images are decoded at: ``--image-size``; else, for ``--decode crop`` in a family
+    with an input size (CLIP), that size, or the dataset's stored size where every stored image
+    is smaller (CIFAR's 32: resized on the device instead of stored 49x larger); else the dataset's."""
+    if config.image_size is not None:
+        return config.image_size
+    if config.decode != "crop" or family.input_size is None:
+        return None
+    size = family.input_size(config)
+    stored = get_dataset_info(config.dataset).stored_size
+    return min(size, stored) if stored else size
+
+
 def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     """Train (or evaluate) one configuration; returns the results dict.
 
@@ -62,7 +75,7 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     family = FAMILIES[spec.family]
     config = checked_config(config, family)  # names and flag combinations, before anything loads
     data_root = data_root_for(config)
-    runtime = setup_runtime(config.device, config.precision)
+    runtime = setup_runtime(config.device, config.precision, family.cuda_precision, config.eval_precision)
     if runtime.is_main and family.trains_epochs:
         for warning in schedule_warnings(config):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -92,9 +105,10 @@ def execute(family, config: RunConfig, data_root: Path, runtime, run_dir: RunDir
     data = load_dataset(
         config.dataset,
         data_root,
-        image_size=config.image_size,
+        image_size=decode_size(config, family),
         batch_size=config.batch_size,
         download=cfg.DOWNLOAD,
+        decode=config.decode,
         subset=SubsetSpec(
             config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed, val_fraction=config.val_fraction
         ),
@@ -135,6 +149,7 @@ def write_config(run_dir: RunDir, config: RunConfig, runtime, data, argv: list[s
                 "run_dir": str(run_dir.path),
                 "device": str(runtime.device),
                 "precision": runtime.precision,
+                "eval_precision": runtime.eval_precision or runtime.precision,
                 "world_size": runtime.world_size,
                 "batch_size": data.batch_size,
                 "image_size": list(data.image_size),

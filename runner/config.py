@@ -16,13 +16,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import cfg
-from algorithms.mappings import MAPPING_CHOICES
+from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.settings import RunConfig
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
 from common.choices import Choices
 from common.errors import UserError
+from data.image_io import DECODE_MODES
 from data.registry import DATASETS
+from runner.devices import EVAL_PRECISIONS, PRECISIONS
 
 VAL_FRACTION = float_in(0.0, 1.0, high_open=True)  # [0, 1): 0 = no validation split
 LISTED = "  "  # help lines starting with this are kept as lines (one per listed name)
@@ -104,7 +106,12 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--dataset", type=name_type(DATASETS), default=base.dataset, metavar="NAME",
                    help=DATASETS.help("target dataset, read from --data-path (layouts: docs/datasets.md)"))  # fmt: skip
     g.add_argument("--weights", default=None, metavar="FILE", help="local weights file for --network (default: the network's cache)")
-    g.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="decode images at PX x PX (default: the dataset's)")
+    g.add_argument("--image-size", type=positive_int, default=None, metavar="PX",
+                   help="decode images at PX x PX (default: the dataset's; with --decode crop, CLIP methods use CLIP's input size)")  # fmt: skip
+    g.add_argument("--decode", choices=list(DECODE_MODES), default=base.decode,
+                   help="how stored images become --image-size: squash = both sides resized (bilinear), as the ILM-VP code's CNN "
+                        "preprocessing; crop = shorter side resized (bicubic) + centre crop, CLIP's preprocessing (CLIP methods' "
+                        "default; datasets stored at one smaller size, e.g. CIFAR's 32, are then resized on the device)")  # fmt: skip
     g.add_argument("--max-train-samples", type=positive_int, default=None, metavar="N", help="seeded class-balanced training subset of N images (default: all)")
     g.add_argument("--max-test-samples", type=positive_int, default=None, metavar="N", help="seeded class-balanced test (and validation) subset of N images (default: all)")
     g.add_argument("--train-fraction", type=fraction, default=None, metavar="F", help="keep this seeded, class-stratified fraction of train (default: all)")
@@ -116,15 +123,21 @@ def build_parser(method: str) -> ArgumentParser:
     if family.trains_epochs:
         add_optimisation_arguments(g, base)
     g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                   help="per process: under torchrun the global batch is nproc x N (default: the dataset's)")  # fmt: skip
+                   help="per process: under torchrun the global batch is nproc x N (default: the dataset's; with --mapping blm/blmplus "
+                        "BLM's: 256, 64 on dtd and oxfordpets)")  # fmt: skip
     g.add_argument("--eval-batch-size", type=positive_int, default=None, metavar="N", help="evaluation batch (default: twice --batch-size)")
     g.add_argument("--seed", type=int, default=base.seed, metavar="S", help="seed of initialisation, batch order and augmentation (not of the subsets)")
     if family.trains_epochs:
         add_method_arguments(p.add_argument_group("method"), base, family)
     g = p.add_argument_group("execution")
     g.add_argument("--device", default=base.device, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=base.precision,
-                   help="autocast precision; auto = bf16 (or fp16) on CUDA, fp32 on CPU")  # fmt: skip
+    g.add_argument("--precision", choices=list(PRECISIONS), default=base.precision,
+                   help="training autocast precision; auto = on CUDA fp16 with loss scaling for the prompt methods (as their "
+                        "reference code), bf16 for the others; fp32 on CPU. Logits and label mappings are float32 in every case")  # fmt: skip
+    g.add_argument("--eval-precision", choices=list(EVAL_PRECISIONS), default=base.eval_precision,
+                   help="evaluation and the mapping's statistics pass: fp32 = no autocast, as the ILM-VP code; train = the network "
+                        "body at --precision (faster on GPUs; predictions whose top logits are closer than its rounding may change), "
+                        "logits float32")  # fmt: skip
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="run the network in NCHW instead of channels-last")
     g.add_argument("--compile", action="store_true", help="torch.compile the network")
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
@@ -178,11 +191,15 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Fa
 
 
 def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
+    """The run's settings; a mapping with a reference batch size (BLM's) sets ``batch_size`` unless given."""
     names = {f.name for f in fields(RunConfig)} - {"method", "extra"}
     values = vars(args)
     common = {k: v for k, v in values.items() if k in names}
     extra = {k: v for k, v in values.items() if k not in names}
-    return RunConfig(method=method, extra=extra, **common)
+    config = RunConfig(method=method, extra=extra, **common)
+    if config.batch_size is None:
+        config.batch_size = mapping_batch_size(config.mapping, config.dataset)
+    return config
 
 
 def checked_config(config: RunConfig, family: Family) -> RunConfig:

@@ -11,6 +11,7 @@ from algorithms.runtime import Runtime
 from common.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_PRECISIONS = ("fp32", "train")
 
 
 def tune_cpu_allocator() -> bool:
@@ -51,13 +52,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 (fp16 where bf16 is missing) on CUDA, fp32 on CPU."""
+def resolve_precision(precision: str, device: torch.device, cuda_auto: str = "bf16") -> str:
+    """``auto``: on CUDA the method family's choice ``cuda_auto`` (fp16 with loss scaling for the
+    prompt methods, as their reference code; bf16 elsewhere, fp16 where bf16 is missing); fp32 on CPU."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cuda_auto == "bf16" and torch.cuda.is_bf16_supported() else "fp16"
         return "fp32"
     if device.type == "cpu" and precision == "fp16":
         raise UserError("fp16 autocast is for CUDA; use --precision bf16 or fp32 on CPU")
@@ -66,8 +68,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Start the process group when launched by torchrun, pick the device and precision."""
+def resolve_eval_precision(eval_precision: str, precision: str) -> str | None:
+    """``fp32``: evaluate without autocast, as the reference code; ``train``: at the training
+    precision (None). Logits and mappings are float32 either way."""
+    if eval_precision not in EVAL_PRECISIONS:
+        raise UserError(f"unknown eval precision {eval_precision!r}; choose from {', '.join(EVAL_PRECISIONS)}")
+    return None if eval_precision == "train" or precision == "fp32" else "fp32"
+
+
+def setup_runtime(device: str = "auto", precision: str = "auto", cuda_auto: str = "bf16", eval_precision: str = "fp32") -> Runtime:
+    """Start the process group when launched by torchrun, pick the device and precisions."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -79,7 +89,8 @@ def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
         dist.init_process_group(backend=backend)
-    return Runtime(resolved, resolve_precision(precision, resolved), rank, world_size)
+    train_precision = resolve_precision(precision, resolved, cuda_auto)
+    return Runtime(resolved, train_precision, rank, world_size, resolve_eval_precision(eval_precision, train_precision))
 
 
 def shutdown_runtime(wait_for_peers: bool = False) -> None:

@@ -248,11 +248,11 @@ def run_outputs(results: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar_root, precision):
+@pytest.mark.parametrize("precision, eval_precision", [("fp32", "fp32"), ("bf16", "fp32"), ("bf16", "train")])
+def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar_root, precision, eval_precision):
     if precision == "bf16" and not cpu_supports_bf16():
         pytest.skip("this CPU has no bf16")
-    common = ("--epochs", "3", "--val-fraction", "0.2", "--milestones", "0.4", "0.7", "--precision", precision)
+    common = ("--epochs", "3", "--val-fraction", "0.2", "--milestones", "0.4", "0.7", "--precision", precision, "--eval-precision", eval_precision)
     assert main("linear_probing", tiny_args(tmp_path / "cached", cifar_root, *common)) == 0  # the default
     assert main("linear_probing", tiny_args(tmp_path / "plain", cifar_root, *common, "--no-cache-features")) == 0
     cached, plain = run_outputs(tmp_path / "cached"), run_outputs(tmp_path / "plain")

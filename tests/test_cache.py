@@ -36,9 +36,9 @@ def memmap_all(monkeypatch, tmp_path):
     calls = []
     real = cache.read_image
 
-    def counting(path, size):
+    def counting(path, size, decode="squash"):
         calls.append(path)
-        return real(path, size)
+        return real(path, size, decode)
 
     monkeypatch.setattr(cache, "read_image", counting)
     return tmp_path / "cache", calls
@@ -79,6 +79,18 @@ def test_cache_invalidated_by_changed_file_or_size(images, memmap_all):
     assert resized.shape == (5, 3, 8, 8) and len(calls) == 15
     subset = cache.load_images(images[:3], (8, 8))  # another file list, another cache
     assert torch.equal(subset, resized[:3]) and len(list(folder.glob("*.npy"))) == 4
+
+
+def test_decode_mode_keys_its_own_cache(images, memmap_all):
+    folder, calls = memmap_all
+    squashed = cache.load_images(images, (16, 16))
+    cropped = cache.load_images(images, (16, 16), decode="crop")
+    assert len(list(folder.glob("*.npy"))) == 2 and len(calls) == 10
+    assert torch.equal(cropped, decode_images(images, (16, 16), decode="crop"))
+    assert not torch.equal(squashed, cropped)  # 20x24 images: squashed and centre-cropped differ
+    assert torch.equal(cache.load_images(images, (16, 16), decode="crop"), cropped) and len(calls) == 10  # reused
+    # squash keeps the key it had before decode modes existed, so existing caches stay valid
+    assert cache.cache_key(images, (16, 16)) == cache.cache_key(images, (16, 16), "squash") != cache.cache_key(images, (16, 16), "crop")
 
 
 def test_unreadable_image_leaves_no_cache(images, memmap_all):

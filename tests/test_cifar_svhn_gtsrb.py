@@ -64,6 +64,7 @@ def test_gtsrb_layout(tmp_path):
     data = load_dataset("gtsrb", tmp_path)
     assert data.sizes() == {"train": 6, "val": 0, "test": 2} and data.image_size == (32, 32)
     assert data.test.labels.tolist() == [14, 0] and data.class_names[14] == "stop"
+    assert data.class_names[0] == "speed limit 20" and data.text_names[0] == "20_speed"
     assert len(load_dataset("gtsrb", tmp_path, subset=SubsetSpec(train_fraction=0.34)).train) == 2
 
 
@@ -71,3 +72,15 @@ def test_gtsrb_layout(tmp_path):
 def test_missing_torchvision_datasets(tmp_path, name):
     with pytest.raises(UserError, match="not found"):
         load_dataset(name, tmp_path)
+
+
+def test_gtsrb_text_names_follow_the_official_label_map():
+    """43 names by class id; the descriptive names stay the dataset's class names."""
+    from data.gtsrb import GTSRB_CLASSES, GTSRB_LABEL_MAP
+    from models.clip.text import clip_class_name
+
+    assert len(GTSRB_LABEL_MAP) == len(GTSRB_CLASSES) == 43 == len(set(GTSRB_LABEL_MAP))
+    assert [clip_class_name(n) for n in GTSRB_LABEL_MAP[:2]] == ["20 speed", "30 speed"]
+    assert GTSRB_LABEL_MAP[14] == "stop" and GTSRB_CLASSES[14] == "stop"
+    assert (GTSRB_LABEL_MAP[6], GTSRB_CLASSES[6]) == ("80_lifted", "end of speed limit 80")
+    assert (GTSRB_LABEL_MAP[42], GTSRB_CLASSES[42]) == ("lifted_no_overtaking_trucks", "end of no passing by vehicles over 3.5 tons")

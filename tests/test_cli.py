@@ -224,3 +224,67 @@ def test_resume_and_eval_only_on_other_data_are_refused(tmp_path, monkeypatch, c
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert main("ilm_vp", _folder_args(tmp_path / "res", a, "--eval-only")) == 0
 
+
+def parsed_config(method: str, *flags: str):
+    from algorithms.methods import FAMILIES, get_method
+    from runner.config import build_parser, config_from_args
+
+    spec = get_method(method)
+    family = FAMILIES[spec.family]
+    args = build_parser(method).parse_args(list(flags))
+    return config_from_args(method, args), family
+
+
+@pytest.mark.parametrize(
+    "method, flags, expected",
+    [
+        ("blm_vp", ["--dataset", "cifar10"], 256),
+        ("blmplus_vp", ["--dataset", "dtd"], 64),
+        ("blm_vp", ["--dataset", "oxfordpets"], 64),
+        ("ilm_tp_vp", ["--dataset", "flowers102", "--mapping", "blm"], 256),  # CLIP with BLM: BLM's recipe
+        ("ilm_vp", ["--dataset", "dtd", "--mapping", "blmplus"], 64),
+        ("blm_vp", ["--dataset", "dtd", "--batch-size", "16"], 16),  # an explicit batch size wins
+        ("ilm_vp", ["--dataset", "dtd"], None),  # ILM: the dataset's
+    ],
+)
+def test_blm_mappings_default_to_blms_batch_sizes(method, flags, expected):
+    config, _ = parsed_config(method, *flags)
+    assert config.batch_size == expected
+
+
+def test_decode_defaults_and_decode_size():
+    """CLIP methods decode from the stored file at CLIP's input size, except datasets stored at one
+    smaller size (resized on the device); CNN methods squash to the dataset's size."""
+    from runner.cli import decode_size
+
+    for method in ("ilm_tp_vp", "single_tp_vp", "clip_linear_probe"):
+        config, family = parsed_config(method, "--dataset", "flowers102")
+        assert config.decode == "crop" and decode_size(config, family) == 224
+    config, family = parsed_config("ilm_tp_vp", "--dataset", "cifar10")
+    assert decode_size(config, family) == 32  # stored 32x32: CLIPPreprocess resizes it on the device
+    config, family = parsed_config("ilm_tp_vp", "--dataset", "flowers102", "--network", "ViT-L/14-336")
+    assert decode_size(config, family) == 336
+    config, family = parsed_config("ilm_tp_vp", "--dataset", "flowers102", "--image-size", "160")
+    assert decode_size(config, family) == 160
+    config, family = parsed_config("ilm_tp_vp", "--dataset", "flowers102", "--decode", "squash")
+    assert decode_size(config, family) is None  # the dataset's 128, upsampled on the device (the old path)
+    config, family = parsed_config("ilm_vp", "--dataset", "flowers102")
+    assert config.decode == "squash" and decode_size(config, family) is None
+    config, family = parsed_config("linear_probing", "--dataset", "folder", "--decode", "crop")
+    assert decode_size(config, family) is None  # CNN methods: --image-size or the dataset's
+
+
+def test_crop_decoding_reaches_the_run(tmp_path, folder_dataset):
+    """--decode crop end to end: the run's images are the crop-decoded files, recorded in config.json."""
+    from data.image_io import read_image
+    from data.registry import load_dataset
+
+    flags = ["--dataset", "folder", "--decode", "crop", "--image-size", "24", "--epochs", "1"]
+    assert main("linear_probing", tiny_args(tmp_path / "res", folder_dataset) + flags) == 0
+    saved = json.loads((run_dir_of(tmp_path / "res") / "config.json").read_text())
+    assert saved["config"]["decode"] == "crop" and saved["resolved"]["image_size"] == [24, 24]
+    data = load_dataset("folder", folder_dataset, image_size=24, decode="crop")
+    first = sorted((folder_dataset / "train").rglob("*.png"))[0]
+    assert torch.equal(data.train.images[0], torch.from_numpy(read_image(first, (24, 24), "crop").transpose(2, 0, 1).copy()))
+    squashed = load_dataset("folder", folder_dataset, image_size=24)
+    assert not torch.equal(squashed.train.images, data.train.images)  # bilinear vs bicubic: another input

@@ -52,6 +52,20 @@ def test_ilm_over_virtual_labels_hand_made():
     assert torch.equal(mapping(classifier(features)), classifier(features)[:, [4, 1, 5]])
 
 
+def test_text_prompts_use_the_reference_class_names_unless_asked_for_readable_ones():
+    from algorithms.methods.clip_prompting import text_class_names
+    from algorithms.settings import RunConfig
+
+    images = ImageTensorSet(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))
+    data = TargetData("gtsrb", images, images, ["speed limit 20", "speed limit 30"], (4, 4), 2, text_names=["20_speed", "30_speed"])
+    reference = text_class_names(RunConfig(method="ilm_tp_vp"), data)
+    readable = text_class_names(RunConfig(method="ilm_tp_vp", extra={"class_names": "readable"}), data)
+    assert [clip_class_name(n) for n in reference] == ["20 speed", "30 speed"]
+    assert readable == ["speed limit 20", "speed limit 30"]
+    plain = TargetData("cifar10", images, images, ["cat", "dog"], (4, 4), 2)  # no separate text names
+    assert text_class_names(RunConfig(method="ilm_tp_vp"), plain) == ["cat", "dog"]
+
+
 def test_zero_shot_accuracy_counts_correct_predictions():
     labels = torch.tensor([0, 1, 2, 2, 1, 0, 1, 2])
     images = (labels * 40).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
@@ -108,6 +122,39 @@ def test_single_tp_vp_end_to_end(prompt, tmp_path, cifar_root):
     assert out["num_source_labels"] == 10 and out["trainable_params"] == 3 * 4 * 4
     assert "zero_shot_test_acc" not in out and out["text_prompts"] == "single"
     assert not (run_dir_of(results, "single_tp_vp") / "mappings").exists()  # identity: nothing to record
+
+
+def test_clip_runs_read_stored_images_as_clips_preprocessing(tmp_path):
+    """A folder of non-square images: the CLIP run decodes each file with --decode crop at CLIP's
+    input size (the tiny model's 32), and its zero-shot pass sees exactly those pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from data.image_io import read_image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("test", 3)):
+        for name in ("Rose_Red", "black-eyed susan"):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, size=(30 + 7 * i, 45, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    args = tiny_clip_args(tmp_path / "res", tmp_path / "data", "--epochs", "1") + ["--dataset", "folder"]
+    assert main("single_tp_vp", args) == 0
+    run = run_dir_of(tmp_path / "res", "single_tp_vp")
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["decode"] == "crop" and config["resolved"]["image_size"] == [32, 32]
+    test_files = sorted((tmp_path / "data" / "test").rglob("*.png"))
+    images = torch.stack([torch.from_numpy(read_image(f, (32, 32), "crop").transpose(2, 0, 1).copy()) for f in test_files])
+    clip = load_clip(TINY_CLIP, "none")
+    names = ["rose red", "black eyed susan"]  # readable folder names, then the text prompts' normalisation
+    text = encode_texts(clip, [fill(TEMPLATES[0], n) for n in names], torch.device("cpu"))
+    with torch.no_grad():
+        features = clip.model.encode_image(CLIPPreprocess(32, clip.mean, clip.std)(images.float() / 255), normalize=True)
+    assert [f.parent.name for f in test_files] == ["Rose_Red"] * 3 + ["black-eyed susan"] * 3  # the class order
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    expected = 100.0 * float(((features @ text.t()).argmax(1) == labels).float().mean())
+    assert json.loads((run / "results.json").read_text())["zero_shot_test_acc"] == pytest.approx(expected)
 
 
 def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):

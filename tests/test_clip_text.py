@@ -34,3 +34,17 @@ def test_text_embeddings_are_encoded_once_and_cached(tmp_path, monkeypatch):
     clip_text.text_embeddings(clip, templates, ["cat", "bird"], cache_dir=tmp_path)
     assert len(calls) == 2  # other class names: another cache entry
     assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_class_names_are_normalised_as_the_official_code_does():
+    """Lower case, ``_`` and ``-`` as spaces (the official ILM-VP and Bahng et al. code)."""
+    assert clip_text.clip_class_name("Mercedes-Benz S-Class Sedan 2012") == "mercedes benz s class sedan 2012"
+    assert clip_text.clip_class_name("Rose_Red") == "rose red"
+    assert clip_text.clip_class_name("bubbly") == "bubbly"
+    assert clip_text.clip_class_name("Apply_Eye_Makeup") == "apply eye makeup"  # a UCF101 action
+    assert clip_text.clip_class_name("20_speed") == "20 speed"  # GTSRB, the ILM-VP label map
+    assert clip_text.clip_class_name("lifted_no_overtaking_general") == "lifted no overtaking general"
+    assert clip_text.clip_class_name("black-eyed susan") == "black eyed susan"  # a Flowers102 name
+    # the hyphen is a token of CLIP's tokenizer: normalised and raw names encode differently
+    tokenizer = load_clip(register_tiny_clip(), "none").tokenizer
+    assert not torch.equal(tokenizer(["Mercedes-Benz"]), tokenizer([clip_text.clip_class_name("Mercedes-Benz")]))

@@ -1,4 +1,5 @@
-"""algorithms/engine.py: mapping statistics from the training pass, and a bf16 run against fp32."""
+"""algorithms/engine.py: mapping statistics from the training pass, a bf16 run against fp32, and
+mapping counts under autocast against fp32 on near-tied logits."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,11 +7,18 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import tiny_args
+from torch import nn
 
-from algorithms.engine import Trainer
+from algorithms.engine import Experiment, Trainer
+from algorithms.mappings import build_mapping
 from algorithms.methods import FAMILIES
 from algorithms.runtime import Runtime
-from data.registry import SubsetSpec, load_dataset
+from algorithms.settings import RunConfig
+from data.loader import to_float01
+from data.registry import SubsetSpec, TargetData, load_dataset
+from data.tensors import ImageTensorSet
+from models.networks import float32_output_layer
+from models.reprogrammer import ReprogrammingModel
 from runner.cli import main
 from runner.config import build_parser, config_from_args
 from runner.devices import cpu_supports_bf16, resolve_precision
@@ -72,3 +80,82 @@ def test_a_milestone_on_epoch_zero_is_warned_about(tmp_path, cifar_root, capsys)
     assert "milestone 0.5 falls" in schedule_warnings(RunConfig(method="ilm_vp", epochs=1, milestones=[0.5, 1.0]))[0]
     assert main("ilm_vp", tiny_args(tmp_path, cifar_root, "--epochs", "1")) == 0
     assert capsys.readouterr().err.count("warning: with --epochs 1 the learning-rate milestones") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision: mapping counts and predictions under autocast equal float32 ones on near-ties
+
+
+def near_tie_network(float32_logits: bool) -> nn.Module:
+    """Logits ``50 * mean(x) + 0.05 * x @ r_s`` (about 25, apart by ~0.01): below bf16's step of
+    0.125 there, so bf16 logits tie; the body (a flatten) is exact at any precision."""
+    generator = torch.Generator().manual_seed(0)
+    dim, sources = 12, 6
+    head = nn.Linear(dim, sources, bias=False)
+    spread = torch.randn(sources, dim, generator=generator) / dim**0.5
+    with torch.no_grad():  # zero-mean rows: which source wins depends on the image, not on its brightness
+        head.weight.copy_(50.0 / dim + 0.05 * (spread - spread.mean(1, keepdim=True)))
+    network = nn.Sequential(nn.Flatten(), head)
+    if float32_logits:
+        float32_output_layer(network)  # what load_network does to every network
+    return network
+
+
+def near_tie_trainer(
+    tmp_path, precision: str, float32_logits: bool = True, mapping: str = "ilm", eval_precision: str | None = None
+) -> Trainer:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (240, 3, 2, 2), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 3, (240,), generator=generator)
+    data = TargetData("near-ties", ImageTensorSet(images, labels), ImageTensorSet(images[:60], labels[:60]), ["a", "b", "c"], (2, 2), 32)
+    model = ReprogrammingModel(nn.Identity(), near_tie_network(float32_logits), build_mapping(mapping, 6, 3), channels_last=False)
+    config = RunConfig(method="ilm_vp", epochs=1, mapping=mapping, device="cpu")
+    experiment = Experiment(model=model, source_names=[f"s{i}" for i in range(6)])
+    runtime = Runtime(CPU, precision, eval_precision=eval_precision)
+    return Trainer(config, experiment, data, runtime, RunDir(tmp_path / precision, enabled=False))
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16")
+@pytest.mark.parametrize("mapping", ["ilm", "blm"])
+@pytest.mark.parametrize("eval_precision", ["fp32", None])
+def test_mapping_counts_and_predictions_under_autocast_equal_fp32_on_near_ties(tmp_path, mapping, eval_precision):
+    """Training under autocast (bf16 on the CPU, the code path of CUDA's fp16), with the mapping
+    pass and evaluation in fp32 (the default) or at the training precision (``--eval-precision
+    train``: the network under autocast, its logits and the mapping in float32): the mapping's
+    statistics, its fit, the test predictions and the source-count heatmap equal float32's exactly."""
+    runs = {
+        "fp32": near_tie_trainer(tmp_path, "fp32", mapping=mapping),
+        "bf16": near_tie_trainer(tmp_path, "bf16", mapping=mapping, eval_precision=eval_precision),
+    }
+    stats = {p: t.gather_statistics(0) for p, t in runs.items()}
+    assert torch.equal(stats["bf16"], stats["fp32"])
+    assert int((stats["fp32"].sum(1) > 0).sum()) >= 4  # the votes spread over the near-tied sources
+    for trainer in runs.values():
+        trainer.mapping.fit(stats["fp32"])
+    heat = {p: t._new_stats() for p, t in runs.items()}
+    acc = {p: t.evaluate(t.test_loader, source_counts=heat[p]) for p, t in runs.items()}
+    assert acc["bf16"] == acc["fp32"] and torch.equal(heat["bf16"], heat["fp32"])
+    x = to_float01(runs["fp32"].data.test.images)
+    with torch.no_grad(), runs["bf16"].runtime.autocast():
+        mixed = runs["bf16"].model(x)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, runs["fp32"].model(x).detach())
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16")
+def test_the_near_tie_case_does_tie_with_reduced_precision_logits(tmp_path):
+    """The case above is a real test: with the output layer left to autocast, bf16 logits tie
+    and the counts pile onto the lowest source index."""
+    rounded = near_tie_trainer(tmp_path, "bf16", float32_logits=False).gather_statistics(0)
+    exact = near_tie_trainer(tmp_path / "exact", "fp32").gather_statistics(0)
+    assert not torch.equal(rounded, exact)
+    assert rounded[0].sum() > exact[0].sum()
+
+
+def test_eval_precision_fp32_turns_autocast_off_for_evaluation_only():
+    runtime = Runtime(CPU, "bf16", eval_precision="fp32")
+    with runtime.autocast():
+        assert torch.is_autocast_enabled("cpu")
+    with runtime.eval_autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    with Runtime(CPU, "bf16").eval_autocast():
+        assert torch.is_autocast_enabled("cpu")

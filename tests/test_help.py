@@ -192,7 +192,7 @@ def test_run_folders_of_the_defaults_keep_their_names():
     """The folder hash of a default run (with a fixed data root: the data's location is part of a run's identity).
     A change here moves every existing run of that method to a new folder: make it on purpose."""
     hashes = {m: config_from_args(m, build_parser(m).parse_args(["--data-path", "/datasets"])).config_hash() for m in ("ilm_vp", "ilm_tp_vp", "linear_probing")}
-    assert hashes == {"ilm_vp": "81e1faf8", "ilm_tp_vp": "56d9178e", "linear_probing": "8a616c9f"}
+    assert hashes == {"ilm_vp": "7ebbb4a9", "ilm_tp_vp": "f2fed3c5", "linear_probing": "c67c85e9"}
 
 
 def test_prompt_registries_of_the_two_families_are_distinct_designs():

@@ -12,7 +12,7 @@ from test_cli import run_dir_of
 from algorithms.engine import Trainer
 from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
-from data.augment import crop_padding_for, random_crop_flip
+from data.augment import build_augment, crop_padding_for, random_crop_flip
 from data.registry import SubsetSpec, load_dataset
 from models.prompts import PROMPTS
 from models.prompts.watermark import WatermarkVisualPrompt
@@ -27,25 +27,51 @@ def normalized(x: torch.Tensor) -> torch.Tensor:
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
-def test_watermark_resizes_then_adds_the_pattern_everywhere_then_normalizes():
+def test_watermark_resizes_normalizes_then_adds_the_pattern_everywhere():
     prompt = PROMPTS["watermark"]((8, 8), MEAN, STD, out_size=16)
     x = torch.rand(2, 3, 8, 8)
     resized = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
     assert torch.allclose(prompt(x), normalized(resized), atol=1e-6)  # zero init: the plain resized image
     with torch.no_grad():
         prompt.delta.copy_(torch.linspace(-1, 1, 3 * 16 * 16).view(3, 16, 16))
-    assert torch.allclose(prompt(x), normalized(resized + prompt.delta), atol=1e-6)
+    assert torch.allclose(prompt(x), normalized(resized) + prompt.delta, atol=1e-6)  # BLM: normalize, then add
     prompt(x).sum().backward()
     assert (prompt.delta.grad != 0).all()  # every pixel of the pattern is trainable
     assert [n for n, _ in prompt.named_parameters()] == ["delta"]
+    # the pixel-space pattern shown in snapshots: delta * std
+    assert torch.allclose(prompt.pattern(), prompt.delta * torch.tensor(STD).view(3, 1, 1), atol=1e-6)
 
 
-def test_watermark_of_an_input_sized_image_is_not_resized_and_checks_its_input():
+def test_watermark_hand_computed_values():
+    """One 2x2 image, out_size 2 (no resize): (x - mean) / std + delta, value by value."""
+    prompt = WatermarkVisualPrompt((2, 2), MEAN, STD, out_size=2)
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 2, 2).repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        prompt.delta.copy_(torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1).expand(3, 2, 2))
+    out = prompt(x)
+    # red channel: mean 0.5, std 0.25, delta 0.5 -> (x - 0.5) * 4 + 0.5
+    assert torch.allclose(out[0, 0].flatten(), torch.tensor([-1.5, -0.5, 0.5, 2.5]))
+    # blue channel: mean 0.3, std 0.5, delta 2 -> (x - 0.3) * 2 + 2
+    assert torch.allclose(out[0, 2].flatten(), torch.tensor([1.4, 1.9, 2.4, 3.4]))
+
+
+def test_watermark_of_an_input_sized_image_is_not_resized_and_takes_any_size():
     prompt = WatermarkVisualPrompt((16, 16), MEAN, STD, out_size=16)
     x = torch.rand(1, 3, 16, 16)
     assert torch.allclose(prompt(x), normalized(x), atol=1e-6)
-    with pytest.raises(ValueError):
-        prompt(torch.rand(1, 3, 8, 8))
+    assert prompt(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)  # e.g. a view already cropped to 16
+
+
+def test_resize_crop_is_blms_resize_228_then_random_crop_224():
+    x = torch.rand(6, 3, 10, 10)
+    views = build_augment("resize_crop", (10, 10), out_size=8)(x, torch.Generator().manual_seed(1))
+    big = F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False, antialias=True)  # out + 4
+    offsets = torch.randint(0, 5, (6, 2), generator=torch.Generator().manual_seed(1))
+    for i in range(6):  # per-sample reference: the same draws, sliced one by one
+        top, left = offsets[i].tolist()
+        assert torch.equal(views[i], big[i, :, top : top + 8, left : left + 8])
+    assert len({tuple(o) for o in offsets.tolist()}) > 1  # offsets differ between samples
+    assert views.shape == (6, 3, 8, 8)
 
 
 def reference_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
@@ -82,10 +108,14 @@ def build(cifar_root, tmp_path, prompt: str, augment: bool | None):
     return config, data, runtime, build_visual_prompt(config, data, runtime)
 
 
-@pytest.mark.parametrize("prompt,flag,expected", [("watermark", None, True), ("pad", None, False), ("watermark", False, False), ("pad", True, True)])
-def test_augment_defaults_to_on_for_watermark_only(prompt, flag, expected, tmp_path, cifar_root):
+@pytest.mark.parametrize(
+    "prompt,flag,expected,recipe",
+    [("watermark", None, True, "resize_crop"), ("pad", None, False, "none"), ("watermark", False, False, "none"), ("pad", True, True, "pad_crop_flip")],
+)
+def test_augment_defaults_to_on_for_watermark_only(prompt, flag, expected, recipe, tmp_path, cifar_root):
     *_, experiment = build(cifar_root, tmp_path, prompt, flag)
     assert (experiment.train_augment is not None) == expected and experiment.info["augment"] == expected
+    assert experiment.info["augment_recipe"] == recipe
 
 
 def test_augmentation_runs_on_training_batches_only_and_evaluation_is_deterministic(tmp_path, cifar_root):

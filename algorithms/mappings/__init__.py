@@ -10,6 +10,7 @@ from algorithms.mappings.base import (
     accumulate_statistic,
     build_mapping,
     frequency_matrix,
+    mapping_batch_size,
     register_mapping,
     top1_one_hot,
 )
@@ -27,5 +28,5 @@ from algorithms.mappings.probabilistic import BayesianMapping, LinearMapping
 __all__ = [
     "MAPPINGS", "MAPPING_CHOICES", "BayesianMapping", "FrequencyMapping", "IdentityMapping", "LabelMapping", "LinearMapping",
     "OneToOneMapping", "RandomMapping", "accumulate_statistic", "build_mapping", "frequency_matrix",
-    "greedy_one_to_one", "hungarian_one_to_one", "random_one_to_one", "register_mapping", "top1_one_hot",
+    "greedy_one_to_one", "hungarian_one_to_one", "mapping_batch_size", "random_one_to_one", "register_mapping", "top1_one_hot",
 ]  # fmt: skip

@@ -83,20 +83,35 @@ MAPPINGS: dict[str, MappingFactory] = {}
 MAPPING_DESCRIPTIONS: dict[str, str] = {}
 # ``--mapping``: every registered name with its description
 MAPPING_CHOICES = Choices("mapping", lambda: MAPPING_DESCRIPTIONS)
+# dataset name -> the batch size the mapping's reference code trains with on it
+BatchSizeRule = Callable[[str], int]
+BATCH_SIZES: dict[str, BatchSizeRule] = {}
 
 
-def register_mapping(name: str, description: str | None = None) -> Callable[[MappingFactory], MappingFactory]:
+def register_mapping(
+    name: str, description: str | None = None, batch_size: BatchSizeRule | None = None
+) -> Callable[[MappingFactory], MappingFactory]:
     """Decorator: make ``factory(num_source, num_target, interval, seed)`` available as ``--mapping name``.
 
-    ``description`` (default: the factory's docstring, first line) is its line in ``--help``.
+    ``description`` (default: the factory's docstring, first line) is its line in ``--help``;
+    ``batch_size(dataset)``, if given, is the default ``--batch-size`` of runs with this mapping
+    (its reference recipe), in place of the dataset's.
     """
 
     def decorator(factory: MappingFactory) -> MappingFactory:
         MAPPINGS[name] = factory
         MAPPING_DESCRIPTIONS[name] = first_line(factory) if description is None else description
+        if batch_size is not None:
+            BATCH_SIZES[name] = batch_size
         return factory
 
     return decorator
+
+
+def mapping_batch_size(name: str, dataset: str) -> int | None:
+    """The batch size the mapping ``name`` prescribes on ``dataset``; None: the dataset's default."""
+    rule = BATCH_SIZES.get(name)
+    return None if rule is None else rule(dataset)
 
 
 def build_mapping(name: str, num_source: int, num_target: int, *, interval: int = 1, seed: int = 0) -> LabelMapping:

@@ -27,7 +27,7 @@ from algorithms.settings import RunConfig
 from common.errors import UserError
 from data.augment import ALIASES, AUGMENTATIONS, build_augment
 from data.registry import TargetData
-from models.layers import ResizeNormalize
+from models.layers import Float32Linear, ResizeNormalize
 from models.networks import SubmoduleAt, final_linear_layer, load_network, replace_module
 from models.reprogrammer import ReprogrammingModel
 
@@ -35,8 +35,9 @@ TRAIN_AUGMENTATIONS = sorted({*AUGMENTATIONS, *ALIASES})
 
 
 def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
-    """A K-way linear layer with ``nn.Linear``'s default init, drawn from ``seed`` alone."""
-    head = nn.Linear(in_features, num_classes)
+    """A K-way linear layer with ``nn.Linear``'s default init, drawn from ``seed`` alone; it computes
+    its logits in float32 under autocast, as every network's output layer does here."""
+    head = Float32Linear(in_features, num_classes)
     generator = torch.Generator().manual_seed(seed)
     bound = 1.0 / math.sqrt(in_features)
     with torch.no_grad():
@@ -137,7 +138,7 @@ def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experime
     return Experiment(
         model=model,
         source_names=list(data.class_names),
-        train_augment=build_augment(augment_name, data.image_size),
+        train_augment=build_augment(augment_name, data.image_size, net.input_size),
         info={"head": head_name, "input_size": net.input_size, "feature_cache": cache},
         precompute=cached_features(model, head_name, config.resident_data) if cache else None,
     )

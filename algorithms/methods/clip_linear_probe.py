@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.engine import data_identity, stacked_outputs
-from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config
+from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
@@ -105,10 +105,13 @@ def select_c(
 
 @torch.no_grad()
 def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime, batch_size: int, split: str = "images") -> torch.Tensor:
-    """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set."""
+    """CLIP image embeddings ``[N, D]`` (float32, on the run's device) of a uint8 set, at the
+    evaluation precision (``--eval-precision``): the encoder only ever evaluates here."""
     encoder.to(runtime.device).eval()
     loader = BatchLoader(images, batch_size, runtime.device, shuffle=False)
-    return stacked_outputs(encoder, loader, runtime, resident=True, desc=f"CLIP features ({split})")
+    return stacked_outputs(
+        encoder, loader, runtime, resident=True, precision=runtime.eval_precision or runtime.precision, desc=f"CLIP features ({split})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +154,8 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     return results
 
 
-register_family("clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS)
+register_family(
+    "clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS, input_size=clip_input_side
+)
 register_method(MethodSpec(METHOD, "clip_linear_probe", "CLIP linear probe: logistic regression on frozen CLIP image features, C chosen on validation (Radford et al., 2021).",
-                           {"network": "ViT-B/32", "val_fraction": 0.2, "mapping": "identity"}))  # fmt: skip
+                           {"network": "ViT-B/32", "val_fraction": 0.2, "mapping": "identity", "decode": "crop"}))  # fmt: skip

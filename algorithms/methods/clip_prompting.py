@@ -30,7 +30,7 @@ from common.argtypes import int_in, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
-from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, load_clip
+from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, load_clip
 from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
@@ -51,6 +51,9 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
                        help=f"all: the {len(TEMPLATES)} templates x K class names as virtual labels; single: template --template-number")  # fmt: skip
     group.add_argument("--template-number", type=int_in(0, len(TEMPLATES) - 1), default=0, metavar="N",
                        help=f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot")  # fmt: skip
+    group.add_argument("--class-names", choices=["reference", "readable"], default="reference",
+                       help="class names in the text prompts: reference = those of the official ILM-VP code (GTSRB: its label map, "
+                            "'20 speed'); readable = the dataset's descriptive names ('speed limit 20'); both lower-cased, _ and - as spaces")  # fmt: skip
     group.add_argument("--prompt-size", type=positive_int, default=30, metavar="PX", help="padding width / patch side in pixels of the 224 input")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
 
@@ -71,6 +74,14 @@ def template_number(config: RunConfig) -> int:
     return n
 
 
+def text_class_names(config: RunConfig, data: TargetData) -> list[str]:
+    """The class names for the text prompts (``--class-names``), before :func:`clip_class_name`."""
+    choice = config.extra.get("class_names", "reference")
+    if choice not in ("reference", "readable"):
+        raise UserError(f"unknown --class-names {choice!r}; choose reference or readable")
+    return list(data.text_names) if choice == "reference" and data.text_names is not None else list(data.class_names)
+
+
 def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, batch_size: int, resident: bool | None = None) -> float:
     """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
     model.to(runtime.device).eval()
@@ -84,7 +95,7 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     number = template_number(config)
     mode = extra.get("text_prompts", "all")
     clip = clip_from_config(config)
-    names = [clip_class_name(c) for c in data.class_names]
+    names = [clip_class_name(c) for c in text_class_names(config, data)]
     templates = list(TEMPLATES) if mode == "all" else [TEMPLATES[number]]
     embeddings = text_embeddings(clip, templates, names, device=runtime.device, progress=runtime.is_main)  # [T, K, D]
     preprocess = CLIPPreprocess(clip.image_size, clip.mean, clip.std)
@@ -117,15 +128,29 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     return Experiment(model=model, source_names=source_names, train_augment=augment, info=info)
 
 
+def clip_input_side(config: RunConfig) -> int:
+    """CLIP's input size for ``--network``: where ``--decode crop`` decodes the stored images."""
+    return clip_input_size(config.network)
+
+
+# The ILM-VP code trains the CLIP prompt under fp16 autocast with a gradient scaler.
 register_family(
-    "clip_visual_prompt", build_clip_visual_prompt, add_clip_arguments, networks=CLIP_NETWORKS, prompts=CLIP_PROMPT_CHOICES, check=check_clip_prompting
+    "clip_visual_prompt",
+    build_clip_visual_prompt,
+    add_clip_arguments,
+    networks=CLIP_NETWORKS,
+    prompts=CLIP_PROMPT_CHOICES,
+    check=check_clip_prompting,
+    input_size=clip_input_side,
+    cuda_precision="fp16",
 )
 
 # Chen et al. (2023) and Bahng et al. (2022): SGD lr 40, momentum 0.9, no weight decay, cosine
-# decay per iteration; Bahng et al. also warm up for 1000 steps and train 1000 epochs.
+# decay per iteration; Bahng et al. also warm up for 1000 steps and train 1000 epochs. Images go
+# through CLIP's own preprocessing from the stored file (resize the shorter side, centre crop).
 _CLIP_DEFAULTS = {
     "network": "ViT-B/32", "epochs": 200, "lr": 40.0, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0,
-    "scheduler": "cosine", "prompt": "padding", "prompt_init": "zero",
+    "scheduler": "cosine", "prompt": "padding", "prompt_init": "zero", "decode": "crop",
 }  # fmt: skip
 register_method(MethodSpec(
     "ilm_tp_vp",

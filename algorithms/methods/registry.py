@@ -32,6 +32,11 @@ class Family:
     networks: Choices = NETWORKS  # what --network accepts (checked while parsing)
     prompts: Choices | None = None  # what --prompt accepts; None: the family takes no prompt flags
     check: Callable[[RunConfig], None] | None = None  # flag combinations, checked before any data loads
+    # the network's input side (e.g. CLIP's 224), where images are decoded by ``--decode crop``
+    # unless ``--image-size`` is given; None: the dataset's default size
+    input_size: Callable[[RunConfig], int] | None = None
+    # what ``--precision auto`` trains in on CUDA: the reference code's choice for the family
+    cuda_precision: str = "bf16"
 
     @property
     def trains_epochs(self) -> bool:
@@ -59,10 +64,12 @@ def register_family(
     networks: Choices = NETWORKS,
     prompts: Choices | None = None,
     check: Callable[[RunConfig], None] | None = None,
+    input_size: Callable[[RunConfig], int] | None = None,
+    cuda_precision: str = "bf16",
 ) -> None:
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check)
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:

@@ -13,7 +13,7 @@ from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import positive_float
 from common.errors import UserError
-from data.augment import pad_crop_flip
+from data.augment import build_augment
 from data.registry import TargetData
 from models.networks import load_network
 from models.prompts import PROMPT_CHOICES, PROMPTS
@@ -32,6 +32,8 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
                                fold_batch_norm=config.fold_bn, fast_frozen_ops=config.fast_frozen_ops)
     augment = config.extra.get("augment")
     augment = config.prompt == "watermark" if augment is None else augment  # the BLM recipe augments watermark runs
+    # BLM's watermark views: Resize(out + 4) + RandomCrop(out); the padding prompt: the CIFAR recipe
+    recipe = "resize_crop" if config.prompt == "watermark" else "pad_crop_flip"
     mapping_params = [p for p in mapping.parameters() if p.requires_grad]
     groups = None
     if mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
@@ -42,9 +44,9 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
     return Experiment(
         model=model,
         source_names=net.class_names,
-        train_augment=pad_crop_flip(data.image_size) if augment else None,
+        train_augment=build_augment(recipe, data.image_size, net.input_size) if augment else None,
         param_groups=groups,
-        info={"augment": augment},
+        info={"augment": augment, "augment_recipe": recipe if augment else "none"},
     )
 
 
@@ -52,7 +54,8 @@ def add_visual_prompt_arguments(group) -> None:
     group.add_argument("--mapping-lr", type=positive_float, default=None, metavar="LR",
                        help="learning rate of a trainable mapping (--mapping linear) (default: --lr)")  # fmt: skip
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                       help="random crop (zero padding 4 per 32 px) + horizontal flip of training images (default: on for --prompt watermark, off for pad)")  # fmt: skip
+                       help="augment training images: with --prompt pad a random crop (zero padding 4 per 32 px) + horizontal flip; with "
+                            "watermark BLM's resize to 228 + random 224 crop (resize_crop) (default: on for watermark, off for pad)")  # fmt: skip
 
 
 def check_visual_prompt(config: RunConfig) -> None:
@@ -61,7 +64,10 @@ def check_visual_prompt(config: RunConfig) -> None:
         raise UserError(f"--mapping-lr must be positive, got {mapping_lr}")
 
 
-register_family("visual_prompt", build_visual_prompt, add_visual_prompt_arguments, prompts=PROMPT_CHOICES, check=check_visual_prompt)
+# The ILM-VP code trains the prompt under fp16 autocast with a gradient scaler.
+register_family(
+    "visual_prompt", build_visual_prompt, add_visual_prompt_arguments, prompts=PROMPT_CHOICES, check=check_visual_prompt, cuda_precision="fp16"
+)
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}
 register_method(MethodSpec(

@@ -20,7 +20,7 @@ from torch import nn
 import cfg
 from common.choices import Choices
 from common.errors import UserError
-from models.layers import Normalize
+from models.layers import Normalize, full_precision
 
 RANDOM_INIT_SEED = 0
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -181,12 +181,45 @@ def load_clip(name: str = "ViT-B/32", pretrained: str | None = "openai", weights
     )
 
 
+def clip_input_size(name: str) -> int:
+    """The square input size of an open_clip model, read from its config (no weights are loaded)."""
+    import open_clip
+
+    size = open_clip.get_model_config(clip_model_name(name))["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def shortest_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(H, W)`` with the shorter side ``size`` and the aspect ratio kept, rounded as torchvision's
+    ``Resize(size)`` rounds (the longer side truncated)."""
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def pil_bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a batch of 8-bit images scaled to ``[0, 1]`` as PIL's bicubic resize does.
+
+    PIL resizes an 8-bit image in two passes, width first, rounding to whole grey levels after
+    each; ``antialias=True`` is PyTorch's implementation of PIL's kernel. With the same rounding
+    between the passes the result matches PIL's to within one grey level (on a few pixels).
+    """
+    y = x * 255.0
+    if y.shape[-1] != size[1]:
+        y = F.interpolate(y, size=(y.shape[-2], size[1]), mode="bicubic", align_corners=False, antialias=True).round_().clamp_(0, 255)
+    if y.shape[-2] != size[0]:
+        y = F.interpolate(y, size=tuple(size), mode="bicubic", align_corners=False, antialias=True).round_().clamp_(0, 255)
+    return y / 255.0
+
+
 class CLIPPreprocess(nn.Module):
     """CLIP's test transform on a float batch in ``[0, 1]``, on its device.
 
-    Shorter side resized to ``size`` (bicubic; antialiased when shrinking, upsampling small
-    images such as CIFAR's 32x32), centre crop ``size`` x ``size``, then CLIP normalization.
-    Grey images are repeated to three channels.
+    The transform of open_clip (``Resize(size, bicubic)`` + ``CenterCrop(size)`` + normalization)
+    with the same output sizes and crop offsets. Images already ``size`` x ``size`` (decoded so by
+    ``--decode crop``, with PIL exactly as open_clip does) are only normalized; others, such as
+    CIFAR's 32x32, are resized here as PIL resizes (:func:`pil_bicubic_resize`). Grey images are
+    repeated to three channels.
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -199,11 +232,9 @@ class CLIPPreprocess(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         h, w = x.shape[-2:]
         if min(h, w) != self.size:
-            scale = self.size / min(h, w)
-            new = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
-            x = F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=scale < 1).clamp_(0.0, 1.0)
-            h, w = new
-        top, left = (h - self.size) // 2, (w - self.size) // 2
+            h, w = shortest_side_size(h, w, self.size)
+            x = pil_bicubic_resize(x, (h, w))
+        top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))  # torchvision's CenterCrop
         x = x[..., top : top + self.size, left : left + self.size]
         return self.normalize(x)
 
@@ -211,7 +242,8 @@ class CLIPPreprocess(nn.Module):
 class CLIPClassifier(nn.Module):
     """Frozen image encoder scored against fixed text embeddings.
 
-    ``logits = logit_scale.exp() * normalize(image_features) @ text_embeddings.T``; the text
+    ``logits = logit_scale.exp() * normalize(image_features) @ text_embeddings.T``, computed in
+    float32 even when the encoder runs under autocast; the text
     embeddings (one per label, L2-normalized) are a non-persistent buffer, so checkpoints do not
     carry them and they are never re-encoded.
     """
@@ -227,7 +259,12 @@ class CLIPClassifier(nn.Module):
         return int(self.text.shape[0])
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.visual(x).float(), dim=-1)
+        features = self.visual(x)
+        with full_precision(features):
+            return F.normalize(features.float(), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.image_features(x) @ self.text.t()
+        features = self.image_features(x)
+        # float32 even under autocast: bf16 logits near 25-30 fall on steps of 0.125, tying labels
+        with full_precision(features):
+            return self.scale * features @ self.text.t()

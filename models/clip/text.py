@@ -26,8 +26,10 @@ TEXT_BATCH = 256
 
 
 def clip_class_name(name: str) -> str:
-    """Dataset class names as words: ``Rose_Red`` -> ``Rose Red``."""
-    return name.replace("_", " ").strip()
+    """A class name as the official ILM-VP and Bahng et al. code put it in a text prompt: lower
+    case, ``_`` and ``-`` read as spaces (``Mercedes-Benz`` -> ``mercedes benz``; the hyphen is a
+    token of its own for CLIP's tokenizer, case is not)."""
+    return name.lower().replace("_", " ").replace("-", " ")
 
 
 @torch.no_grad()

@@ -1,13 +1,18 @@
 """The watermarking visual prompt: resize the image to the network's input, add a full-image pattern.
 
-``x' = normalize(resize(x) + delta)``: the image (in ``[0, 1]``) is resized bilinearly to
-``out_size`` x ``out_size`` on the device, a trainable pattern ``delta [C, out, out]`` is added to
-every pixel, and the network's normalization comes after. ``delta`` is unconstrained and there
-is no clamp, so the prompt is linear in the image: adding ``delta`` in pixel space before
-normalization equals adding ``delta / std`` to the normalized image, the additive prompt of
-Bahng et al. (2022). ``delta`` starts at zero, so the first forward pass sees the plain resized
-image. This is the "watermarking" input transform that the BLM paper (Cai et al., NeurIPS 2024)
-pairs with its mappings, next to padding.
+``x' = normalize(resize(x)) + delta``, as BLM's code places it: the image (in ``[0, 1]``) is
+resized bilinearly to ``out_size`` x ``out_size`` on the device, normalized with the network's
+statistics, and a trainable pattern ``delta [C, out, out]`` is added to every value of the
+normalized input. ``delta`` is unconstrained and there is no clamp, the additive prompt of Bahng
+et al. (2022) over the whole image. ``delta`` starts at zero, so the first forward pass sees the
+plain resized image. This is the "watermarking" input transform that the BLM paper (Cai et al.,
+NeurIPS 2024) pairs with its mappings, next to padding; BLM trains it on ``Resize(228)`` +
+``RandomCrop(224)`` views (:func:`data.augment.resize_crop`, the default training augmentation).
+
+Adding ``delta`` after normalization rather than before is a reparametrisation (``delta`` here is
+``delta_pixel / std``), but Adam's steps are per coordinate, so with the same learning rate this
+placement moves the pattern ``std`` times as far per step (about 0.23x for ImageNet statistics,
+0.5x for EfficientNet-Lite0's) as adding it before normalization would.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from common.errors import UserError
 from models.layers import Normalize, resize_square
 from models.prompts.registry import register_prompt
 
-RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per pixel, small next to the [0, 1] image
+RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per value, small next to the normalized image
 
 
 @register_prompt(
@@ -29,8 +34,9 @@ RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per pixel, small next to
     aliases=("watermarking",),
 )
 class WatermarkVisualPrompt(nn.Module):
-    """Resize to ``out_size``, add ``delta`` everywhere, normalize (see the module docstring).
+    """Resize to ``out_size``, normalize, add ``delta`` everywhere (see the module docstring).
 
+    Inputs of any size are accepted (training views come already cropped to ``out_size``).
     ``image_mask`` (the pixels of the image a pad prompt may write) is accepted for a uniform
     constructor and has no effect: the watermark writes every pixel.
     """
@@ -61,11 +67,9 @@ class WatermarkVisualPrompt(nn.Module):
         return resize_square(x, self.out_size)
 
     def pattern(self) -> torch.Tensor:
-        """The additive pattern in pixel space, ``[C, out, out]``."""
-        return self.delta
+        """The pattern in pixel space, ``[C, out, out]``: ``delta`` times the normalization's std."""
+        return self.delta / self.normalize.scale[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(f"prompt built for {self.image_size} images, got {tuple(x.shape[-2:])}")
-        return self.normalize(self.resize(x) + self.delta)
+        return self.normalize(self.resize(x)) + self.delta
 
