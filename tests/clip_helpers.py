@@ -6,6 +6,9 @@ import tempfile
 from pathlib import Path
 
 import open_clip
+import pytest
+
+import cfg
 
 TINY_CLIP = "vp-tiny-clip"
 TINY_CLIP_CONFIG = {
@@ -31,3 +34,15 @@ def tiny_clip_args(results: Path, data: Path, *extra: str) -> list[str]:
         "--data-path", str(data), "--results-path", str(results), "--epochs", "2", "--batch-size", "16",
         "--device", "cpu", "--prompt-size", "4", *extra,
     ]  # fmt: skip
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Text embeddings and decoded images cached in the test's own folder (import it with autouse)."""
+    monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")
+
+
+def run_dir_of(results: Path, method: str) -> Path:
+    """The one run folder of ``method`` below ``results``."""
+    (path,) = [p.parent for p in (results / method).rglob("config.json")]
+    return path

@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from clip_helpers import register_tiny_clip
+from clip_helpers import private_cache, register_tiny_clip, run_dir_of  # noqa: F401  (private_cache: a fixture)
 
-import cfg
 from algorithms.methods.clip_linear_probe import fit_logistic_regression, regularised_loss, select_c
 from runner.cli import main
 
+pytestmark = pytest.mark.usefixtures("private_cache")  # every test caches in its own folder
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")
-
-
-def run_dir_of(results: Path, method: str) -> Path:
-    (path,) = [p.parent for p in (results / method).rglob("config.json")]
-    return path
 
 
 def test_logistic_regression_reaches_the_optimum():

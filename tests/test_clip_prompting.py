@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from clip_helpers import TINY_CLIP, tiny_clip_args
+from clip_helpers import TINY_CLIP, private_cache, run_dir_of, tiny_clip_args  # noqa: F401  (private_cache: a fixture)
 from torch import nn
 
-import cfg
 from algorithms.mappings import accumulate_statistic, build_mapping
 from algorithms.methods.clip_prompting import zero_shot_accuracy
 from algorithms.runtime import Runtime
@@ -23,14 +21,8 @@ from runner.cli import main
 CPU = Runtime(torch.device("cpu"), "fp32")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")
+pytestmark = pytest.mark.usefixtures("private_cache")  # every test caches in its own folder
 
-
-def run_dir_of(results: Path, method: str) -> Path:
-    (path,) = [p.parent for p in (results / method).rglob("config.json")]
-    return path
 
 
 def test_ilm_over_virtual_labels_hand_made():
