@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import algorithms.methods  # noqa: E402,F401  (each method's rule for what is part of a run's identity)
 import cfg  # noqa: E402
-from algorithms.settings import VOLATILE  # noqa: E402
+from algorithms.settings import RunConfig  # noqa: E402
 from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper_results"
@@ -61,7 +62,7 @@ def read_run(path: Path) -> Run | None:
         config = json.loads((path / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError):
         return None
-    identity = {k: v for k, v in config.items() if k not in VOLATILE and k != "seed"}
+    identity = {k: v for k, v in RunConfig.from_dict(config).identity().items() if k != "seed"}
     results, status, done = None, "started", 0
     try:
         results = json.loads((path / "results.json").read_text())

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from algorithms.engine import Experiment
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
-from algorithms.settings import RunConfig
+from algorithms.settings import BATCH_DEPENDENT, RunConfig
 from common.errors import UserError
 from data.registry import TargetData
 
 FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
 # a method without training epochs: computes and writes its results itself, returns results.json's content
 Solver = Callable[[RunConfig, TargetData, Runtime, RunOutputs], dict]
+# whether, with these settings, what the family trains depends on how a batch is split into chunks
+BatchRule = Callable[[RunConfig], bool]
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Family:
     build: FamilyBuilder | None = None  # an Experiment for the engine's epochs
     add_arguments: Callable | None = None  # extra flags, stored in RunConfig.extra
     solve: Solver | None = None  # instead of ``build``: the whole fit in one call
+    # None: the trained part treats every sample alone, so --micro-batch changes nothing computed
+    batch_dependent: BatchRule | None = None
 
     @property
     def trains_epochs(self) -> bool:
@@ -46,15 +50,26 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register_family(
-    name: str, build: FamilyBuilder | None = None, add_arguments: Callable | None = None, *, solve: Solver | None = None
+    name: str,
+    build: FamilyBuilder | None = None,
+    add_arguments: Callable | None = None,
+    *,
+    solve: Solver | None = None,
+    batch_dependent: BatchRule | None = None,
 ) -> None:
+    """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
+    training mode) or draws something random per forward call must say so, since a training step
+    computed in chunks (``--micro-batch``) then gives another result."""
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve)
+    FAMILIES[name] = Family(build, add_arguments, solve, batch_dependent)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
     METHODS[spec.name] = spec
+    rule = FAMILIES[spec.family].batch_dependent if spec.family in FAMILIES else None
+    if rule is not None:
+        BATCH_DEPENDENT[spec.name] = rule
     return spec
 
 
