@@ -53,7 +53,7 @@ def test_memory_mode_alternates_configurations_and_reports_medians():
         run = sum(1 for c in calls if c == spec["extra_args"])
         return {
             "precision": "fp32",
-            "full": {"epoch_seconds": micro / 10 + run + (5 if recompute else 0), "phase_seconds": {},
+            "full": {"epoch_seconds": micro / 10 + run + (5 if recompute else 0), "epoch_cpu_seconds": 2.0 * micro, "phase_seconds": {},
                      "peak_memory_mb": 100.0 * micro / (2 if recompute else 1) + run, "test_acc": 10.0},
         }  # fmt: skip
 
@@ -66,8 +66,8 @@ def test_memory_mode_alternates_configurations_and_reports_medians():
     assert small_r["median_peak_memory_mb"] == 802.0 and small_r["recompute"] and small_r["micro_batch"] == 16
     lines = memory_table(rows).splitlines()
     assert len(lines) == 6 and lines[0].count("|") == lines[2].count("|")
-    assert lines[2].startswith("| net (random init) | fp32 | 128 | 128 | no | 14.8 (13.8, 14.8, 15.8) | 12802 (12801, 12802, 12803) | 1.00x | 1.00x |")
-    assert "| 16 | yes |" in lines[5] and f"| {802 / 12802:.2f}x |" in lines[5]
+    assert lines[2].startswith("| net (random init) | fp32 | 128 | 128 | no | 14.8 (13.8, 14.8, 15.8) | 256 | 12802 (12801, 12802, 12803) | 1.00x | 1.00x | 1.00x |")
+    assert "| 16 | yes |" in lines[5] and f"| 0.12x | {802 / 12802:.2f}x |" in lines[5]
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 Each configuration runs one engine epoch in a fresh process (peak resident memory is per process)
 without the floor measurement, whose full-batch step would set that peak. With ``repeats`` > 1 the
 configurations are measured round-robin, so slow phases of a shared machine spread over all of
-them, and the table shows medians.
+them, and the table shows medians. CPU seconds (of the epoch's process) sit beside the wall time:
+on a machine shared with other jobs they are the steadier basis for the ratios.
 """
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ def measure_memory(run_worker: Worker, base: dict, micro_batches: list[int], rec
             "network": base["network"], "pretrained": base["pretrained"], "precision": results[0]["precision"],
             "batch_size": base["batch_size"], **config,
             "epoch_seconds": [r["epoch_seconds"] for r in results],
+            "epoch_cpu_seconds": [r["epoch_cpu_seconds"] for r in results],
             "phase_seconds": [r["phase_seconds"] for r in results],
             "peak_memory_mb": [r["peak_memory_mb"] for r in results],
             "test_acc": [r["test_acc"] for r in results],
             "median_epoch_seconds": statistics.median(r["epoch_seconds"] for r in results),
+            "median_epoch_cpu_seconds": statistics.median(r["epoch_cpu_seconds"] for r in results),
             "median_peak_memory_mb": statistics.median(r["peak_memory_mb"] for r in results),
         })  # fmt: skip
     return rows
@@ -51,8 +54,8 @@ def measure_memory(run_worker: Worker, base: dict, micro_batches: list[int], rec
 def memory_table(rows: list[dict]) -> str:
     """Medians per configuration, and their ratios to the same network's whole-batch run without recompute."""
     head = (
-        "| network | precision | batch | micro-batch | recompute | epoch s, median (runs) | peak MB, median (runs)"
-        " | epoch / whole batch | peak / whole batch | test acc % |"
+        "| network | precision | batch | micro-batch | recompute | epoch s, median (runs) | epoch CPU-s, median | peak MB, median (runs)"
+        " | epoch / whole batch | CPU-s / whole batch | peak / whole batch | test acc % |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -64,11 +67,12 @@ def memory_table(rows: list[dict]) -> str:
         runs_s = ", ".join(f"{t:.1f}" for t in r["epoch_seconds"])
         runs_mb = ", ".join(f"{m:.0f}" for m in r["peak_memory_mb"])
         ratio_s = f"{r['median_epoch_seconds'] / whole['median_epoch_seconds']:.2f}x" if whole else "-"
+        ratio_cpu = f"{r['median_epoch_cpu_seconds'] / whole['median_epoch_cpu_seconds']:.2f}x" if whole else "-"
         ratio_mb = f"{r['median_peak_memory_mb'] / whole['median_peak_memory_mb']:.2f}x" if whole else "-"
         accs = ", ".join(f"{a:.2f}" for a in sorted(set(r["test_acc"])))
         lines.append(
             f"| {r['network']}{'' if r['pretrained'] else ' (random init)'} | {r['precision']} | {r['batch_size']}"
             f" | {r['micro_batch']} | {'yes' if r['recompute'] else 'no'} | {r['median_epoch_seconds']:.1f} ({runs_s})"
-            f" | {r['median_peak_memory_mb']:.0f} ({runs_mb}) | {ratio_s} | {ratio_mb} | {accs} |"
+            f" | {r['median_epoch_cpu_seconds']:.0f} | {r['median_peak_memory_mb']:.0f} ({runs_mb}) | {ratio_s} | {ratio_cpu} | {ratio_mb} | {accs} |"
         )
     return "\n".join(lines)
