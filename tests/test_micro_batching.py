@@ -297,3 +297,22 @@ def test_undeclared_batch_statistics_in_the_trained_part_are_refused(tmp_path, c
     with pytest.raises(UserError, match=r"--micro-batch 4 would change this model's result: input_transform\.1 normalise over the batch"):
         Trainer(config, Experiment(model, [f"s{i}" for i in range(20)]), data, runtime, RunDir(tmp_path / "run", enabled=False))
 
+
+
+def test_clip_prompt_in_chunks_with_recompute_matches_the_plain_run(tmp_path, cifar_root):
+    from clip_helpers import tiny_clip_args
+
+    folders = {}
+    for name, extra in (("plain", ()), ("lean", ("--micro-batch", "5", "--recompute"))):
+        assert main("ilm_tp_vp", tiny_clip_args(tmp_path / name, cifar_root, "--epochs", "1", *extra)) == 0
+        (folders[name],) = [p.parent for p in (tmp_path / name).rglob("config.json")]
+    assert folders["plain"].name == folders["lean"].name  # padding prompt: exact, the same settings
+    results = {n: json.loads((f / "results.json").read_text()) for n, f in folders.items()}
+    assert results["lean"]["stages_recomputed"] == 2 and results["lean"]["micro_batch"] == 5  # the tiny ViT's 2 blocks
+    assert results["lean"]["zero_shot_test_acc"] == results["plain"]["zero_shot_test_acc"]
+    assert json.loads((folders["lean"] / "mappings" / "epoch_001.json").read_text()) == json.loads(
+        (folders["plain"] / "mappings" / "epoch_001.json").read_text()
+    )
+    prompts = {n: torch.load(f / "ckpt.pth", weights_only=False)["model"] for n, f in folders.items()}
+    for key, value in prompts["plain"].items():
+        torch.testing.assert_close(prompts["lean"][key], value, rtol=1e-4, atol=1e-5)
