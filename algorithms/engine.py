@@ -11,9 +11,14 @@ once per epoch (no per-step host sync beyond the progress bar's every ``log_inte
 statistics for the mapping are accumulated on the device. A method whose frozen part sees the
 same inputs every epoch can compute that part's outputs once (:attr:`Experiment.precompute`)
 and train on those instead.
+
+Memory: with ``--micro-batch N`` a training step runs in chunks of at most N samples whose
+gradients add up to the whole batch's before the one optimizer step
+(:mod:`algorithms.micro_batching`); the mapping pass and evaluation then run at most N at once.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from algorithms import micro_batching
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
 from algorithms.runtime import Runtime
@@ -122,6 +128,11 @@ def schedule_warnings(config: RunConfig) -> list[str]:
         f"{' '.join(f'{m:g}' for m in at_start)} fall{'' if len(at_start) > 1 else 's'} on epoch 0: every step trains at lr {lr:g}, "
         f"not --lr {config.lr:g}; use more epochs, or --scheduler constant for a smoke test"
     ]
+def evaluation_batch_size(config: RunConfig, batch_size: int) -> int:
+    """Samples per forward pass without gradients: ``--eval-batch-size`` (twice the batch by
+    default), at most ``--micro-batch`` when that is a number."""
+    size = config.eval_batch_size or 2 * batch_size
+    return min(size, config.micro_batch) if isinstance(config.micro_batch, int) else size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ def check_same_data(saved: dict | None, data: TargetData, checkpoint) -> None:
 class Trainer:
     def __init__(self, config: RunConfig, experiment: Experiment, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> None:
         batch = data.batch_size
-        eval_batch = config.eval_batch_size or 2 * batch
+        eval_batch = evaluation_batch_size(config, batch)
         model = experiment.model
         if experiment.precompute is not None:
             done = experiment.precompute(data, runtime, eval_batch)
@@ -257,9 +268,16 @@ class Trainer:
             self.model.network.compile()
         common = dict(device=self.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size, resident=config.resident_data)
         self.train_loader = BatchLoader(data.train, batch, shuffle=True, **common)
+        self.chunk = self._chunk_size(batch)  # samples per forward pass of a training step
+        if isinstance(config.micro_batch, str):  # auto: the probed chunk bounds evaluation too
+            eval_batch = min(eval_batch, self.chunk)
         self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
         self.test_loader = BatchLoader(data.test, eval_batch, shuffle=False, **common)
         self.val_loader = BatchLoader(data.val, eval_batch, shuffle=False, **common) if data.val is not None else None
+        if config.micro_batch is not None:
+            experiment.info["micro_batch"] = self.chunk
+        if config.recompute:
+            experiment.info["stages_recomputed"] = experiment.model.rewrites.get("stages_recomputed", 0)
         params = self.model.trainable_parameters()
         self.num_trainable = sum(p.numel() for p in params)
         groups = experiment.param_groups or [{"params": params}]
@@ -276,6 +294,74 @@ class Trainer:
         self.pending_stats: torch.Tensor | None = None  # --lm-source train: counts from the last epoch
         self.start_epoch = 0
         self.show_bars = runtime.is_main
+
+    # -- micro-batching ------------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        if self.runtime.is_main:
+            print(text, flush=True)
+
+    def _chunk_size(self, batch: int) -> int:
+        """``--micro-batch`` resolved to the most samples a training forward pass takes."""
+        requested = self.config.micro_batch
+        if requested is None:
+            return batch
+        if requested == "auto":
+            self.model.train()
+            if self.config.batch_dependent or micro_batching.batch_statistics_modules(self.model):
+                raise UserError(
+                    f"--micro-batch auto would make {self.config.method}'s result depend on the device's memory"
+                    " (what it trains depends on how a batch is split); give a number"
+                )
+            memory = micro_batching.memory_signal(self.device)
+            if memory is None:
+                self._note(f"--micro-batch auto: no memory probe on {self.device.type}; each batch of {batch} runs whole")
+                return batch
+            chunk = micro_batching.largest_fitting_chunk(self._probe_size(batch), micro_batching.probe_fits(self._probe_step, memory))
+            self._note(f"--micro-batch auto: chunks of {chunk} for batches of {batch} (largest that fits on {self.device}, probed)")
+            return chunk
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UserError(f"--micro-batch must be a positive number of samples or auto, got {requested!r}")
+        if requested < batch:
+            self._check_batch_statistics(requested, batch)
+        return requested
+
+    def _check_batch_statistics(self, chunk: int, batch: int) -> None:
+        """Chunks change what batch statistics see: allowed only where the method declares it."""
+        self.model.train()
+        found = micro_batching.batch_statistics_modules(self.model)
+        if self.config.batch_dependent:
+            self._note(
+                f"--micro-batch {chunk}: what {self.config.method} trains depends on how a batch is split"
+                f"{' (batch norms in training mode)' if found else ''}, so chunks of {chunk} give another result"
+                f" than batches of {batch}; --micro-batch is part of this run's settings"
+            )
+        elif found:
+            raise UserError(
+                f"--micro-batch {chunk} would change this model's result: {', '.join(found[:3])} normalise over the batch in"
+                f" training mode, and its method does not declare that (register_family(batch_dependent=...))"
+            )
+
+    def _probe_size(self, batch: int) -> int:
+        return min(batch, self.train_loader.shard_size)
+
+    def _probe_step(self, n: int) -> None:
+        """One training forward and backward pass on ``n`` samples, leaving no trace (for the auto probe)."""
+        images, labels = next(iter(self.train_loader))
+        self.model.train()
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                with self.runtime.autocast():
+                    target_logits = self.model(to_float01(images[:n]))
+                F.cross_entropy(target_logits.float(), labels[:n]).backward()
+        finally:
+            self.model.zero_grad(set_to_none=True)
+
+    def _grad_sync(self, last_chunk: bool) -> contextlib.AbstractContextManager:
+        """Under DDP the gradients are all-reduced once per step: with the last chunk's backward."""
+        if last_chunk or not isinstance(self.train_model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.train_model.no_sync()
 
     # -- state ---------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
@@ -373,24 +459,31 @@ class Trainer:
         bar = self._bar(self.train_loader, f"epoch {epoch + 1} train")
         for step, (images, labels) in enumerate(bar):
             x = to_float01(images)
-            if self.experiment.train_augment is not None:
+            if self.experiment.train_augment is not None:  # drawn for the whole batch, before it is split
                 x = self.experiment.train_augment(x, augment_gen)
-            with self.runtime.autocast():
-                target_logits, source_logits = self.train_model(x, return_source=True)
-            loss = F.cross_entropy(target_logits.float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            chunks = list(zip(x.split(self.chunk), labels.split(self.chunk)))
+            batch_loss = torch.zeros((), device=self.device)
+            for i, (xc, yc) in enumerate(chunks):
+                # the batch loss is the mean over the batch: each chunk's mean counts n_chunk / n_batch
+                weight = yc.shape[0] / labels.shape[0]
+                with self._grad_sync(last_chunk=i == len(chunks) - 1):
+                    with self.runtime.autocast():
+                        target_logits, source_logits = self.train_model(xc, return_source=True)
+                    loss = F.cross_entropy(target_logits.float(), yc)
+                    self.scaler.scale(loss * weight if len(chunks) > 1 else loss).backward()
+                with torch.no_grad():
+                    loss_sum += loss.detach() * yc.shape[0]
+                    batch_loss += loss.detach() * weight
+                    correct += (target_logits.argmax(dim=1) == yc).sum()
+                    if stats is not None:
+                        accumulate_statistic(stats, self.mapping.source_statistic(source_logits.detach().float()), yc)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            with torch.no_grad():
-                loss_sum += loss.detach() * labels.shape[0]
-                correct += (target_logits.argmax(dim=1) == labels).sum()
-                if stats is not None:
-                    accumulate_statistic(stats, self.mapping.source_statistic(source_logits.detach().float()), labels)
             seen += labels.shape[0]
             if self.show_bars and step % self.config.log_interval == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{batch_loss.item():.3f}")
         totals = self.runtime.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=self.device)]))
         if stats is not None:
             self.pending_stats = self.runtime.all_reduce_sum(stats)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import cfg
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
     "data_path", "log_interval", "compile", "resident_data", "fold_bn", "fast_frozen_ops", "cache_features",
+    "micro_batch", "recompute",
 }  # fmt: skip
 
 DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
@@ -38,6 +40,13 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     settings = {k: v for k, v in config.items() if k not in VOLATILE}
     settings["extra"] = {k: v for k, v in config.get("extra", {}).items() if k not in VOLATILE}
     return settings
+
+
+# Method name -> whether, with a run's settings, what it trains depends on how a batch is split
+# into chunks (batch norms in training mode, one random draw per forward call). For such runs
+# ``micro_batch`` changes the result and so is part of the identity (:meth:`RunConfig.identity`).
+# Filled by the method registry from each family's rule.
+BATCH_DEPENDENT: dict[str, Callable[[RunConfig], bool]] = {}
 
 
 @dataclass
@@ -83,6 +92,8 @@ class RunConfig:
     fold_bn: bool = True
     fast_frozen_ops: bool = True
     resident_data: bool | None = None
+    micro_batch: int | str | None = None  # chunk size of a training step, "auto", or None: the whole batch at once
+    recompute: bool = False  # recompute the frozen network's activations in the backward pass
     # paths and run control
     data_path: str | None = None
     results_path: str | None = None
@@ -109,12 +120,27 @@ class RunConfig:
     def results_root(self) -> Path:
         return Path(self.results_path).expanduser() if self.results_path else cfg.RESULTS_PATH
 
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether the trained part sees the batch as a whole, so that ``micro_batch`` changes the result."""
+        rule = BATCH_DEPENDENT.get(self.method)
+        return rule is not None and rule(self)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """The settings of :meth:`to_dict` (``config.json``) back, ignoring keys this version does not know."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result, with where the data is read (``data_location``)."""
-        return {**result_settings(self.to_dict()), DATA_LOCATION: self.data_location}
+        settings = {**result_settings(self.to_dict()), DATA_LOCATION: self.data_location}
+        if self.micro_batch is not None and self.batch_dependent:
+            settings["micro_batch"] = self.micro_batch
+        return settings
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()

@@ -8,6 +8,8 @@
 * TensorFlow-"SAME" convolutions run without a padded copy of their input (equal outputs;
   bitwise on EfficientNet-Lite0 here).
 * In-place activations whose autograd path is slow run out of place while gradients are recorded.
+* Optionally (``--recompute``), the network's stages recompute their activations in the backward
+  pass instead of keeping them (:mod:`models.recompute`): less memory, one more forward pass.
 
 :func:`prepare_frozen_network` applies them as the engine does.
 """
@@ -24,14 +26,16 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from models.layers import Float32Linear
 from models.networks import replace_module
+from models.recompute import Recompute, recompute_stages
 
 
 class _ConvBnLeafTracer(torch.fx.Tracer):
     """Keeps every convolution and batch norm (also library subclasses, e.g. timm's) a single node,
-    and the float32 output layer (tracing into it would drop its autocast exit)."""
+    the float32 output layer (tracing into it would drop its autocast exit) and every recomputed
+    stage (whose inside is folded on its own)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        leaves = (nn.Conv2d, nn.BatchNorm2d, Float32Linear)
+        leaves = (nn.Conv2d, nn.BatchNorm2d, Float32Linear, Recompute)
         return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
 
 
@@ -194,15 +198,26 @@ def padding_free_same_convs(model: nn.Module) -> tuple[nn.Module, int]:
     return model, len(targets)
 
 
-def prepare_frozen_network(model: nn.Module, fold_batch_norm: bool = True, fast_ops: bool = True) -> tuple[nn.Module, dict[str, int]]:
+def prepare_frozen_network(
+    model: nn.Module, fold_batch_norm: bool = True, fast_ops: bool = True, recompute: bool = False
+) -> tuple[nn.Module, dict[str, int]]:
     """The rewrites above, as the engine runs a frozen network; returns the counts of each.
 
     ``fold_batch_norm`` changes logits by float rounding; ``fast_ops`` (SAME convolutions without a
-    padded copy, activations out of place under autograd) computes the same outputs.
+    padded copy, activations out of place under autograd) and ``recompute`` compute the same outputs.
+    The stages to recompute are found before folding, which would flatten the module tree; each
+    stage is then folded on its own.
     """
     counts = {}
+    if recompute:
+        model, counts["stages_recomputed"] = recompute_stages(model)
     if fold_batch_norm:
-        model, counts["batch_norms_folded"] = fold_batch_norms(model)
+        folded = 0
+        for stage in [m for m in model.modules() if isinstance(m, Recompute)]:
+            stage.module, inside = fold_batch_norms(stage.module)
+            folded += inside
+        model, outside = fold_batch_norms(model)
+        counts["batch_norms_folded"] = folded + outside
     if fast_ops:
         model, counts["same_convs_unpadded"] = padding_free_same_convs(model)
         model, counts["activations_grad_aware"] = grad_aware_activations(model)

@@ -30,6 +30,7 @@ class ReprogrammingModel(nn.Module):
         channels_last: bool = True,
         fold_batch_norm: bool = False,
         fast_frozen_ops: bool = True,
+        recompute: bool = False,
     ) -> None:
         super().__init__()
         self.input_transform = input_transform
@@ -37,10 +38,13 @@ class ReprogrammingModel(nn.Module):
         self.label_mapping = label_mapping
         self.train_network = train_network
         self.channels_last = channels_last
-        if not train_network:  # rewrites that change a frozen network's speed, not its outputs
+        self.rewrites: dict[str, int] = {}  # what prepare_frozen_network did, by kind
+        if recompute and train_network:
+            raise ValueError("recomputation is for frozen networks: a trained network's batch norms would update twice")
+        if not train_network:  # rewrites that change a frozen network's speed or memory, not its outputs
             from models.frozen import prepare_frozen_network
 
-            network, _ = prepare_frozen_network(network, fold_batch_norm, fast_frozen_ops)
+            network, self.rewrites = prepare_frozen_network(network, fold_batch_norm, fast_frozen_ops, recompute)
             self.network = network
         if channels_last:
             self.network.to(memory_format=torch.channels_last)

@@ -146,6 +146,16 @@ def build_parser(method: str) -> ArgumentParser:
                    help="run the frozen network's TF-SAME convolutions and in-place activations as written (outputs are the same)")  # fmt: skip
     g.add_argument("--resident-data", type=yes_no, default=None, metavar="{true,false}",
                    help="keep the uint8 data on the device (default: when it fits)")  # fmt: skip
+    if family.trains_epochs:
+        g.add_argument("--micro-batch", type=micro_batch_value, default=None, metavar="N|auto",
+                       help="compute each training step in chunks of N samples whose gradients add up before the one optimizer step: the whole batch's update in less memory;"
+                            " the mapping pass and evaluation then run at most N at once. auto: the largest chunk that fits on the CUDA device, from a short probe"
+                            " (on CPU: the whole batch). Exact where the trained part treats samples independently (prompts on a frozen network); where it"
+                            " depends on the batch (full fine-tuning's batch norms, CLIP's random_patch prompt) chunks change the result, and N is part of the"
+                            " run's settings (default: the whole batch at once)")  # fmt: skip
+        g.add_argument("--recompute", action="store_true",
+                       help="frozen networks: keep only each stage's input in the forward pass and recompute the stage in the backward pass"
+                            " (same outputs and gradients, less memory, about one more forward pass per step)")  # fmt: skip
     g = p.add_argument_group("outputs")
     g.add_argument("--data-path", default=None, metavar="DIR", help=f"data root (default: {cfg.DATA_PATH}, env VP_DATA)")
     g.add_argument("--results-path", default=None, metavar="DIR", help=f"results root (default: {cfg.RESULTS_PATH}, env VP_RESULTS)")
@@ -188,6 +198,17 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Fa
         g.add_argument("--prompt", type=name_type(family.prompts), default=base.prompt, metavar="NAME",
                        help=family.prompts.help("visual prompt design (an alias is stored as its name)"))  # fmt: skip
         g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init, help="initial prompt parameters")
+def micro_batch_value(text: str) -> int | str:
+    """``--micro-batch``: a positive number of samples or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of samples or auto, got {text!r}")
+    return value
 
 
 def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:

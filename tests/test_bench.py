@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -37,3 +38,51 @@ def test_bench_runs_every_measurement(tmp_path):
     assert len(lines) == 3 and lines[2].startswith("| mobilenet_v3_small (random init) | fp32 |")
     assert lines[0].count("|") == lines[2].count("|")
     assert report["table"] in proc.stdout
+
+
+def test_memory_mode_alternates_configurations_and_reports_medians():
+    from tools.benchmark.memory import measure_memory, memory_table
+
+    calls = []
+
+    def fake_worker(kind: str, spec: dict) -> dict:
+        calls.append(spec["extra_args"])
+        assert kind == "engine" and spec["floor"] is False
+        micro = int(spec["extra_args"][1])
+        recompute = "--recompute" in spec["extra_args"]
+        run = sum(1 for c in calls if c == spec["extra_args"])
+        return {
+            "precision": "fp32",
+            "full": {"epoch_seconds": micro / 10 + run + (5 if recompute else 0), "epoch_cpu_seconds": 2.0 * micro, "phase_seconds": {},
+                     "peak_memory_mb": 100.0 * micro / (2 if recompute else 1) + run, "test_acc": 10.0},
+        }  # fmt: skip
+
+    base = {"network": "net", "pretrained": False, "batch_size": 128}
+    rows = measure_memory(fake_worker, base, [128, 16], recompute=True, repeats=3)
+    assert calls[:4] == [["--micro-batch", "128"], ["--micro-batch", "16"], ["--micro-batch", "128", "--recompute"], ["--micro-batch", "16", "--recompute"]]
+    assert len(calls) == 12 and calls[4:8] == calls[:4]  # round-robin, not one configuration three times in a row
+    (whole, small, whole_r, small_r) = rows
+    assert whole["epoch_seconds"] == [13.8, 14.8, 15.8] and whole["median_epoch_seconds"] == 14.8
+    assert small_r["median_peak_memory_mb"] == 802.0 and small_r["recompute"] and small_r["micro_batch"] == 16
+    lines = memory_table(rows).splitlines()
+    assert len(lines) == 6 and lines[0].count("|") == lines[2].count("|")
+    assert lines[2].startswith("| net (random init) | fp32 | 128 | 128 | no | 14.8 (13.8, 14.8, 15.8) | 256 | 12802 (12801, 12802, 12803) | 1.00x | 1.00x | 1.00x |")
+    assert "| 16 | yes |" in lines[5] and f"| 0.12x | {802 / 12802:.2f}x |" in lines[5]
+
+
+@pytest.mark.slow
+def test_bench_memory_mode_runs_each_configuration_in_its_own_process(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, str(REPO / "tools" / "bench.py"), "--networks", "mobilenet_v3_small", "--synthetic",
+        "--train-samples", "20", "--test-samples", "10", "--batch-size", "10", "--micro-batches", "5",
+        "--recompute", "--output", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["rows"] == [] and len(report["memory_rows"]) == 2
+    for row in report["memory_rows"]:
+        assert row["median_peak_memory_mb"] > 0 and row["median_epoch_seconds"] > 0 and len(row["test_acc"]) == 1
+    assert [(r["micro_batch"], r["recompute"]) for r in report["memory_rows"]] == [(5, False), (5, True)]
+    assert report["table"] in proc.stdout and len(report["table"].splitlines()) == 4

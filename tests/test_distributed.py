@@ -37,14 +37,15 @@ def outputs(folder: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("lm_source", ["pass", "train"])
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root, lm_source):
+@pytest.mark.parametrize("lm_source, micro_batch", [("pass", None), ("train", None), ("pass", "3")])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root, lm_source, micro_batch):
     # 50 training and 20 test images: 2 ranks x 8 per step == 1 process x 16 per step, and the
     # last step (2 images) splits 1 + 1, so every step sees exactly the same global batch.
+    # With --micro-batch 3 each rank computes its 8 in chunks of 3 + 3 + 2 (its last step: 1).
     common = ["--epochs", "3", "--lm-source", lm_source, "--milestones", "0.9", "0.95"]
     single_args = tiny_args(tmp_path / "one", cifar_root, *common)
     assert main("ilm_vp", single_args) == 0
-    dist_args = tiny_args(tmp_path / "two", cifar_root, *common)
+    dist_args = tiny_args(tmp_path / "two", cifar_root, *common, *(["--micro-batch", micro_batch] if micro_batch else []))
     dist_args[dist_args.index("--batch-size") + 1] = "8"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",

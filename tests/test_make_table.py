@@ -111,6 +111,15 @@ def test_several_settings_in_one_cell_are_reported_and_selectable(tmp_path):
     assert cell.mean == pytest.approx(90.0) and cell.other_settings == 0
 
 
+def test_micro_batch_separates_settings_only_where_it_changes_the_result(tmp_path):
+    for method in ("ilm_vp", "full_finetune"):
+        fake_run(tmp_path, method, "svhn", "resnet18", 1, 50.0)
+        fake_run(tmp_path, method, "svhn", "resnet18", 2, 52.0, micro_batch=16)
+    cells = mt.build_cells(mt.collect_runs(tmp_path), None, [1, 2])
+    assert cells[("svhn", "resnet18", "ilm_vp")].n == 2  # exact for a frozen network: one setting
+    assert cells[("svhn", "resnet18", "full_finetune")].other_settings == 1  # batch norms see chunks: two
+
+
 def test_preset_lists_cells_without_any_run(results):
     expected = mt.expected_cells("table1-resnet18", datasets=["flowers102"])
     assert len(expected) == 5

@@ -18,6 +18,12 @@ For each network (and precision) three measurements, each in its own process:
     python tools/bench.py                                    # CPU defaults: small subset
     python tools/bench.py --device cuda --max-train-samples 10000 --max-test-samples 2000 --batch-size 256
 
+Memory mode (``--micro-batches``): instead of the above, peak memory (resident set on CPU, max
+allocated on CUDA) beside the epoch time for each ``--micro-batch`` size, optionally also with
+``--recompute``, each configuration in its own process (``tools/benchmark/memory.py``):
+
+    python tools/bench.py --batch-size 128 --micro-batches 128 32 16 --recompute --repeats 2
+
 Prints one table and writes the numbers to ``docs/benchmarks/<device>-<date>.json``.
 CIFAR-10 image folders are looked up in ``$VP_SHARED/datasets``, ``../shared/datasets`` and
 ``$VP_DATA``; when none is found a synthetic JPEG set of the same shape is written to a temp folder.
@@ -38,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.benchmark.engine_epoch import engine_worker  # noqa: E402
 from tools.benchmark.measure import REPO, RESULT_TAG, device_name, emit, find_cifar10, write_synthetic_cifar10  # noqa: E402
+from tools.benchmark.memory import measure_memory, memory_table  # noqa: E402
 from tools.benchmark.report import slug, table  # noqa: E402
 from tools.benchmark.straightforward import straightforward_worker  # noqa: E402
 
@@ -101,6 +108,10 @@ def build_cli():
     p.add_argument("--no-channels-last", action="store_true", help="run the engine in NCHW")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in the engine")
     p.add_argument("--no-fold-bn", action="store_true", help="keep batch norms in the engine (and the floor)")
+    p.add_argument("--micro-batches", type=int, nargs="+", default=None, metavar="N",
+                   help="memory mode: peak memory and epoch time of the engine at each of these --micro-batch sizes (no floor, no straightforward)")  # fmt: skip
+    p.add_argument("--recompute", action="store_true", help="memory mode: also measure each --micro-batches size with --recompute")
+    p.add_argument("--repeats", type=int, default=1, metavar="N", help="memory mode: runs per configuration, round-robin; the table shows medians")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="JSON file to write (default: docs/benchmarks/<device>-<date>.json)")
     return p
 
@@ -132,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.synthetic:
                 print("CIFAR-10 image folders not found; writing a synthetic set of the same shape", flush=True)
             data_root = write_synthetic_cifar10(tmp / "data", args.max_train_samples, args.max_test_samples)
-        rows = []
+        rows, memory_rows = [], []
         for network in args.networks:
             weights, pretrained = network_weights(network, tmp)
             base = {
@@ -143,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                 "channels_last": not args.no_channels_last, "compile": args.compile, "fold_bn": not args.no_fold_bn, "results": str(tmp / "runs"),
                 "workers": args.workers,
             }  # fmt: skip
+            if args.micro_batches:
+                for precision in args.precisions:
+                    spec = {**base, "precision": precision, "pretrained": pretrained}
+                    memory_rows += measure_memory(run_worker, spec, args.micro_batches, args.recompute, args.repeats)
+                continue
             straightforward = None
             if not args.no_straightforward:
                 print(f"{network}: straightforward pipeline ...", flush=True)
@@ -151,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{network}: floor and engine epoch at precision {precision} ...", flush=True)
                 result = run_worker("engine", {**base, "precision": precision})
                 rows.append({"network": network, "pretrained": pretrained, **result, "straightforward": straightforward})
-    text = table(rows)
+    text = memory_table(memory_rows) if args.micro_batches else table(rows)
     print(text)
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for package in ("torchvision", "timm", "numpy", "pillow"):
@@ -170,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": "synthetic" if synthetic else str(data_root),
         "load_average_before_after": [load_before, os.getloadavg()],
         "rows": rows,
+        **({"memory_rows": memory_rows} if args.micro_batches else {}),
         "table": text,
     }
     out = Path(args.output) if args.output else REPO / "docs" / "benchmarks" / f"{slug(device)}-{started:%Y-%m-%d}.json"

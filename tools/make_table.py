@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import algorithms.methods  # noqa: E402,F401  (each method's rule for what is part of a run's identity)
 import cfg  # noqa: E402
-from algorithms.settings import VOLATILE  # noqa: E402
+from algorithms.settings import VOLATILE, RunConfig  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from runner.config import add_hidden_alias, tool_parser  # noqa: E402
 from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
@@ -68,6 +69,9 @@ def read_run(path: Path) -> Run | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     identity = {k: v for k, v in config.items() if k not in VOLATILE and k != "seed"}
+    settings = RunConfig.from_dict(config)
+    if settings.micro_batch is not None and settings.batch_dependent:  # chunks change what such a run trains
+        identity["micro_batch"] = settings.micro_batch
     location = (written.get("data") or {}).get("location")
     if location:  # the same flags on two datasets are two settings
         identity["data_location"] = location

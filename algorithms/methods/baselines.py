@@ -117,6 +117,8 @@ def cached_features(model: ReprogrammingModel, head_name: str, resident: bool | 
 def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experiment:
     if config.mapping != "identity":
         raise UserError(f"{config.method} trains a new {data.num_classes}-way head; --mapping does not apply (got {config.mapping!r})")
+    if config.recompute and train_network:
+        raise UserError(f"--recompute is for frozen networks; {config.method} trains its network (its batch norms would update twice)")
     augment_name = config.extra.get("train_augment", "none")
     if augment_name not in TRAIN_AUGMENTATIONS:
         raise UserError(f"unknown --train-augment {augment_name!r}; choose from {', '.join(TRAIN_AUGMENTATIONS)}")
@@ -133,6 +135,7 @@ def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experime
         channels_last=config.channels_last,
         fold_batch_norm=config.fold_bn,  # only the frozen network of linear probing is folded
         fast_frozen_ops=config.fast_frozen_ops,
+        recompute=config.recompute,
     )
     cache = use_feature_cache(config, train_network, augment_name)
     return Experiment(
@@ -153,7 +156,14 @@ def build_full_finetune(config: RunConfig, data: TargetData, runtime: Runtime) -
 
 
 register_family("linear_probe", build_linear_probe, add_baseline_arguments, check=lambda config: check_baseline(config, train_network=False))
-register_family("full_finetune", build_full_finetune, add_baseline_arguments, check=lambda config: check_baseline(config, train_network=True))
+# the trained network's batch norms normalise over the batch: --micro-batch changes what they see
+register_family(
+    "full_finetune",
+    build_full_finetune,
+    add_baseline_arguments,
+    check=lambda config: check_baseline(config, train_network=True),
+    batch_dependent=lambda config: True,
+)
 
 register_method(MethodSpec("linear_probing", "linear_probe", "Linear probing: a new K-way head on the frozen network (Chen et al., CVPR 2023, Table 1).",
                            {"epochs": 200, "lr": 0.1, "optimizer": "adam", "weight_decay": 0.0, "scheduler": "multistep",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from algorithms.engine import Experiment, top1_accuracy
+from algorithms.engine import Experiment, evaluation_batch_size, top1_accuracy
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
@@ -109,14 +109,14 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     if extra.get("zero_shot", True) and not config.eval_only:
         single = embeddings[templates.index(TEMPLATES[number])]
         zero_shot = nn.Sequential(preprocess, CLIPClassifier(clip.model.visual, clip.model.logit_scale, single))
-        acc = zero_shot_accuracy(zero_shot, data, runtime, config.eval_batch_size or 2 * data.batch_size, config.resident_data)
+        acc = zero_shot_accuracy(zero_shot, data, runtime, evaluation_batch_size(config, data.batch_size), config.resident_data)
         info.update(zero_shot_test_acc=acc, zero_shot_template=TEMPLATES[number])
         if runtime.is_main:
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
     prompt = build_clip_prompt(config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed)
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
-    model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last)
+    model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     augment = None
     if isinstance(prompt, RandomPatchPrompt):
 
@@ -133,7 +133,8 @@ def clip_input_side(config: RunConfig) -> int:
     return clip_input_size(config.network)
 
 
-# The ILM-VP code trains the CLIP prompt under fp16 autocast with a gradient scaler.
+# The ILM-VP code trains the CLIP prompt under fp16 autocast with a gradient scaler. The random
+# patch moves once per forward call, so a batch computed in chunks sees several locations.
 register_family(
     "clip_visual_prompt",
     build_clip_visual_prompt,
@@ -143,6 +144,7 @@ register_family(
     check=check_clip_prompting,
     input_size=clip_input_side,
     cuda_precision="fp16",
+    batch_dependent=lambda config: config.prompt == "random_patch",
 )
 
 # Chen et al. (2023) and Bahng et al. (2022): SGD lr 40, momentum 0.9, no weight decay, cosine

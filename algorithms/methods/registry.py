@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from algorithms.engine import Experiment
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
-from algorithms.settings import RunConfig
+from algorithms.settings import BATCH_DEPENDENT, RunConfig
 from common.choices import Choices
 from common.errors import UserError
 from data.registry import TargetData
@@ -22,6 +22,8 @@ from models.networks import NETWORKS
 FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
 # a method without training epochs: computes and writes its results itself, returns results.json's content
 Solver = Callable[[RunConfig, TargetData, Runtime, RunOutputs], dict]
+# whether, with these settings, what the family trains depends on how a batch is split into chunks
+BatchRule = Callable[[RunConfig], bool]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Family:
     input_size: Callable[[RunConfig], int] | None = None
     # what ``--precision auto`` trains in on CUDA: the reference code's choice for the family
     cuda_precision: str = "bf16"
+    # None: the trained part treats every sample alone, so --micro-batch changes nothing computed
+    batch_dependent: BatchRule | None = None
 
     @property
     def trains_epochs(self) -> bool:
@@ -66,14 +70,21 @@ def register_family(
     check: Callable[[RunConfig], None] | None = None,
     input_size: Callable[[RunConfig], int] | None = None,
     cuda_precision: str = "bf16",
+    batch_dependent: BatchRule | None = None,
 ) -> None:
+    """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
+    training mode) or draws something random per forward call must say so, since a training step
+    computed in chunks (``--micro-batch``) then gives another result."""
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision)
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
     METHODS[spec.name] = spec
+    rule = FAMILIES[spec.family].batch_dependent if spec.family in FAMILIES else None
+    if rule is not None:
+        BATCH_DEPENDENT[spec.name] = rule
     return spec
 
 

@@ -28,8 +28,8 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
     mapping = build_mapping(
         config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
     )
-    model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last,
-                               fold_batch_norm=config.fold_bn, fast_frozen_ops=config.fast_frozen_ops)
+    model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
+                               fast_frozen_ops=config.fast_frozen_ops, recompute=config.recompute)  # fmt: skip
     augment = config.extra.get("augment")
     augment = config.prompt == "watermark" if augment is None else augment  # the BLM recipe augments watermark runs
     # BLM's watermark views: Resize(out + 4) + RandomCrop(out); the padding prompt: the CIFAR recipe

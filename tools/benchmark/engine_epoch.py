@@ -30,7 +30,8 @@ def engine_worker(spec: dict) -> dict:
     from runner.devices import setup_runtime
 
     runtime = setup_runtime(spec["device"], spec["precision"])
-    floor = measure_floor(spec, runtime)
+    # the memory mode skips the floor: its full-batch step would set this process's peak memory
+    floor = measure_floor(spec, runtime) if spec.get("floor", True) else None
     argv = [
         "--network", spec["network"], "--dataset", "cifar10", "--data-path", spec["data_root"],
         "--max-train-samples", str(spec["n_train"]), "--max-test-samples", str(spec["n_test"]),
@@ -47,6 +48,7 @@ def engine_worker(spec: dict) -> dict:
         argv.append("--compile")
     if not spec["fold_bn"]:
         argv.append("--no-fold-bn")
+    argv += spec.get("extra_args", [])  # e.g. --micro-batch 16 --recompute (memory mode)
     config = config_from_args("ilm_vp", build_parser("ilm_vp").parse_args(argv))
     from algorithms.engine import Trainer
 
