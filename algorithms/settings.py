@@ -52,6 +52,7 @@ class RunConfig:
     max_test_samples: int | None = None
     train_fraction: float | None = None
     val_fraction: float | None = None
+    shots: int | None = None
     subset_seed: int = 0
     # network
     weights: str | None = None

@@ -69,7 +69,8 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
         batch_size=config.batch_size,
         download=cfg.DOWNLOAD,
         subset=SubsetSpec(
-            config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed, val_fraction=config.val_fraction
+            config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed,
+            val_fraction=config.val_fraction, shots=config.shots,
         ),
     )
     if not family.trains_epochs:

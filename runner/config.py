@@ -30,6 +30,9 @@ def build_parser(
     g.add_argument("--train-fraction", type=float, default=None, help="keep this seeded, class-stratified fraction of train")
     g.add_argument("--val-fraction", type=float, default=None,
                    help="validation split: the dataset's own (CoOp val) if it has one, else this seeded class-stratified fraction of train; 0 = no validation")  # fmt: skip
+    g.add_argument("--shots", type=int, default=None,
+                   help="few-shot: K training images per class, drawn with --subset-seed (for one seed, the K-shot set is part of every larger one);"
+                        " any --val-fraction is held out first; default: all")  # fmt: skip
     g.add_argument("--subset-seed", type=int, default=base.subset_seed, help="seed of the subsets (fixed across --seed)")
     g = p.add_argument_group("optimisation")
     if trains_epochs:

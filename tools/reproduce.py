@@ -4,8 +4,12 @@
     python tools/reproduce.py --preset table1                         # all of Table 1, here
     python tools/reproduce.py --preset table1 --launcher slurm        # a job-array script
     python tools/reproduce.py --preset clip --launcher print          # the shell commands
+    python tools/reproduce.py --preset beyond --data-path /data      # prompts beyond ILM/BLM (docs/beyond.md)
     python tools/reproduce.py --datasets cifar10 --networks efficientnet_lite0 \\
         --methods ilm_vp flm_vp --seeds 1 2 -- --epochs 5 --max-train-samples 500
+
+A comparison preset (``beyond``) lists *variants* instead of methods: each a label, a method
+script and its flags, run on every dataset of the preset with that dataset's own flags.
 
 Flags after ``--`` go unchanged to every run. Each job's run folder is computed with the
 method's own argument parser and :meth:`RunConfig.run_path` — exactly the folder the run will
@@ -54,14 +58,54 @@ PAPER_SEEDS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One configuration of a comparison: a label, the method script and its flags."""
+
+    label: str
+    method: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Preset:
     description: str
     datasets: tuple[str, ...]
     networks: tuple[str | None, ...]  # None: the method picks its own model (CLIP)
-    methods: tuple[str, ...]
+    methods: tuple[str, ...] = ()
     seeds: tuple[int, ...] = PAPER_SEEDS
     train_fractions: tuple[float | None, ...] = (None,)
     only_networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # method -> allowed networks
+    # a comparison: configurations (instead of methods) on every dataset
+    variants: tuple[Variant, ...] = ()
+    # dataset label -> its flags ("{data}" stands for the sweep's --data-path); default --dataset LABEL
+    dataset_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    common_flags: tuple[str, ...] = ()  # every run's flags, before the variant's own
+    seed_subsets: bool = False  # --subset-seed follows --seed (the few-shot protocol redraws the shots per seed)
+
+    def variant(self, label: str) -> Variant:
+        for v in self.variants:
+            if v.label == label:
+                return v
+        raise UserError(f"preset has no variant {label!r}; choose from {', '.join(v.label for v in self.variants)}")
+
+
+# The comparison of docs/beyond.md: EfficientNet-Lite0 (the ImageNet network with weights offline)
+# on a class-balanced CIFAR-10 subset and on DTD-10 at 128 px, 4 epochs of the paper's schedule.
+BEYOND_DATASETS = {
+    "cifar10": ("--dataset", "cifar10", "--max-train-samples", "600", "--max-test-samples", "300"),
+    "dtd10": ("--dataset", "folder", "--data-path", "{data}/dtd10", "--image-size", "128"),
+}
+BEYOND_COMMON = ("--epochs", "4", "--batch-size", "64", "--val-fraction", "0.1")
+BEYOND_VARIANTS = (
+    Variant("pad+ilm", "ilm_vp", ("--prompt", "pad")),
+    Variant("pad+blmplus", "blmplus_vp", ("--prompt", "pad")),
+    Variant("watermark+ilm", "ilm_vp", ("--prompt", "watermark")),
+    Variant("smm+ilm", "smm_vp"),
+    Variant("smm+blmplus", "blmplus_vp", ("--prompt", "smm")),
+    Variant("lowrank+ilm", "ilm_vp", ("--prompt", "lowrank")),
+    Variant("pad@192+ilm", "ilm_vp", ("--prompt", "pad", "--input-size", "192")),
+    Variant("linear_probing", "linear_probing"),
+)
 
 
 PRESETS: dict[str, Preset] = {
@@ -75,6 +119,12 @@ PRESETS: dict[str, Preset] = {
     "fraction": Preset(
         "Figure 3: ILM-VP vs FLM-VP on GTSRB (ResNet-18) against the fraction of training data",
         ("gtsrb",), ("resnet18",), ("ilm_vp", "flm_vp"), train_fractions=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+    ),  # fmt: skip
+    "beyond": Preset(
+        "docs/beyond.md: pad/watermark/SMM/low-rank/rescaled prompts with ILM and BLM+, TrivialAugment, linear probing; "
+        "EfficientNet-Lite0 on CIFAR-10 (600/300) and DTD-10 (128 px), 4 epochs x 3 seeds",
+        tuple(BEYOND_DATASETS), ("efficientnet_lite0",), variants=BEYOND_VARIANTS,
+        dataset_flags=BEYOND_DATASETS, common_flags=BEYOND_COMMON,
     ),  # fmt: skip
 }
 
@@ -91,16 +141,23 @@ class Job:
     seed: int
     train_fraction: float | None = None
     extra: tuple[str, ...] = ()
+    variant: str | None = None  # a comparison preset's configuration label
+    dataset_flags: tuple[str, ...] = ()  # instead of --dataset DATASET ("{data}": the data root)
+    subset_seed: bool = False  # add --subset-seed SEED
 
     def flags(self, results_path: Path, data_path: str | None = None) -> list[str]:
-        flags = ["--dataset", self.dataset]
+        root = str(data_path) if data_path else str(cfg.DATA_PATH)
+        own = [f.replace("{data}", root) for f in self.dataset_flags]
+        flags = own or ["--dataset", self.dataset]
         if self.network is not None:
             flags += ["--network", self.network]
         flags += ["--seed", str(self.seed)]
+        if self.subset_seed:
+            flags += ["--subset-seed", str(self.seed)]
         if self.train_fraction is not None:
             flags += ["--train-fraction", repr(self.train_fraction)]
         flags += ["--results-path", str(results_path)]
-        if data_path:
+        if data_path and "--data-path" not in own:
             flags += ["--data-path", str(data_path)]
         return flags + list(self.extra)
 
@@ -116,6 +173,17 @@ def expand_grid(
         if allowed is not None and network not in allowed:
             continue
         jobs.append(Job(method, dataset, network, int(seed), fraction, tuple(extra)))
+    return jobs
+
+
+def expand_variants(preset: Preset, datasets=None, networks=None, seeds=None, labels=None, extra=()) -> list[Job]:
+    """A comparison preset's runs: variant x dataset x network x seed, variant-major; each run gets
+    its dataset's flags, the preset's common flags, the variant's flags, then ``extra``."""
+    chosen = [preset.variant(label) for label in labels] if labels else list(preset.variants)
+    jobs = []
+    for variant, dataset, network, seed in itertools.product(chosen, datasets or preset.datasets, networks or preset.networks, seeds or preset.seeds):
+        flags = (*preset.common_flags, *variant.flags, *extra)
+        jobs.append(Job(variant.method, dataset, network, int(seed), None, flags, variant.label, preset.dataset_flags.get(dataset, ()), preset.seed_subsets))
     return jobs
 
 
@@ -176,7 +244,8 @@ class PlannedJob:
 
     @property
     def label(self) -> str:
-        return f"{self.job.method}/{self.job.dataset}/{self.job.network or '-'}/{self.run_dir.name}"
+        head = f"{self.job.variant}: " if self.job.variant else ""
+        return f"{head}{self.job.method}/{self.job.dataset}/{self.job.network or '-'}/{self.run_dir.name}"
 
 
 def plan(jobs: list[Job], results_path: Path, python: str = sys.executable, data_path: str | None = None) -> list[PlannedJob]:
@@ -302,6 +371,7 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+")
     p.add_argument("--networks", nargs="+", help="'-' for a method's own model (CLIP); default resnet18 without a preset")
     p.add_argument("--methods", nargs="+")
+    p.add_argument("--variants", nargs="+", help="a comparison preset (beyond): only these configurations (labels as in --launcher print)")
     p.add_argument("--seeds", nargs="+", type=int, help=f"default {' '.join(map(str, PAPER_SEEDS))}")
     p.add_argument("--train-fractions", nargs="+", type=float, help="also sweep --train-fraction")
     p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local")
@@ -323,6 +393,12 @@ def jobs_from_args(args: argparse.Namespace, extra: list[str]) -> list[Job]:
     preset = PRESETS[args.preset] if args.preset else None
     if preset is None and not (args.datasets and args.methods):
         raise UserError("give --preset NAME or at least --datasets and --methods")
+    if args.variants and not (preset and preset.variants):
+        raise UserError("--variants selects configurations of a comparison preset (--preset beyond)")
+    if preset is not None and preset.variants:
+        if args.methods or args.train_fractions:
+            raise UserError(f"preset {args.preset} is a list of configurations; choose them with --variants, not --methods/--train-fractions")
+        return expand_variants(preset, args.datasets, args.networks, args.seeds, args.variants, extra)
     networks = args.networks or (preset.networks if preset else ("resnet18",))
     networks = tuple(None if n == "-" else n for n in networks)
     return expand_grid(
