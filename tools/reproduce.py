@@ -64,6 +64,7 @@ class Variant:
     label: str
     method: str
     flags: tuple[str, ...] = ()
+    reference: bool = False  # a reference line (linear probing), not a contender
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ BEYOND_VARIANTS = (
     Variant("smm+blmplus", "blmplus_vp", ("--prompt", "smm")),
     Variant("lowrank+ilm", "ilm_vp", ("--prompt", "lowrank")),
     Variant("pad@192+ilm", "ilm_vp", ("--prompt", "pad", "--input-size", "192")),
-    Variant("linear_probing", "linear_probing"),
+    Variant("linear_probing", "linear_probing", reference=True),
 )
 
 
