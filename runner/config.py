@@ -8,6 +8,8 @@ from typing import Any
 
 import cfg
 from algorithms.settings import RunConfig
+from models.clip.prompts import CLIP_PROMPTS
+from models.prompts import PROMPTS
 
 
 def build_parser(
@@ -96,5 +98,6 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig) -> None:
     g.add_argument("--mapping-interval", type=int, default=base.mapping_interval, help="ILM: refit every N epochs")
     g.add_argument("--lm-source", choices=["pass", "train"], default=base.lm_source,
                    help="pass: a no-grad pass over train before the epoch (paper); train: counts from the previous epoch's training forward passes")  # fmt: skip
-    g.add_argument("--prompt", default=base.prompt, help="visual prompt design")
+    g.add_argument("--prompt", default=base.prompt,
+                   help=f"visual prompt design; CNN methods: {', '.join(sorted(PROMPTS))}; CLIP methods: {', '.join(CLIP_PROMPTS)}")  # fmt: skip
     g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init)

@@ -49,6 +49,7 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--template-number", type=int, default=0,
                        help=f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot")  # fmt: skip
     group.add_argument("--prompt-size", type=int, default=30, help="padding width / patch side in pixels of the 224 input")
+    group.add_argument("--rank", type=int, default=None, help="--prompt lowrank: rank of the pattern B @ A per channel; default 4")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
 
 
@@ -95,7 +96,9 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
         if runtime.is_main:
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
-    prompt = build_clip_prompt(config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed)
+    prompt = build_clip_prompt(
+        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank")
+    )
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last)
     augment = None

@@ -14,17 +14,14 @@ factors zero, neither would ever move. ``--prompt-init randn`` draws both factor
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from common.errors import UserError
-from models.layers import Normalize, resize_square
+from models.layers import Normalize, low_rank_factors, resize_square
 from models.prompts.registry import PromptOptions, register_prompt
-
-RANDN_SCALE = 0.01
 
 
 @register_prompt("lowrank")
@@ -55,16 +52,9 @@ class LowRankVisualPrompt(nn.Module):
             raise UserError(f"--rank must be between 1 and the {out_size}px input, got {rank}")
         self.image_size = tuple(image_size)
         self.out_size, self.rank = out_size, rank
-        if init == "zero":
-            left = torch.zeros(channels, out_size, rank)
-            right = torch.empty(channels, rank, out_size)
-            for c in range(channels):  # each channel's A as nn.Linear(out_size, rank) would draw it
-                nn.init.kaiming_uniform_(right[c], a=math.sqrt(5))
-        elif init == "randn":
-            left = RANDN_SCALE * torch.randn(channels, out_size, rank)
-            right = RANDN_SCALE * torch.randn(channels, rank, out_size)
-        else:
+        if init not in ("zero", "randn"):
             raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
+        left, right = low_rank_factors(channels, out_size, rank, init)
         self.left = nn.Parameter(left)  # B
         self.right = nn.Parameter(right)  # A
         self.normalize = Normalize(mean, std)
