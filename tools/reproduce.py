@@ -94,7 +94,7 @@ class Preset:
 # on a class-balanced CIFAR-10 subset and on DTD-10 at 128 px, 3 epochs of the paper's schedule
 # (sized for a 2-core CPU: about 2.5 hours for the whole comparison).
 BEYOND_DATASETS = {
-    "cifar10": ("--dataset", "cifar10", "--max-train-samples", "500", "--max-test-samples", "250"),
+    "cifar10": ("--dataset", "cifar10", "--max-train-samples", "300", "--max-test-samples", "150"),
     "dtd10": ("--dataset", "folder", "--data-path", "{data}/dtd10", "--image-size", "128"),
 }
 BEYOND_COMMON = ("--epochs", "3", "--batch-size", "32", "--val-fraction", "0.1")
@@ -124,7 +124,7 @@ PRESETS: dict[str, Preset] = {
     ),  # fmt: skip
     "beyond": Preset(
         "docs/beyond.md: pad/watermark/SMM/low-rank/rescaled prompts with ILM and BLM+, TrivialAugment, linear probing; "
-        "EfficientNet-Lite0 on CIFAR-10 (500/250) and DTD-10 (128 px), 3 epochs x 3 seeds",
+        "EfficientNet-Lite0 on CIFAR-10 (300/150) and DTD-10 (128 px), 3 epochs x 3 seeds",
         tuple(BEYOND_DATASETS), ("efficientnet_lite0",), variants=BEYOND_VARIANTS,
         dataset_flags=BEYOND_DATASETS, common_flags=BEYOND_COMMON,
     ),  # fmt: skip
