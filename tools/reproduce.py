@@ -373,7 +373,7 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+")
     p.add_argument("--networks", nargs="+", help="'-' for a method's own model (CLIP); default resnet18 without a preset")
     p.add_argument("--methods", nargs="+")
-    p.add_argument("--variants", nargs="+", help="a comparison preset (beyond): only these configurations (labels as in --launcher print)")
+    p.add_argument("--variants", nargs="+", help="a comparison preset (beyond): only these configurations, by label (e.g. smm+ilm; an unknown label lists them)")
     p.add_argument("--seeds", nargs="+", type=int, help=f"default {' '.join(map(str, PAPER_SEEDS))}")
     p.add_argument("--train-fractions", nargs="+", type=float, help="also sweep --train-fraction")
     p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local")
