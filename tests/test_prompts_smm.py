@@ -146,6 +146,17 @@ def test_mask_network_learns_at_its_own_rate_and_optionally_without_decay(tmp_pa
     assert [g["lr"] for g in decayed.optimizer.param_groups] == [0.01, 0.01] and all(g["scheduled"] for g in decayed.optimizer.param_groups[1:])
 
 
+def test_a_trainable_mapping_gets_a_third_group(tmp_path, cifar_root):
+    config = RunConfig(method="ilm_vp", network=TINY_NETWORK, dataset="cifar10", prompt="smm", mapping="linear",
+                       extra={"mask_lr": 0.003, "mapping_lr": 0.2})  # fmt: skip
+    data = load_dataset("cifar10", cifar_root, batch_size=25, subset=SubsetSpec())
+    experiment = build_visual_prompt(config, data, setup_runtime("cpu", "fp32"))
+    pattern, mask, mapping = experiment.param_groups
+    assert (pattern.get("lr"), mask["lr"], mapping["lr"]) == (None, 0.003, 0.2)  # the pattern learns at --lr
+    assert experiment.info["mapping_params"] == sum(p.numel() for p in mapping["params"]) == 20 * 10 + 10
+    assert experiment.info["prompt_params"] == 3 * 64 * 64 + 26499 and experiment.info["mask_params"] == 26499
+
+
 def test_smm_flags_are_refused_by_other_prompts(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "a", cifar_root, "--mask-lr", "0.1")) == 2
     assert capsys.readouterr().err.strip() == "error: --mask-lr applies to prompts with a mask network (--prompt smm), not --prompt pad"
