@@ -162,7 +162,7 @@ def test_beyond_preset_runs_each_configuration_on_each_dataset_with_its_own_flag
     # every configuration parses, and each (configuration, dataset, seed) has its own run folder
     planned = rp.plan(jobs, Path("/r"), data_path="/data")
     assert len({p.run_dir for p in planned}) == len(jobs)
-    assert all(rp.method_config(p.job.method, p.job.flags(Path("/r"), "/data")).epochs == 3 for p in planned[:3])
+    assert all(rp.method_config(p.job.method, p.job.flags(Path("/r"), "/data")).epochs == 5 for p in planned[:3])
 
 
 def test_variant_flags_select_configurations_and_methods_do_not_apply():
@@ -182,3 +182,11 @@ def test_a_few_shot_preset_redraws_the_shots_with_each_seed():
     preset = rp.Preset("few-shot", ("dtd10",), ("efficientnet_lite0",), variants=(rp.Variant("x", "ilm_vp", ("--shots", "16")),), seed_subsets=True)
     flags = [j.flags(Path("/r")) for j in rp.expand_variants(preset)]
     assert [f[f.index("--subset-seed") + 1] for f in flags] == ["1", "2", "3"]
+
+
+def test_the_few_shot_preset_runs_16_shots_of_dtd10_per_seed():
+    jobs = rp.expand_variants(rp.PRESETS["beyond-fewshot"])
+    assert {j.dataset for j in jobs} == {"dtd10"} and len(jobs) == 3 * 3
+    flags = jobs[0].flags(Path("/r"), "/data")
+    assert flags[flags.index("--shots") + 1] == "16" and flags[flags.index("--subset-seed") + 1] == flags[flags.index("--seed") + 1]
+    assert jobs[0].variant == rp.BEYOND_FEWSHOT_BEST and "linear_probing" in {j.variant for j in jobs}

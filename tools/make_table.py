@@ -455,7 +455,7 @@ def variant_markdown(preset_name: str, cells: dict[tuple[str, str], VariantCell]
             row += [
                 _fmt(cell.best, n, not v.reference and best_mean is not None and round(best_mean, 1) == top(d, "best")),
                 _fmt(cell.val, n, not v.reference and val_mean is not None and round(val_mean, 1) == top(d, "val")),
-                _fmt(cell.seconds, n, digits=0),
+                _fmt(cell.seconds, n),
             ]
         lines.append("| " + " | ".join(row) + " |")
     missing = [m for c in cells.values() for m in c.missing]
