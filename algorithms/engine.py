@@ -67,7 +67,9 @@ class Experiment:
     model: ReprogrammingModel
     source_names: list[str]
     train_augment: Augment | None = None  # on-device augmentation, training batches only
-    param_groups: list[dict] | None = None  # optimizer groups (default: every trainable parameter)
+    # optimizer groups (default: every trainable parameter); a group may set its own "lr", and
+    # "scheduled": False keeps its learning rate constant after warmup instead of following --scheduler
+    param_groups: list[dict] | None = None
     info: dict = field(default_factory=dict)  # method facts for config.json / results.json
     precompute: Precompute | None = None  # replace the images by what a frozen part computes from them
 
@@ -84,11 +86,12 @@ def build_optimizer(config: RunConfig, groups: list[dict]) -> torch.optim.Optimi
     raise UserError(f"unknown optimizer {config.optimizer!r}; choose adam or sgd")
 
 
-def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+def lr_factor(config: RunConfig, steps_per_epoch: int, scheduled: bool = True) -> Callable[[int], float]:
     """Learning-rate multiplier per optimizer step: warmup, then multistep/cosine/constant.
 
     ``multistep`` decays by ``gamma`` at the epochs ``int(m * epochs)`` (the paper: 50% and 72%),
     exactly as ``MultiStepLR`` stepped once per epoch; ``cosine`` decays per step to zero.
+    ``scheduled=False``: warmup, then constant (a group that the schedule leaves alone).
     """
     total = max(1, config.epochs * steps_per_epoch)
     warmup = config.warmup_steps
@@ -99,6 +102,8 @@ def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if not scheduled:
+            return 1.0
         if config.scheduler == "multistep":
             epoch = step // steps_per_epoch
             return config.gamma ** sum(epoch >= m for m in milestones)
@@ -282,13 +287,15 @@ class Trainer:
         self.num_trainable = sum(p.numel() for p in params)
         groups = experiment.param_groups or [{"params": params}]
         self.optimizer = build_optimizer(config, groups)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, len(self.train_loader)))
+        factors = [lr_factor(config, len(self.train_loader), g.get("scheduled", True)) for g in self.optimizer.param_groups]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.precision == "fp16")
         self.train_model = self.model
         if runtime.distributed and params:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # a frozen network's buffers are identical on every rank: do not re-broadcast them each step
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=self.model.train_network)
+            # a frozen network's buffers are identical on every rank: re-broadcast rank 0's buffers each
+            # step only when a trained module keeps some (batch-norm statistics of a mask network, say)
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=self.model.trains_buffers)
         self.history: list[dict] = []
         self.best = {"test_acc": None, "epoch": None}
         self.pending_stats: torch.Tensor | None = None  # --lm-source train: counts from the last epoch

@@ -35,10 +35,20 @@ VOLATILE = {
 DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
 
 
+# Settings added after runs had been made with their default behaviour (few-shot, the SMM,
+# low-rank and rescaled prompts): left out of the identity while unset, so those runs keep their
+# folders (tests/test_help.py pins the folder names of the defaults).
+LATER_SETTINGS = {"shots", "input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay"}
+
+
+def _identifying(key: str, value: Any) -> bool:
+    return key not in VOLATILE and not (key in LATER_SETTINGS and value is None)
+
+
 def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The result-determining flags of a saved ``config.json`` ``config`` (or :meth:`RunConfig.to_dict`)."""
-    settings = {k: v for k, v in config.items() if k not in VOLATILE}
-    settings["extra"] = {k: v for k, v in config.get("extra", {}).items() if k not in VOLATILE}
+    settings = {k: v for k, v in config.items() if _identifying(k, v)}
+    settings["extra"] = {k: v for k, v in config.get("extra", {}).items() if _identifying(k, v)}
     return settings
 
 
@@ -80,6 +90,7 @@ class RunConfig:
     max_test_samples: int | None = None
     train_fraction: float | None = None
     val_fraction: float | None = None
+    shots: int | None = None
     subset_seed: int = 0
     # network
     weights: str | None = None

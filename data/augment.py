@@ -1,20 +1,30 @@
 """Training-batch augmentations on the device, each drawn from the engine's per-epoch generator.
 
-Three recipes, one name each (:data:`AUGMENTATIONS`):
+The recipes, one name each (:data:`AUGMENTATIONS`):
 
 * ``pad_crop_flip``, the CIFAR recipe: zero padding, a random crop back to the image's size and a
   horizontal flip with probability 1/2 (torchvision ``RandomCrop(size, padding)`` +
-  ``RandomHorizontalFlip``); the padding prompt's ``--augment``.
+  ``RandomHorizontalFlip``); ``--augment crop_flip`` of the pad prompt.
+* ``resize_crop``, BLM's watermark recipe: the image resized to ``out + 4`` square (bilinear,
+  antialiased) and a random ``out`` x ``out`` crop (``Resize(228)`` + ``RandomCrop(224)`` for a
+  224 network), no flip; ``--augment crop_flip`` of the watermark prompt.
+* ``smm_crop_flip``, SMM's recipe (Cai et al., ICML 2024): resize to the network's input size
+  plus 32, a random crop of the input size and a horizontal flip (``Resize(out + 32)`` +
+  ``RandomCrop(out)`` + ``RandomHorizontalFlip``); ``--augment crop_flip`` of the smm and lowrank
+  prompts. Its output is at the network's input size.
 * ``resized_crop_flip``, the ImageNet recipe: a random resized crop at the batch's own resolution
   and a horizontal flip (``RandomResizedCrop`` + ``RandomHorizontalFlip``); linear probing's and
   fine-tuning's ``--train-augment crop_flip``.
-* ``resize_crop``, BLM's watermark recipe: the image resized to ``out + 4`` square (bilinear,
-  antialiased) and a random ``out`` x ``out`` crop (``Resize(228)`` + ``RandomCrop(224)`` for a
-  224 network), no flip; the watermark prompt's ``--augment``.
+* ``trivialaugment``: TrivialAugment (Müller & Hutter, ICCV 2021) with the "wide" op set and the
+  31 magnitude bins of torchvision's ``TrivialAugmentWide``: one op and one magnitude per image.
+  The prompts' ``--augment trivialaugment`` applies it before their crop-and-flip recipe, as ACAVP
+  (NeurIPS 2025) pairs it with random crops and flips.
 
-All work on whole float batches at once. Random draws come from the CPU generator the engine
-passes per epoch, so a resumed run replays them exactly. A builder takes the image size and the
-network's input size ``out_size`` (used by ``resize_crop`` only).
+The crops and flips work on whole float batches at once; TrivialAugment applies
+``torchvision.transforms.v2.functional`` ops image by image (each image its own op). Random draws
+come from the CPU generator the engine passes per epoch, so a resumed run replays them exactly. A
+builder takes the image size and the network's input size ``out_size`` (used by the recipes that
+resize).
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -50,15 +61,24 @@ def crops_at(x: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int], flip
     return crops.permute(0, 3, 1, 2).contiguous()
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
-    """Pad every image by ``padding`` zeros, crop back to its size at a random offset, flip half.
+def crop_flip(x: torch.Tensor, generator: torch.Generator, h: int, w: int) -> torch.Tensor:
+    """An ``h x w`` crop of every image at a random offset, mirrored horizontally with probability 1/2.
 
-    ``x`` is ``[B, C, H, W]``; offsets and flips are drawn per sample from ``generator`` (CPU).
+    ``x`` is ``[B, C, H, W]``; offsets (uniform over every placement, as ``RandomCrop``) and flips
+    are drawn per sample from ``generator`` (CPU), offsets first.
     """
-    b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
+    b, _, height, width = x.shape
+    if height - h != width - w:
+        raise ValueError(f"crop {h}x{w} of {height}x{width} images: the margins must be equal")
+    offsets = torch.randint(0, height - h + 1, (b, 2), generator=generator)
     flips = torch.rand(b, generator=generator) < 0.5
-    return crops_at(F.pad(x, (padding, padding, padding, padding)), offsets, (h, w), flips)
+    return crops_at(x, offsets, (h, w), flips)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
+    """Pad every image by ``padding`` zeros, crop back to its size at a random offset, flip half."""
+    h, w = x.shape[-2:]
+    return crop_flip(F.pad(x, (padding, padding, padding, padding)), generator, h, w)
 
 
 def pad_crop_flip(image_size: tuple[int, int], out_size: int | None = None) -> Augment:
@@ -88,6 +108,22 @@ def resize_crop(image_size: tuple[int, int], out_size: int | None = None) -> Aug
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_resize_crop(x, generator, out)
+
+    return augment
+
+
+SMM_RESIZE_MARGIN = 32  # SMM resizes training images to the input size + 32 before cropping
+
+
+def smm_crop_flip(image_size: tuple[int, int], out_size: int | None = None) -> Augment:
+    """SMM's recipe: resize to ``out_size + 32`` (antialiased bilinear), random ``out_size`` crop, flip."""
+    if out_size is None:
+        raise ValueError("smm_crop_flip needs the network's input size")
+    enlarged = out_size + SMM_RESIZE_MARGIN
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = F.interpolate(x, size=(enlarged, enlarged), mode="bilinear", align_corners=False, antialias=True)
+        return crop_flip(x, generator, out_size, out_size)
 
     return augment
 
@@ -170,12 +206,119 @@ def resized_crop_flip(image_size: tuple[int, int], out_size: int | None = None) 
     return RandomResizedCropFlip()
 
 
-# name -> builder(image_size, out_size) -> augment callable; None: no augmentation
-AUGMENTATIONS: dict[str, Callable[[tuple[int, int], int | None], Augment] | None] = {
+# ---------------------------------------------------------------------------------------------
+# TrivialAugment
+
+TRIVIALAUGMENT_BINS = 31
+# The "wide" op set: name -> (magnitude of each bin, or None for ops without one; signed: the
+# magnitude is negated with probability 1/2). Bins as torchvision's TrivialAugmentWide; Solarize's
+# threshold is a fraction of the maximum, so it reads the same for [0, 1] floats and uint8.
+TRIVIALAUGMENT_OPS: dict[str, tuple[torch.Tensor | None, bool]] = {
+    "Identity": (None, False),
+    "ShearX": (torch.linspace(0.0, 0.99, TRIVIALAUGMENT_BINS), True),
+    "ShearY": (torch.linspace(0.0, 0.99, TRIVIALAUGMENT_BINS), True),
+    "TranslateX": (torch.linspace(0.0, 32.0, TRIVIALAUGMENT_BINS), True),
+    "TranslateY": (torch.linspace(0.0, 32.0, TRIVIALAUGMENT_BINS), True),
+    "Rotate": (torch.linspace(0.0, 135.0, TRIVIALAUGMENT_BINS), True),
+    "Brightness": (torch.linspace(0.0, 0.99, TRIVIALAUGMENT_BINS), True),
+    "Color": (torch.linspace(0.0, 0.99, TRIVIALAUGMENT_BINS), True),
+    "Contrast": (torch.linspace(0.0, 0.99, TRIVIALAUGMENT_BINS), True),
+    "Sharpness": (torch.linspace(0.0, 0.99, TRIVIALAUGMENT_BINS), True),
+    "Posterize": ((8 - torch.arange(TRIVIALAUGMENT_BINS) / ((TRIVIALAUGMENT_BINS - 1) / 6)).round().int(), False),
+    "Solarize": (torch.linspace(1.0, 0.0, TRIVIALAUGMENT_BINS), False),
+    "AutoContrast": (None, False),
+    "Equalize": (None, False),
+}
+
+
+def draw_trivialaugment(n: int, generator: torch.Generator) -> list[tuple[str, float]]:
+    """``(op, magnitude)`` for each of ``n`` images, drawn in torchvision's order (op; then the bin,
+    if the op has magnitudes; then the sign, if signed), so image ``i`` gets what the ``i``-th call
+    of ``TrivialAugmentWide`` would draw from the same random stream."""
+    names = list(TRIVIALAUGMENT_OPS)
+    draws = []
+    for _ in range(n):
+        name = names[int(torch.randint(len(names), (), generator=generator))]
+        magnitudes, signed = TRIVIALAUGMENT_OPS[name]
+        magnitude = 0.0
+        if magnitudes is not None:
+            magnitude = float(magnitudes[int(torch.randint(TRIVIALAUGMENT_BINS, (), generator=generator))])
+            if signed and torch.rand((), generator=generator) <= 0.5:
+                magnitude = -magnitude
+        draws.append((name, magnitude))
+    return draws
+
+
+def apply_trivialaugment_op(image: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
+    """One TrivialAugment op on ``[..., C, H, W]`` images in ``[0, 1]`` (nearest interpolation, black fill)."""
+    if name == "Identity":
+        return image
+    if name in ("ShearX", "ShearY"):  # shear angle atan(m), about the top-left corner
+        angle = math.degrees(math.atan(magnitude))
+        shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
+        return TF.affine(image, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, center=[0, 0])
+    if name in ("TranslateX", "TranslateY"):
+        shift = [int(magnitude), 0] if name == "TranslateX" else [0, int(magnitude)]
+        return TF.affine(image, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0])
+    if name == "Rotate":
+        return TF.rotate(image, angle=magnitude)
+    if name == "Brightness":
+        return TF.adjust_brightness(image, 1.0 + magnitude)
+    if name == "Color":
+        return TF.adjust_saturation(image, 1.0 + magnitude)
+    if name == "Contrast":
+        return TF.adjust_contrast(image, 1.0 + magnitude)
+    if name == "Sharpness":
+        return TF.adjust_sharpness(image, 1.0 + magnitude)
+    if name == "Posterize":
+        return TF.posterize(image, int(magnitude))
+    if name == "Solarize":
+        return TF.solarize(image, magnitude)
+    if name == "AutoContrast":
+        return TF.autocontrast(image)
+    if name == "Equalize":
+        return TF.equalize(image)
+    raise ValueError(f"unknown TrivialAugment op {name!r}")
+
+
+def trivialaugment(image_size: tuple[int, int] | None = None, out_size: int | None = None) -> Augment:
+    """TrivialAugment (wide) as an ``Experiment.train_augment`` callable: one op per image."""
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        out = x.clone()
+        for i, (name, magnitude) in enumerate(draw_trivialaugment(x.shape[0], generator)):
+            if name != "Identity":
+                out[i : i + 1] = apply_trivialaugment_op(x[i : i + 1], name, magnitude)
+        return out
+
+    return augment
+
+
+def compose(*augments: Augment | None) -> Augment | None:
+    """The augmentations applied in order, each drawing from the same generator (None: none)."""
+    steps = [a for a in augments if a is not None]
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for step in steps:
+            x = step(x, generator)
+        return x
+
+    return augment
+
+
+# name -> builder(image_size, out_size) -> augment callable; None: no augmentation. ``out_size``
+# is the network's input size (what the prompt resizes to), needed by recipes that resize.
+AUGMENTATIONS: dict[str, Callable[..., Augment] | None] = {
     "none": None,
     "pad_crop_flip": pad_crop_flip,
+    "smm_crop_flip": smm_crop_flip,
     "resized_crop_flip": resized_crop_flip,
     "resize_crop": resize_crop,
+    "trivialaugment": trivialaugment,
 }
 # --train-augment's name for the ImageNet recipe
 ALIASES = {"crop_flip": "resized_crop_flip"}

@@ -135,6 +135,8 @@ class SubsetSpec:
     max_test: int | None = None
     train_fraction: float | None = None
     seed: int = 0
+    # K-shot: exactly K training images per class (after any validation hold-out), nested across K
+    shots: int | None = None
     # None: the dataset's own val split if it has one; 0: no val; F: the dataset's val split, or
     # else a seeded class-stratified fraction F of train held out before the train subsets
     val_fraction: float | None = None
@@ -171,7 +173,21 @@ def load_dataset(
     elif splits.val is None and subset.val_fraction is not None:
         train_pool, val_pool = stratified_split(splits.train.labels, subset.val_fraction, seed=subset.seed)
         val_source = splits.train
-    train_idx = train_pool[stratified_subset(splits.train.labels[train_pool], count=subset.max_train, seed=subset.seed)]
+    if subset.shots is not None and (subset.max_train is not None or subset.train_fraction is not None):
+        raise UserError("--shots sets the training set's size; drop --max-train-samples and --train-fraction")
+    if subset.shots is not None:
+        # every class of the dataset, so one without any training image left is reported too
+        have = torch.bincount(splits.train.labels[train_pool], minlength=num_classes)
+        short = [c for c in range(num_classes) if have[c] < subset.shots]
+        if short:
+            held = " after the validation hold-out" if val_pool is not None else ""
+            raise UserError(
+                f"--shots {subset.shots}: class {splits.class_names[short[0]]!r} has only {int(have[short[0]])} training images{held}"
+                f" ({len(short)} of {num_classes} classes have fewer)"
+            )
+    train_idx = train_pool[
+        stratified_subset(splits.train.labels[train_pool], count=subset.max_train, per_class=subset.shots, seed=subset.seed)
+    ]
     if subset.train_fraction is not None:
         # a fraction of the (possibly capped) training set; for one seed, smaller fractions are
         # subsets of larger ones, since both take the head of the same per-class permutation

@@ -97,34 +97,45 @@ def check_labels(labels: torch.Tensor, num_classes: int, source: str) -> None:
 
 
 def stratified_subset(
-    labels: torch.Tensor, *, count: int | None = None, fraction: float | None = None, seed: int = 0
+    labels: torch.Tensor, *, count: int | None = None, fraction: float | None = None, per_class: int | None = None, seed: int = 0
 ) -> torch.Tensor:
     """Seeded class-balanced subset: indices (sorted) keeping each class's share of the set.
 
     With ``count``, classes get ``count // K`` each and the remainder goes to the lowest class
-    indices that still have samples; with ``fraction``, each class keeps ``max(1, round(f * n_c))``.
+    indices that still have samples; with ``fraction``, each class keeps ``max(1, round(f * n_c))``;
+    with ``per_class`` (K-shot), each class keeps exactly that many and a class with fewer is an
+    error. Every class takes the head of one seeded permutation of its samples, so for one seed a
+    smaller subset is always part of a larger one, whichever of the three sizes them.
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     n = len(labels)
-    if count is None and fraction is None:
+    if sum(x is not None for x in (count, fraction, per_class)) > 1:
+        raise ValueError("give one of count, fraction and per_class")
+    if count is None and fraction is None and per_class is None:
         return torch.arange(n)
-    if count is not None and fraction is not None:
-        raise ValueError("give either count or fraction, not both")
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"fraction must be in (0, 1], got {fraction}")
     if count is not None and count <= 0:
         raise UserError(f"subset size must be positive, got {count}")
+    if per_class is not None and per_class <= 0:
+        raise UserError(f"--shots must be positive, got {per_class}")
     if count is not None and count >= n:
         return torch.arange(n)
     gen = torch.Generator().manual_seed(seed)
     classes = torch.unique(labels).tolist()
-    per_class = {c: torch.nonzero(labels == c).flatten() for c in classes}
-    per_class = {c: idx[torch.randperm(len(idx), generator=gen)] for c, idx in per_class.items()}
-    if fraction is not None:
-        quota = {c: max(1, int(round(fraction * len(idx)))) for c, idx in per_class.items()}
+    by_class = {c: torch.nonzero(labels == c).flatten() for c in classes}
+    by_class = {c: idx[torch.randperm(len(idx), generator=gen)] for c, idx in by_class.items()}
+    if per_class is not None:
+        short = [(c, len(idx)) for c, idx in by_class.items() if len(idx) < per_class]
+        if short:
+            c, have = short[0]
+            raise UserError(f"--shots {per_class}: class {c} has only {have} training images ({len(short)} class(es) have fewer than {per_class})")
+        quota = {c: per_class for c in classes}
+    elif fraction is not None:
+        quota = {c: max(1, int(round(fraction * len(idx)))) for c, idx in by_class.items()}
     else:
-        quota = _balanced_quota({c: len(idx) for c, idx in per_class.items()}, count)
-    chosen = torch.cat([per_class[c][: quota[c]] for c in classes])
+        quota = _balanced_quota({c: len(idx) for c, idx in by_class.items()}, count)
+    chosen = torch.cat([by_class[c][: quota[c]] for c in classes])
     return torch.sort(chosen).values
 
 

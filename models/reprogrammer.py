@@ -72,14 +72,21 @@ class ReprogrammingModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def trained_modules(self) -> set[str]:
+        """Names of the modules that hold a trainable parameter of their own."""
+        return {name for name, module in self.named_modules() if any(p.requires_grad for p in module.parameters(recurse=False))}
+
+    @property
+    def trains_buffers(self) -> bool:
+        """Whether a trained module keeps state besides its parameters (batch-norm running
+        statistics of a mask network or of a fine-tuned network), which ranks must share."""
+        trained = self.trained_modules()
+        return any(key.rpartition(".")[0] in trained for key, _ in self.named_buffers())
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must hold: the prompt and mapping whole, plus every network module
         that has a trainable parameter (its buffers too, e.g. batch-norm statistics when fine-tuning)."""
-        trained_modules = {
-            name
-            for name, module in self.named_modules()
-            if any(p.requires_grad for p in module.parameters(recurse=False))
-        }
+        trained_modules = self.trained_modules()
         keep = {}
         for key, value in self.state_dict().items():
             owner = key.rpartition(".")[0]

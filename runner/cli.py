@@ -110,7 +110,8 @@ def execute(family, config: RunConfig, data_root: Path, runtime, run_dir: RunDir
         download=cfg.DOWNLOAD,
         decode=config.decode,
         subset=SubsetSpec(
-            config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed, val_fraction=config.val_fraction
+            config.max_train_samples, config.max_test_samples, config.train_fraction, config.subset_seed,
+            val_fraction=config.val_fraction, shots=config.shots,
         ),
     )
     if not family.trains_epochs:

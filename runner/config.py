@@ -118,6 +118,9 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--val-fraction", type=VAL_FRACTION, default=None, metavar="F",
                    help="validation split: the dataset's own (CoOp val) if it has one, else this seeded class-stratified fraction of train; "
                         "0 = no validation (default: the dataset's own, else none)")  # fmt: skip
+    g.add_argument("--shots", type=positive_int, default=None, metavar="K",
+                   help="few-shot: K training images per class, drawn with --subset-seed (for one seed, the K-shot set is part of every larger one);"
+                        " any --val-fraction is held out first (default: all)")  # fmt: skip
     g.add_argument("--subset-seed", type=int, default=base.subset_seed, metavar="S", help="seed of the subsets and validation split (fixed across --seed)")
     g = p.add_argument_group("optimisation")
     if family.trains_epochs:

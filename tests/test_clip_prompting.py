@@ -147,10 +147,18 @@ def test_clip_runs_read_stored_images_as_clips_preprocessing(tmp_path):
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     expected = 100.0 * float(((features @ text.t()).argmax(1) == labels).float().mean())
     assert json.loads((run / "results.json").read_text())["zero_shot_test_acc"] == pytest.approx(expected)
+def test_single_tp_vp_with_the_low_rank_prompt(tmp_path, cifar_root, capsys):
+    results = tmp_path / "res"
+    args = tiny_clip_args(results, cifar_root, "--prompt", "lowrank", "--rank", "2", "--epochs", "1", "--no-zero-shot")
+    assert main("single_tp_vp", args) == 0
+    out = json.loads((run_dir_of(results, "single_tp_vp") / "results.json").read_text())
+    assert out["trainable_params"] == 3 * 2 * 32 * 2  # B [3, 32, 2] and A [3, 2, 32] at the tiny CLIP's 32 px
+    assert main("single_tp_vp", tiny_clip_args(tmp_path / "bad", cifar_root, "--rank", "2")) == 2
+    assert "--rank applies to --prompt lowrank, not --prompt padding" in capsys.readouterr().err
 
 
 def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
     assert main("single_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--template-number", "81")) == 2
     assert "argument --template-number: must be an integer in 0..80, got 81" in capsys.readouterr().err
     assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "expansive")) == 2  # a CNN prompt
-    assert "unknown prompt 'expansive'; choose from fixed_patch, padding, random_patch" in capsys.readouterr().err
+    assert "unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch" in capsys.readouterr().err

@@ -85,8 +85,23 @@ def test_bad_prompt_settings_are_user_errors():
         PaddingPrompt(32, 16)
     with pytest.raises(UserError, match="prompt-size"):
         FixedPatchPrompt(32, 40)
-    with pytest.raises(UserError, match="unknown prompt 'expansive'; choose from fixed_patch, padding, random_patch"):
+    with pytest.raises(UserError, match="unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch"):
         build_clip_prompt("expansive", 32, 4, "zero")  # the CNN prompt's other name
     assert isinstance(build_clip_prompt("pad", 32, 4, "zero"), PaddingPrompt)  # the CNN frame's name: CLIP's frame
     with pytest.raises(UserError, match="init"):
         build_clip_prompt("padding", 32, 4, "ones")
+
+
+def test_lowrank_prompt_adds_a_rank_r_pattern_over_the_whole_image():
+    torch.manual_seed(0)
+    prompt = build_clip_prompt("lowrank", 16, 4, "randn", rank=2)
+    assert prompt.left.shape == (3, 16, 2) and prompt.right.shape == (3, 2, 16)
+    assert [int(torch.linalg.matrix_rank(prompt.pattern()[c])) for c in range(3)] == [2, 2, 2]
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(prompt(x), x + prompt.left @ prompt.right)
+    assert bool(changed(prompt).all())
+    zero = build_clip_prompt("lowrank", 16, 4, "zero")
+    assert zero.rank == 4 and torch.equal(zero(x), x)  # B starts at zero: the plain image first
+    assert sum(p.numel() for p in build_clip_prompt("lowrank", 224, 30, "zero").parameters()) == 5376
+    with pytest.raises(UserError, match="--rank applies to --prompt lowrank"):
+        build_clip_prompt("padding", 16, 4, "zero", rank=2)

@@ -166,3 +166,38 @@ def test_random_weight_runs_are_marked(tmp_path, capsys):
     assert mt.RANDOM_NOTE in text and "ViT-B/32's" in text
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert {r["method"]: r["random_weights"] for r in rows} == {"ilm_tp_vp": "1", "single_tp_vp": "0"}
+def finish(planned, best: float, val: float, seconds: float, **extra) -> None:
+    """Write what a finished run of ``planned`` leaves behind."""
+    from tools import reproduce as rp
+
+    planned.run_dir.mkdir(parents=True)
+    (planned.run_dir / "ckpt.pth").write_bytes(b"x")
+    epochs = rp.method_config(planned.job.method, planned.command[2:]).epochs
+    results = {"epochs": epochs, "best_test_acc": best, "val_selected_test_acc": val, "mean_epoch_seconds": seconds, **extra}
+    (planned.run_dir / "results.json").write_text(json.dumps(results))
+
+
+def test_comparison_table_has_a_row_per_configuration_and_both_protocols(tmp_path, capsys):
+    from tools import reproduce as rp
+
+    jobs = rp.expand_variants(rp.PRESETS["beyond"], datasets=["dtd10"], labels=["pad+ilm", "smm+ilm", "linear_probing"])
+    planned = {(p.job.variant, p.job.seed): p for p in rp.plan(jobs, tmp_path)}
+    for seed, (pad, smm, lp) in zip((1, 2, 3), ((30.0, 40.0, 60.0), (32.0, 44.0, 62.0), (34.0, None, 64.0))):
+        finish(planned[("pad+ilm", seed)], pad, pad - 1, 10.0, prompt_params=150528, mapping_params=0)
+        finish(planned[("linear_probing", seed)], lp, lp - 2, 1.0, trainable_params=12810)
+        if smm is not None:
+            finish(planned[("smm+ilm", seed)], smm, smm - 3, 12.0 + seed, prompt_params=177027, mask_params=26499, mapping_params=0)
+    cells = mt.variant_cells("beyond", tmp_path, datasets=["dtd10"], variants=["pad+ilm", "smm+ilm", "linear_probing"])
+    assert mt.mean_std(cells[("pad+ilm", "dtd10")].best) == (pytest.approx(32.0), pytest.approx(2.0))
+    assert cells[("smm+ilm", "dtd10")].val == {1: 37.0, 2: 41.0} and cells[("smm+ilm", "dtd10")].params == 177027
+    text = mt.variant_markdown("beyond", cells)
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["| pad+ilm"] == "| pad+ilm | 150,528 | 32.0 ± 2.0 | 31.0 ± 2.0 | 10.0 ± 0.0 |"
+    assert rows["| smm+ilm"] == "| smm+ilm | 177,027 | **42.0 ± 2.8** (2/3)! | **39.0 ± 2.8** (2/3)! | 13.5 ± 0.7 (2/3)! |"
+    assert rows["| *linear_probing* (reference)"].startswith("| *linear_probing* (reference) | 12,810 (head) | 62.0 ± 2.0 | 60.0 ± 2.0 |")
+    assert "Missing or unfinished runs: 1" in text and "smm+ilm / dtd10: seed 3 new" in text
+    assert "python experiments/cnn/smm_vp.py --dataset folder" in text
+    out = tmp_path / "table"
+    assert mt.main([str(tmp_path), "--preset", "beyond", "--datasets", "dtd10", "--variants", "pad+ilm", "--output", str(out)]) == 0
+    assert out.with_suffix(".csv").read_text().splitlines()[1].startswith("pad+ilm,dtd10,150528,0,3,3,32.0000,2.0000,31.0000")
+    capsys.readouterr()

@@ -111,3 +111,33 @@ def test_model_asks_the_prompt_for_its_network_layout():
         ReprogrammingModel(prompt, net, IdentityMapping(4), channels_last=channels_last)
         expected = torch.channels_last if channels_last else torch.contiguous_format
         assert prompt(torch.rand(2, 3, 8, 8)).is_contiguous(memory_format=expected)
+
+
+@pytest.mark.parametrize("input_size", [16, 12, 40])
+def test_input_size_resizes_the_image_before_padding(input_size):
+    """AutoVP's input scaling: ``normalize(pad(resize(x, N)) + sigmoid(theta) * frame)``; the frame narrows."""
+    from models.prompts import PromptOptions
+
+    prompt = ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48, init="randn", options=PromptOptions(input_size=input_size))
+    x = torch.rand(2, 3, 32, 32)
+    resized = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+    offset = (48 - input_size + 1) // 2
+    assert (prompt.top, prompt.left) == (offset, offset) and prompt.placed_size == (input_size, input_size)
+    pad = (prompt.left, prompt.right, prompt.top, prompt.bottom)
+    canvas = torch.nn.functional.pad(resized, pad) + torch.sigmoid(prompt.theta) * prompt.mask
+    torch.testing.assert_close(unnormalize(prompt(x)), canvas, atol=1e-5, rtol=0)
+    assert float(prompt.mask.sum()) == 48 * 48 - input_size**2  # the frame is what the image leaves
+    with pytest.raises(ValueError):
+        prompt(resized)  # the prompt takes the dataset's images and resizes them itself
+
+
+def test_input_size_errors():
+    from models.prompts import PromptOptions
+
+    with pytest.raises(UserError, match="--input-size"):
+        ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=49))
+    with pytest.raises(UserError, match="--input-size"):
+        ExpansiveVisualPrompt((8, 8), MEAN, STD, out_size=16, image_mask=torch.ones(8, 8), options=PromptOptions(input_size=12))
+    same = ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=32))
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(same(x), ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48)(x))

@@ -113,8 +113,9 @@ def build(cifar_root, tmp_path, prompt: str, augment: bool | None):
     [("watermark", None, True, "resize_crop"), ("pad", None, False, "none"), ("watermark", False, False, "none"), ("pad", True, True, "pad_crop_flip")],
 )
 def test_augment_defaults_to_on_for_watermark_only(prompt, flag, expected, recipe, tmp_path, cifar_root):
-    *_, experiment = build(cifar_root, tmp_path, prompt, flag)
-    assert (experiment.train_augment is not None) == expected and experiment.info["augment"] == expected
+    *_, experiment = build(cifar_root, tmp_path, prompt, flag)  # True/False: the former on/off flag
+    assert (experiment.train_augment is not None) == expected
+    assert experiment.info["augment"] == ("crop_flip" if expected else "none")
     assert experiment.info["augment_recipe"] == recipe
 
 
@@ -141,7 +142,7 @@ def test_watermark_end_to_end(tmp_path, cifar_root):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "watermark")) == 0
     run = run_dir_of(tmp_path / "res")
     config = json.loads((run / "config.json").read_text())
-    assert config["config"]["prompt"] == "watermark" and config["resolved"]["augment"] is True
+    assert config["config"]["prompt"] == "watermark" and config["resolved"]["augment"] == "crop_flip"
     ckpt = torch.load(run / "ckpt.pth", map_location="cpu", weights_only=False)
     delta = ckpt["model"]["input_transform.delta"]
     assert delta.shape == (3, 64, 64) and delta.abs().sum() > 0  # trained from zero
@@ -150,4 +151,4 @@ def test_watermark_end_to_end(tmp_path, cifar_root):
 
 def test_unknown_prompt_is_a_one_line_error(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "stripes")) == 2
-    assert capsys.readouterr().err.strip() == "error: argument --prompt: unknown prompt 'stripes'; choose from pad, watermark (see --help)"
+    assert capsys.readouterr().err.strip() == "error: argument --prompt: unknown prompt 'stripes'; choose from lowrank, pad, smm, watermark (see --help)"

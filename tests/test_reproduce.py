@@ -154,3 +154,46 @@ def test_slurm_script_is_valid_bash_and_skips_or_resumes(tmp_path, cifar_root):
         (p.run_dir).mkdir(parents=True, exist_ok=True)
         (p.run_dir / "results.json").write_text(json.dumps({"epochs": 2}))
     assert rp.write_slurm(rp.plan(jobs, tmp_path / "res"), tmp_path / "slurm", "t1") is None
+
+
+def test_beyond_preset_runs_each_configuration_on_each_dataset_with_its_own_flags():
+    beyond = rp.PRESETS["beyond"]
+    jobs = rp.expand_variants(beyond)
+    assert len(jobs) == len(beyond.variants) * 2 * 3 and len(set(jobs)) == len(jobs)
+    dtd = next(j for j in jobs if j.dataset == "dtd10" and j.variant == "smm+blmplus")
+    flags = dtd.flags(Path("/r"), "/data")
+    assert flags[:6] == ["--dataset", "folder", "--data-path", "/data/dtd10", "--image-size", "128"]
+    assert flags.count("--data-path") == 1 and flags[-2:] == ["--prompt", "smm"] and dtd.method == "blmplus_vp"
+    cifar = next(j for j in jobs if j.dataset == "cifar10").flags(Path("/r"), "/data")
+    assert cifar[:2] == ["--dataset", "cifar10"] and cifar[cifar.index("--data-path") + 1] == "/data"
+    # every configuration parses, and each (configuration, dataset, seed) has its own run folder
+    planned = rp.plan(jobs, Path("/r"), data_path="/data")
+    assert len({p.run_dir for p in planned}) == len(jobs)
+    assert all(rp.method_config(p.job.method, p.job.flags(Path("/r"), "/data")).epochs == 5 for p in planned[:3])
+
+
+def test_variant_flags_select_configurations_and_methods_do_not_apply():
+    args = rp.build_cli().parse_args(["--preset", "beyond", "--variants", "smm+ilm", "linear_probing", "--datasets", "dtd10", "--seeds", "2"])
+    jobs = rp.jobs_from_args(args, ["--epochs", "1"])
+    assert [(j.variant, j.method, j.seed) for j in jobs] == [("smm+ilm", "smm_vp", 2), ("linear_probing", "linear_probing", 2)]
+    assert all(j.extra[-2:] == ("--epochs", "1") for j in jobs)  # flags after -- come last and win
+    with pytest.raises(UserError, match="no variant 'smm'"):
+        rp.jobs_from_args(rp.build_cli().parse_args(["--preset", "beyond", "--variants", "smm"]), [])
+    with pytest.raises(UserError, match="--variants"):
+        rp.jobs_from_args(rp.build_cli().parse_args(["--preset", "beyond", "--methods", "ilm_vp"]), [])
+    with pytest.raises(UserError, match="comparison preset"):
+        rp.jobs_from_args(rp.build_cli().parse_args(["--preset", "table1", "--variants", "smm+ilm"]), [])
+
+
+def test_a_few_shot_preset_redraws_the_shots_with_each_seed():
+    preset = rp.Preset("few-shot", ("dtd10",), ("efficientnet_lite0",), variants=(rp.Variant("x", "ilm_vp", ("--shots", "16")),), seed_subsets=True)
+    flags = [j.flags(Path("/r")) for j in rp.expand_variants(preset)]
+    assert [f[f.index("--subset-seed") + 1] for f in flags] == ["1", "2", "3"]
+
+
+def test_the_few_shot_preset_runs_16_shots_of_dtd10_per_seed():
+    jobs = rp.expand_variants(rp.PRESETS["beyond-fewshot"])
+    assert {j.dataset for j in jobs} == {"dtd10"} and len(jobs) == 3 * 3
+    flags = jobs[0].flags(Path("/r"), "/data")
+    assert flags[flags.index("--shots") + 1] == "16" and flags[flags.index("--subset-seed") + 1] == flags[flags.index("--seed") + 1]
+    assert jobs[0].variant == rp.BEYOND_FEWSHOT_BEST and "linear_probing" in {j.variant for j in jobs}

@@ -129,3 +129,36 @@ def test_run_without_val_has_no_val_fields(tmp_path, cifar_root):
     (results_file,) = (tmp_path / "res").rglob("results.json")
     results = json.loads(results_file.read_text())
     assert "val_selected_test_acc" not in results and results["best_test_acc"] is not None
+
+
+def test_shots_are_balanced_nested_across_k_and_seeded(tmp_path):
+    sets = {k: load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=k)) for k in (1, 4, 10)}
+    for k, data in sets.items():
+        assert torch.bincount(data.train.labels).tolist() == [k, k, k] and len(data.test) == 9
+    assert ids_of(sets[1].train) < ids_of(sets[4].train) < ids_of(sets[10].train)  # a K-shot set is part of every larger one
+    other = load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=4, seed=1))
+    assert ids_of(other.train) != ids_of(sets[4].train) and torch.bincount(other.train.labels).tolist() == [4, 4, 4]
+
+
+def test_shots_with_validation_are_drawn_from_the_rest_and_validation_does_not_depend_on_k(tmp_path):
+    few, more = (load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=k, val_fraction=0.2)) for k in (2, 8))
+    assert ids_of(few.val) == ids_of(more.val) and torch.bincount(few.val.labels).tolist() == [2, 4, 6]
+    assert not ids_of(more.train) & ids_of(more.val) and ids_of(few.train) < ids_of(more.train)
+    assert torch.bincount(more.train.labels).tolist() == [8, 8, 8]
+
+
+def test_shots_errors(tmp_path):
+    with pytest.raises(UserError, match=r"--shots 9: class 'a' has only 8 training images after the validation hold-out \(1 of 3 classes have fewer\)"):
+        load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=9, val_fraction=0.2))
+    with pytest.raises(UserError, match="drop --max-train-samples"):
+        load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=2, max_train=10))
+    with pytest.raises(UserError, match="--shots must be positive"):
+        load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=0))
+
+
+def test_shots_flag_end_to_end(tmp_path, cifar_root, capsys):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--shots", "2", "--epochs", "1")) == 0
+    (results_file,) = (tmp_path / "res").rglob("results.json")
+    assert json.loads(results_file.read_text())["data_sizes"]["train"] == 20
+    assert main("ilm_vp", tiny_args(tmp_path / "bad", cifar_root, "--shots", "50", "--epochs", "1")) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: --shots 50: class ")

@@ -4,12 +4,17 @@
     python tools/make_table.py results --preset table1 --output docs/table1   # .md and .csv
     python tools/make_table.py results --preset clip --output docs/table_clip
     python tools/make_table.py results --seeds 1 2 --where epochs=5
+    python tools/make_table.py results --preset beyond --out docs/beyond_table   # a comparison preset
 
 Rows are datasets, columns network x method, each cell ``mean ± std (n)`` over seeds and the
 paper's mean after a slash; the best method of each network in a row is bold. Cells with fewer
 finished seeds than expected are marked ``(n/N)!`` and every missing or unfinished run is listed
 below the table. Numbers follow the paper's protocol (the best epoch's test accuracy) unless a
 run chose its epoch on a validation split (``val_selected_test_acc``), marked with a dagger.
+
+A comparison preset (one with variants, e.g. ``beyond``) gives one row per configuration and, per
+dataset, both protocols side by side, the prompt's parameters and the seconds per epoch; its run
+folders are found exactly as ``tools/reproduce.py`` plans them.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import argparse
 import csv
 import io
 import json
+import shlex
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -26,10 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import algorithms.methods  # noqa: E402,F401  (each method's rule for what is part of a run's identity)
 import cfg  # noqa: E402
-from algorithms.settings import VOLATILE, RunConfig  # noqa: E402
+from algorithms.settings import RunConfig, result_settings  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from runner.config import add_hidden_alias, tool_parser  # noqa: E402
-from tools.reproduce import CLIP_DATASETS, CLIP_METHODS, CNN_METHODS, PRESETS, TABLE1_DATASETS, TABLE1_NETWORKS  # noqa: E402
+from tools.reproduce import (  # noqa: E402
+    CLIP_DATASETS,
+    CLIP_METHODS,
+    CNN_METHODS,
+    PRESETS,
+    TABLE1_DATASETS,
+    TABLE1_NETWORKS,
+    expand_variants,
+    plan,
+    run_status,
+)
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper_results"
 CLIP_COLUMN = "clip"  # the single network column of the CLIP table
@@ -68,7 +84,7 @@ def read_run(path: Path) -> Run | None:
         config = written["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    identity = {k: v for k, v in config.items() if k not in VOLATILE and k != "seed"}
+    identity = {k: v for k, v in result_settings(config).items() if k != "seed"}
     settings = RunConfig.from_dict(config)
     if settings.micro_batch is not None and settings.batch_dependent:  # chunks change what such a run trains
         identity["micro_batch"] = settings.micro_batch
@@ -367,6 +383,137 @@ def to_csv(cells: dict[tuple[str, str, str], Cell]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Comparison presets: one row per configuration
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "dtd10": "DTD-10"}
+
+
+@dataclass
+class VariantCell:
+    """One configuration on one dataset: the numbers of every finished seed."""
+
+    variant: str
+    dataset: str
+    expected_seeds: list[int]
+    best: dict[int, float] = field(default_factory=dict)  # seed -> best-on-test accuracy
+    val: dict[int, float] = field(default_factory=dict)  # seed -> validation-selected test accuracy
+    seconds: dict[int, float] = field(default_factory=dict)  # seed -> mean seconds per epoch
+    params: int | None = None  # trainable parameters of the input transform (else of everything)
+    mapping_params: int = 0
+    missing: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)  # the first seed's command
+
+
+def mean_std(values: dict[int, float]) -> tuple[float | None, float | None]:
+    vals = list(values.values())
+    return (statistics.fmean(vals) if vals else None), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def variant_cells(preset_name: str, root: Path, datasets=None, variants=None, seeds=None, data_path=None) -> dict[tuple[str, str], VariantCell]:
+    """(variant, dataset) -> VariantCell, read from the run folders the preset's jobs write."""
+    preset = PRESETS[preset_name]
+    seeds = list(seeds or preset.seeds)
+    planned = plan(expand_variants(preset, datasets, None, seeds, variants), Path(root), data_path=data_path)
+    cells: dict[tuple[str, str], VariantCell] = {}
+    for p in planned:
+        key = (p.job.variant, p.job.dataset)
+        cell = cells.setdefault(key, VariantCell(*key, expected_seeds=seeds))
+        if not cell.command:
+            cell.command = p.command
+        epochs = json.loads((p.run_dir / "results.json").read_text()).get("epochs") if (p.run_dir / "results.json").is_file() else None
+        if epochs is None or run_status(p.run_dir, epochs) != "finished" or p.status != "finished":
+            cell.missing.append(f"{p.job.variant} / {p.job.dataset}: seed {p.job.seed} {p.status} ({p.run_dir})")
+            continue
+        results = json.loads((p.run_dir / "results.json").read_text())
+        cell.best[p.job.seed] = float(results["best_test_acc"])
+        if results.get("val_selected_test_acc") is not None:
+            cell.val[p.job.seed] = float(results["val_selected_test_acc"])
+        if results.get("mean_epoch_seconds") is not None:
+            cell.seconds[p.job.seed] = float(results["mean_epoch_seconds"])
+        cell.params = int(results.get("prompt_params", results.get("trainable_params", 0)))
+        cell.mapping_params = int(results.get("mapping_params", 0))
+    return cells
+
+
+def _fmt(values: dict[int, float], expected: int, bold: bool = False, digits: int = 1) -> str:
+    mean, std = mean_std(values)
+    if mean is None:
+        return "–"
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+    text = f"**{text}**" if bold else text
+    return text + ("" if len(values) == expected else f" ({len(values)}/{expected})!")
+
+
+def variant_markdown(preset_name: str, cells: dict[tuple[str, str], VariantCell], title: str = "") -> str:
+    preset = PRESETS[preset_name]
+    variants = [v for v in preset.variants if any(k[0] == v.label for k in cells)]
+    datasets = [d for d in preset.datasets if any(k[1] == d for k in cells)]
+    contenders = [v.label for v in variants if not v.reference]
+
+    def top(dataset: str, which: str) -> float | None:
+        means = [mean_std(getattr(cells[(v, dataset)], which))[0] for v in contenders if (v, dataset) in cells]
+        means = [m for m in means if m is not None]
+        return round(max(means), 1) if means else None
+
+    head = ["configuration", "prompt params"]
+    for d in datasets:
+        name = DATASET_NAMES.get(d, d)
+        head += [f"{name} best-on-test", f"{name} val-selected", f"{name} s/epoch"]
+    seeds = sorted({s for c in cells.values() for s in c.expected_seeds})
+    lines = [f"### {title}", ""] if title else []
+    lines += [
+        f"Test accuracy (%): mean ± std (sample) over seeds {', '.join(map(str, seeds))}; `(n/N)!` = seeds missing. "
+        "best-on-test: the highest test accuracy over the epochs (the papers' protocol); val-selected: the test accuracy "
+        "at the epoch of the highest validation accuracy. Bold: the best configuration of the column (reference lines "
+        "in italics are not ranked). s/epoch: mean seconds per epoch (mapping pass, training, test and validation).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for v in variants:
+        row_cells = [cells.get((v.label, d)) for d in datasets]
+        known = next((c for c in row_cells if c is not None and c.params is not None), None)
+        params = "–" if known is None else f"{known.params:,}" + (f" (+{known.mapping_params:,} mapping)" if known.mapping_params else "")
+        label = f"*{v.label}* (reference)" if v.reference else v.label
+        row = [label, params if not v.reference else f"{params} (head)"]
+        for d, cell in zip(datasets, row_cells):
+            if cell is None:
+                row += ["", "", ""]
+                continue
+            n = len(cell.expected_seeds)
+            best_mean, val_mean = mean_std(cell.best)[0], mean_std(cell.val)[0]
+            row += [
+                _fmt(cell.best, n, not v.reference and best_mean is not None and round(best_mean, 1) == top(d, "best")),
+                _fmt(cell.val, n, not v.reference and val_mean is not None and round(val_mean, 1) == top(d, "val")),
+                _fmt(cell.seconds, n),
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    missing = [m for c in cells.values() for m in c.missing]
+    lines += ["", f"Missing or unfinished runs: {len(missing) or 'none'}"] + [f"- {m}" for m in missing]
+    lines += ["", "Commands (first seed; the others differ only in `--seed`):", "", "```"]
+    for v in variants:
+        for d in datasets:
+            cell = cells.get((v.label, d))
+            if cell is not None and cell.command:
+                lines.append(shlex.join(["python", *[Path(a).relative_to(cfg.REPO_ROOT).as_posix() if a.startswith(str(cfg.REPO_ROOT) + "/experiments") else a for a in cell.command[1:]]]))
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def variant_csv(cells: dict[tuple[str, str], VariantCell]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["configuration", "dataset", "prompt_params", "mapping_params", "n", "expected",
+                     "best_mean", "best_std", "val_selected_mean", "val_selected_std", "epoch_seconds_mean", "seeds"])  # fmt: skip
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    for cell in cells.values():
+        (bm, bs), (vm, vs), (sm, _) = mean_std(cell.best), mean_std(cell.val), mean_std(cell.seconds)
+        writer.writerow([cell.variant, cell.dataset, "" if cell.params is None else cell.params, cell.mapping_params, len(cell.best),
+                         len(cell.expected_seeds), fmt(bm), fmt(bs), fmt(vm), fmt(vs), fmt(sm), " ".join(map(str, sorted(cell.best)))])  # fmt: skip
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -392,6 +539,8 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these rows (default: every dataset found)")
     p.add_argument("--networks", nargs="+", metavar="NAME", help="only these networks (default: every network found)")
     p.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods (default: every method found)")
+    p.add_argument("--variants", nargs="+", metavar="LABEL", help="a comparison preset (beyond): only these configurations (default: all)")
+    p.add_argument("--data-path", default=None, metavar="DIR", help="a comparison preset: the data root shown in its commands, as given to reproduce.py (default: none)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds every cell needs (default: the preset's, else every seed found)")
     p.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE", help="only runs whose config has these values, e.g. epochs=5 (default: all runs)")
     p.add_argument("--protocol", choices=["auto", "best", "final", "val"], default="auto",
@@ -415,6 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"error: results folder {root} does not exist", file=sys.stderr)
         return 2
+    if args.preset and PRESETS[args.preset].variants:
+        cells = variant_cells(args.preset, root, args.datasets, args.variants, args.seeds, args.data_path)
+        text = variant_markdown(args.preset, cells, args.title)
+        return emit(text, variant_csv(cells), args.output)
     clip = args.clip or args.preset == "clip"
     where = parse_where(args.where)
     runs = [
@@ -431,14 +584,17 @@ def main(argv: list[str] | None = None) -> int:
     if not cells:
         print(f"error: no runs found under {root}" + (" matching --where" if where else ""), file=sys.stderr)
         return 2
-    text = markdown(cells, args.title, compare)
+    return emit(markdown(cells, args.title, compare), to_csv(cells), args.output)
+
+
+def emit(text: str, table_csv: str, out: str | None) -> int:
     print(text, end="")
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text)
-        out.with_suffix(".csv").write_text(to_csv(cells))
-        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.csv')}", file=sys.stderr)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".md").write_text(text)
+        path.with_suffix(".csv").write_text(table_csv)
+        print(f"wrote {path.with_suffix('.md')} and {path.with_suffix('.csv')}", file=sys.stderr)
     return 0
 
 

@@ -4,8 +4,12 @@
     python tools/reproduce.py --preset table1                         # all of Table 1, here
     python tools/reproduce.py --preset table1 --launcher slurm        # a job-array script
     python tools/reproduce.py --preset clip --launcher print          # the shell commands
+    python tools/reproduce.py --preset beyond --data-path /data      # prompts beyond ILM/BLM (docs/beyond.md)
     python tools/reproduce.py --datasets cifar10 --networks efficientnet_lite0 \\
         --methods ilm_vp flm_vp --seeds 1 2 -- --epochs 5 --max-train-samples 500
+
+A comparison preset (``beyond``) lists *variants* instead of methods: each a label, a method
+script and its flags, run on every dataset of the preset with that dataset's own flags.
 
 Flags after ``--`` go unchanged to every run. Each job's run folder is computed with the
 method's own argument parser and :meth:`RunConfig.run_path` — exactly the folder the run will
@@ -56,14 +60,65 @@ PAPER_SEEDS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One configuration of a comparison: a label, the method script and its flags."""
+
+    label: str
+    method: str
+    flags: tuple[str, ...] = ()
+    reference: bool = False  # a reference line (linear probing), not a contender
+
+
+@dataclass(frozen=True)
 class Preset:
     description: str
     datasets: tuple[str, ...]
     networks: tuple[str | None, ...]  # None: the method picks its own model (CLIP)
-    methods: tuple[str, ...]
+    methods: tuple[str, ...] = ()
     seeds: tuple[int, ...] = PAPER_SEEDS
     train_fractions: tuple[float | None, ...] = (None,)
     only_networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # method -> allowed networks
+    # a comparison: configurations (instead of methods) on every dataset
+    variants: tuple[Variant, ...] = ()
+    # dataset label -> its flags ("{data}" stands for the sweep's --data-path); default --dataset LABEL
+    dataset_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    common_flags: tuple[str, ...] = ()  # every run's flags, before the variant's own
+    seed_subsets: bool = False  # --subset-seed follows --seed (the few-shot protocol redraws the shots per seed)
+
+    def variant(self, label: str) -> Variant:
+        for v in self.variants:
+            if v.label == label:
+                return v
+        raise UserError(f"preset has no variant {label!r}; choose from {', '.join(v.label for v in self.variants)}")
+
+
+# The comparison of docs/beyond.md: EfficientNet-Lite0 (the ImageNet network with weights offline)
+# on a class-balanced CIFAR-10 subset (1000 train, 500 test, 500 validation) and on DTD-10 at
+# 128 px, 5 epochs of the paper's schedule, batch 64; every prompt also with TrivialAugment (+ta).
+# About an hour and a half on a 2-core CPU that runs nothing else.
+BEYOND_DATASETS = {
+    "cifar10": ("--dataset", "cifar10", "--max-train-samples", "1000", "--max-test-samples", "500"),
+    "dtd10": ("--dataset", "folder", "--data-path", "{data}/dtd10", "--image-size", "128"),
+}
+BEYOND_COMMON = ("--epochs", "5", "--batch-size", "64", "--val-fraction", "0.1")
+BEYOND_PROMPTS = (
+    Variant("pad+ilm", "ilm_vp", ("--prompt", "pad")),
+    Variant("pad+blmplus", "blmplus_vp", ("--prompt", "pad")),
+    Variant("watermark+ilm", "ilm_vp", ("--prompt", "watermark")),
+    Variant("smm+ilm", "smm_vp"),
+    Variant("smm+blmplus", "blmplus_vp", ("--prompt", "smm")),
+    Variant("lowrank+ilm", "ilm_vp", ("--prompt", "lowrank")),
+    Variant("pad@192+ilm", "ilm_vp", ("--prompt", "pad", "--input-size", "192")),
+)
+BEYOND_VARIANTS = (
+    *BEYOND_PROMPTS,
+    *(Variant(f"{v.label}+ta", v.method, (*v.flags, "--augment", "trivialaugment")) for v in BEYOND_PROMPTS),
+    Variant("linear_probing", "linear_probing", reference=True),
+)
+BEYOND_BY_LABEL = {v.label: v for v in BEYOND_VARIANTS}
+# The few-shot protocol on DTD-10 for the comparison's best configuration (by the mean
+# validation-selected accuracy on DTD-10 over the three seeds), beside ILM-VP and linear probing.
+BEYOND_FEWSHOT_BEST = "pad+blmplus"
 
 
 PRESETS: dict[str, Preset] = {
@@ -77,6 +132,18 @@ PRESETS: dict[str, Preset] = {
     "fraction": Preset(
         "Figure 3: ILM-VP vs FLM-VP on GTSRB (ResNet-18) against the fraction of training data",
         ("gtsrb",), ("resnet18",), ("ilm_vp", "flm_vp"), train_fractions=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+    ),  # fmt: skip
+    "beyond": Preset(
+        "docs/beyond.md: pad/watermark/SMM/low-rank/rescaled prompts with ILM and BLM+, TrivialAugment, linear probing; "
+        "EfficientNet-Lite0 on CIFAR-10 (1000/500) and DTD-10 (128 px), 5 epochs x 3 seeds",
+        tuple(BEYOND_DATASETS), ("efficientnet_lite0",), variants=BEYOND_VARIANTS,
+        dataset_flags=BEYOND_DATASETS, common_flags=BEYOND_COMMON,
+    ),  # fmt: skip
+    "beyond-fewshot": Preset(
+        f"docs/beyond.md: 16 shots per class on DTD-10, redrawn with each seed, for {BEYOND_FEWSHOT_BEST} beside pad+ilm and linear probing",
+        ("dtd10",), ("efficientnet_lite0",),
+        variants=tuple(BEYOND_BY_LABEL[label] for label in dict.fromkeys((BEYOND_FEWSHOT_BEST, "pad+ilm", "linear_probing"))),
+        dataset_flags=BEYOND_DATASETS, common_flags=(*BEYOND_COMMON, "--shots", "16"), seed_subsets=True,
     ),  # fmt: skip
 }
 
@@ -93,16 +160,23 @@ class Job:
     seed: int
     train_fraction: float | None = None
     extra: tuple[str, ...] = ()
+    variant: str | None = None  # a comparison preset's configuration label
+    dataset_flags: tuple[str, ...] = ()  # instead of --dataset DATASET ("{data}": the data root)
+    subset_seed: bool = False  # add --subset-seed SEED
 
     def flags(self, results_path: Path, data_path: str | None = None) -> list[str]:
-        flags = ["--dataset", self.dataset]
+        root = str(data_path) if data_path else str(cfg.DATA_PATH)
+        own = [f.replace("{data}", root) for f in self.dataset_flags]
+        flags = own or ["--dataset", self.dataset]
         if self.network is not None:
             flags += ["--network", self.network]
         flags += ["--seed", str(self.seed)]
+        if self.subset_seed:
+            flags += ["--subset-seed", str(self.seed)]
         if self.train_fraction is not None:
             flags += ["--train-fraction", repr(self.train_fraction)]
         flags += ["--results-path", str(results_path)]
-        if data_path:
+        if data_path and "--data-path" not in own:
             flags += ["--data-path", str(data_path)]
         return flags + list(self.extra)
 
@@ -118,6 +192,17 @@ def expand_grid(
         if allowed is not None and network not in allowed:
             continue
         jobs.append(Job(method, dataset, network, int(seed), fraction, tuple(extra)))
+    return jobs
+
+
+def expand_variants(preset: Preset, datasets=None, networks=None, seeds=None, labels=None, extra=()) -> list[Job]:
+    """A comparison preset's runs: variant x dataset x network x seed, variant-major; each run gets
+    its dataset's flags, the preset's common flags, the variant's flags, then ``extra``."""
+    chosen = [preset.variant(label) for label in labels] if labels else list(preset.variants)
+    jobs = []
+    for variant, dataset, network, seed in itertools.product(chosen, datasets or preset.datasets, networks or preset.networks, seeds or preset.seeds):
+        flags = (*preset.common_flags, *variant.flags, *extra)
+        jobs.append(Job(variant.method, dataset, network, int(seed), None, flags, variant.label, preset.dataset_flags.get(dataset, ()), preset.seed_subsets))
     return jobs
 
 
@@ -178,7 +263,8 @@ class PlannedJob:
 
     @property
     def label(self) -> str:
-        return f"{self.job.method}/{self.job.dataset}/{self.job.network or '-'}/{self.run_dir.name}"
+        head = f"{self.job.variant}: " if self.job.variant else ""
+        return f"{head}{self.job.method}/{self.job.dataset}/{self.job.network or '-'}/{self.run_dir.name}"
 
 
 def plan(jobs: list[Job], results_path: Path, python: str = sys.executable, data_path: str | None = None) -> list[PlannedJob]:
@@ -295,15 +381,23 @@ def write_slurm(
 # Command line
 
 
+def dataset_label(text: str) -> str:
+    """``--datasets``: a dataset name, or a dataset label of the comparison presets (``dtd10``)."""
+    return text if text in BEYOND_DATASETS else name_type(DATASETS)(text)
+
+
 def build_cli() -> argparse.ArgumentParser:
     p = tool_parser("Expand a grid of runs and launch, schedule or print them. Flags after -- go to every run.")
     presets = "\n".join(f"  {name}: {preset.description}" for name, preset in sorted(PRESETS.items()))
     p.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
                    help=f"a named grid; the axis flags below replace its axes (default: none)\n{presets}")  # fmt: skip
-    p.add_argument("--datasets", nargs="+", type=name_type(DATASETS), metavar="NAME", help=DATASETS.help("datasets (default: the preset's)"))
+    p.add_argument("--datasets", nargs="+", type=dataset_label, metavar="NAME",
+                   help=DATASETS.help(f"datasets (default: the preset's; the comparison presets also name {', '.join(BEYOND_DATASETS)})"))  # fmt: skip
     p.add_argument("--networks", nargs="+", metavar="NAME",
                    help=NETWORKS.help("networks; '-' for a method's own model (CLIP) (default: the preset's, else resnet18)"))  # fmt: skip
     p.add_argument("--methods", nargs="+", metavar="NAME", help=METHOD_CHOICES.help("methods (default: the preset's)"))
+    p.add_argument("--variants", nargs="+", metavar="LABEL",
+                   help=f"a comparison preset (beyond): only these configurations (default: all): {', '.join(BEYOND_BY_LABEL)}")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help=f"training seeds (default: the preset's, else {' '.join(map(str, PAPER_SEEDS))})")
     p.add_argument("--train-fractions", nargs="+", type=float, metavar="F", help="also sweep --train-fraction (default: the preset's, else none)")
     p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
@@ -326,6 +420,12 @@ def jobs_from_args(args: argparse.Namespace, extra: list[str]) -> list[Job]:
     preset = PRESETS[args.preset] if args.preset else None
     if preset is None and not (args.datasets and args.methods):
         raise UserError("give --preset NAME or at least --datasets and --methods")
+    if args.variants and not (preset and preset.variants):
+        raise UserError("--variants selects configurations of a comparison preset (--preset beyond)")
+    if preset is not None and preset.variants:
+        if args.methods or args.train_fractions:
+            raise UserError(f"preset {args.preset} is a list of configurations; choose them with --variants, not --methods/--train-fractions")
+        return expand_variants(preset, args.datasets, args.networks, args.seeds, args.variants, extra)
     networks = args.networks or (preset.networks if preset else ("resnet18",))
     networks = tuple(None if n == "-" else n for n in networks)
     return expand_grid(

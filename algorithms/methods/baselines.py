@@ -48,7 +48,8 @@ def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
 
 def add_baseline_arguments(group) -> None:
     group.add_argument("--train-augment", choices=TRAIN_AUGMENTATIONS, default="none",
-                       help="training-batch augmentation (data/augment.py): crop_flip = resized_crop_flip, a random resized crop + horizontal flip")  # fmt: skip
+                       help="training-batch augmentation (data/augment.py): crop_flip = resized_crop_flip, a random resized crop + horizontal flip;"
+                            " pad_crop_flip, smm_crop_flip: the prompts' recipes; trivialaugment: TrivialAugment (wide) alone")  # fmt: skip
     group.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=None,
                        help="linear probing: compute the frozen network's features once and train the head on them, with the same result (default: on unless --train-augment is set)")  # fmt: skip
 

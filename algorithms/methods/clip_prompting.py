@@ -55,6 +55,7 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
                        help="class names in the text prompts: reference = those of the official ILM-VP code (GTSRB: its label map, "
                             "'20 speed'); readable = the dataset's descriptive names ('speed limit 20'); both lower-cased, _ and - as spaces")  # fmt: skip
     group.add_argument("--prompt-size", type=positive_int, default=30, metavar="PX", help="padding width / patch side in pixels of the 224 input")
+    group.add_argument("--rank", type=positive_int, default=None, metavar="R", help="--prompt lowrank: rank of the pattern B @ A per channel (default: 4)")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
 
 
@@ -114,7 +115,9 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
         if runtime.is_main:
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
-    prompt = build_clip_prompt(config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed)
+    prompt = build_clip_prompt(
+        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank")
+    )
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     augment = None

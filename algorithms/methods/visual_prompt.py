@@ -1,67 +1,162 @@
-"""Visual prompting of a frozen CNN: train the prompt, map the labels (ILM-VP, FLM-VP, RLM-VP, BLM-VP, BLM+-VP).
+"""Visual prompting of a frozen CNN: train the prompt, map the labels (ILM-VP, FLM-VP, RLM-VP, BLM-VP, BLM+-VP, SMM).
 
-The methods differ only in their default ``--mapping``; ``--prompt`` picks the input transform.
+The methods differ only in their default ``--mapping`` (and SMM in its default ``--prompt``);
+``--prompt`` picks the input transform, ``--augment`` the training recipe.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+
+from torch import nn
 
 from algorithms.engine import Experiment
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
-from common.argtypes import positive_float
+from common.argtypes import positive_float, positive_int
 from common.errors import UserError
-from data.augment import build_augment
+from data.augment import Augment, build_augment, compose
 from data.registry import TargetData
 from models.networks import load_network
-from models.prompts import PROMPT_CHOICES, PROMPTS
+from models.prompts import OPTION_FLAGS, PROMPT_CHOICES, PROMPTS, PromptOptions, prompts_reading
 from models.reprogrammer import ReprogrammingModel
+
+AUGMENT_CHOICES = ("none", "crop_flip", "trivialaugment")
+
+
+def prompt_options(config: RunConfig, prompt_cls: type[nn.Module]) -> PromptOptions:
+    """The per-prompt flags given on the command line; one that ``--prompt`` does not read is an error."""
+    given = {f.name: config.extra.get(f.name) for f in fields(PromptOptions) if config.extra.get(f.name) is not None}
+    reads = getattr(prompt_cls, "OPTIONS", ())
+    for name in given:
+        if name not in reads:
+            users = " or ".join(f"--prompt {p}" for p in prompts_reading(name)) or "no prompt"
+            raise UserError(f"{OPTION_FLAGS[name]} applies to {users}, not --prompt {config.prompt}")
+    return PromptOptions(**given)
+
+
+def resolve_augment(config: RunConfig, prompt_cls: type[nn.Module]) -> str:
+    """``--augment`` resolved: the prompt's paper default when not given (True/False: the old on/off flag)."""
+    name = config.extra.get("augment")
+    if name is None:
+        return getattr(prompt_cls, "DEFAULT_AUGMENT", "none")
+    if isinstance(name, bool):
+        return "crop_flip" if name else "none"
+    if name not in AUGMENT_CHOICES:
+        raise UserError(f"unknown --augment {name!r}; choose from {', '.join(AUGMENT_CHOICES)}")
+    return name
+
+
+def training_augment(choice: str, prompt_cls: type[nn.Module], image_size: tuple[int, int], out_size: int) -> tuple[Augment | None, str]:
+    """The training-batch augmentation for ``--augment choice`` and its recipe names (for config.json).
+
+    ``crop_flip`` is the prompt's own crop-and-flip recipe; ``trivialaugment`` is TrivialAugment
+    followed by that recipe (TrivialAugment at the data's resolution, the cheaper end).
+    """
+    recipes = {"none": [], "crop_flip": [prompt_cls.CROP_FLIP], "trivialaugment": ["trivialaugment", prompt_cls.CROP_FLIP]}[choice]
+    augment = compose(*(build_augment(r, image_size, out_size) for r in recipes))
+    return augment, "+".join(recipes) or "none"
+
+
+def count(params) -> int:
+    return sum(p.numel() for p in params)
 
 
 def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
+    prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
+    options = prompt_options(config, prompt_cls)
+    choice = resolve_augment(config, prompt_cls)
     net = load_network(config.network, config.weights)
-    prompt = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)](
-        data.image_size, net.mean, net.std, out_size=net.input_size, init=config.prompt_init, image_mask=data.prompt_mask
+    prompt = prompt_cls(
+        data.image_size, net.mean, net.std, out_size=net.input_size, init=config.prompt_init, image_mask=data.prompt_mask, options=options
     )
     mapping = build_mapping(
         config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
     )
     model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
                                fast_frozen_ops=config.fast_frozen_ops, recompute=config.recompute)  # fmt: skip
-    augment = config.extra.get("augment")
-    augment = config.prompt == "watermark" if augment is None else augment  # the BLM recipe augments watermark runs
-    # BLM's watermark views: Resize(out + 4) + RandomCrop(out); the padding prompt: the CIFAR recipe
-    recipe = "resize_crop" if config.prompt == "watermark" else "pad_crop_flip"
-    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
-    groups = None
-    if mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
-        mapping_lr = config.lr if config.extra.get("mapping_lr") is None else config.extra["mapping_lr"]
-        if mapping_lr <= 0:
-            raise UserError(f"--mapping-lr must be positive, got {mapping_lr}")
-        groups = [{"params": list(prompt.parameters())}, {"params": mapping_params, "lr": mapping_lr}]
+    augment, recipe = training_augment(choice, prompt_cls, data.image_size, net.input_size)
+    groups, info = parameter_groups(config, prompt, mapping)
     return Experiment(
         model=model,
         source_names=net.class_names,
-        train_augment=build_augment(recipe, data.image_size, net.input_size) if augment else None,
+        train_augment=augment,
         param_groups=groups,
-        info={"augment": augment, "augment_recipe": recipe if augment else "none"},
+        info={"augment": choice, "augment_recipe": recipe, **info},
     )
 
 
+def parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -> tuple[list[dict] | None, dict]:
+    """Optimizer groups and the parameter counts for results.json.
+
+    The prompt's pattern learns at ``--lr``; a mask network inside the prompt (SMM) at
+    ``--mask-lr``, decayed with the schedule unless ``--no-mask-decay``; a trainable mapping
+    (``--mapping linear``) at ``--mapping-lr``. One group (the default) when nothing differs.
+    """
+    mask_net = getattr(prompt, "mask_network", None)
+    mask_params = [] if mask_net is None else [p for p in mask_net.parameters() if p.requires_grad]
+    mask_ids = {id(p) for p in mask_params}
+    pattern_params = [p for p in prompt.parameters() if p.requires_grad and id(p) not in mask_ids]
+    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
+    info = {"prompt_params": count(pattern_params) + count(mask_params), "mapping_params": count(mapping_params)}
+    if mask_net is not None:
+        info["mask_params"] = count(mask_params)
+    if not mask_params and not mapping_params:
+        return None, info
+    groups = [{"params": pattern_params}]
+    if mask_params:
+        mask_lr = config.lr if config.extra.get("mask_lr") is None else config.extra["mask_lr"]
+        groups.append({"params": mask_params, "lr": mask_lr, "scheduled": bool(config.extra.get("mask_decay", True))})
+    if mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
+        mapping_lr = config.lr if config.extra.get("mapping_lr") is None else config.extra["mapping_lr"]
+        groups.append({"params": mapping_params, "lr": mapping_lr})
+    return groups, info
+
+
+def prompts_with_mask() -> list[str]:
+    return sorted(name for name, cls in PROMPTS.items() if "mask_layers" in getattr(cls, "OPTIONS", ()))
+
+
 def add_visual_prompt_arguments(group) -> None:
+    defaults = PromptOptions()
+    defaults_augment = ", ".join(f"{name} {getattr(cls, 'DEFAULT_AUGMENT', 'none')}" for name, cls in sorted(PROMPTS.items()))
+    group.add_argument("--augment", choices=AUGMENT_CHOICES, default=None,
+                       help="training-batch augmentation: none; crop_flip = the prompt's paper recipe (pad: zero-pad 4 per 32 px + random crop + flip;"
+                            " watermark: BLM's resize to input+4 + random crop; smm, lowrank: resize to input+32 + random crop + flip);"
+                            f" trivialaugment = TrivialAugment (wide) then crop_flip (default per prompt: {defaults_augment})")  # fmt: skip
+    group.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="same as --augment none")
     group.add_argument("--mapping-lr", type=positive_float, default=None, metavar="LR",
                        help="learning rate of a trainable mapping (--mapping linear) (default: --lr)")  # fmt: skip
-    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                       help="augment training images: with --prompt pad a random crop (zero padding 4 per 32 px) + horizontal flip; with "
-                            "watermark BLM's resize to 228 + random 224 crop (resize_crop) (default: on for watermark, off for pad)")  # fmt: skip
+    group.add_argument("--input-size", type=positive_int, default=None, metavar="N",
+                       help="--prompt pad: resize the image to N x N (antialiased bilinear) before padding it into the network's input"
+                            " (AutoVP's input scaling) (default: the image's own size)")  # fmt: skip
+    group.add_argument("--rank", type=positive_int, default=None, metavar="R",
+                       help=f"--prompt lowrank: rank of the pattern B @ A per channel (default: {defaults.rank})")  # fmt: skip
+    group.add_argument("--mask-layers", type=positive_int, default=None, metavar="N",
+                       help=f"--prompt smm: convolutions of the mask network (5: 3-8-16-32-64-3 as for ResNets in SMM; 6 adds 64-128 as for ViT) (default: {defaults.mask_layers})")  # fmt: skip
+    group.add_argument("--mask-patch", type=positive_int, default=None, metavar="P",
+                       help=f"--prompt smm: each mask value covers a P x P patch (P a power of two; log2 P max-pools) (default: {defaults.mask_patch})")  # fmt: skip
+    group.add_argument("--mask-lr", type=positive_float, default=None, metavar="LR",
+                       help="--prompt smm: Adam learning rate of the mask network (SMM: 0.01 for CNNs, 0.001 for ViT) (default: --lr)")  # fmt: skip
+    group.add_argument("--mask-decay", action=argparse.BooleanOptionalAction, default=None,
+                       help="--prompt smm: decay the mask network's learning rate with --scheduler like the pattern's; SMM keeps it constant for ViT: --no-mask-decay (default: on)")  # fmt: skip
 
 
 def check_visual_prompt(config: RunConfig) -> None:
-    mapping_lr = config.extra.get("mapping_lr")
-    if mapping_lr is not None and mapping_lr <= 0:
-        raise UserError(f"--mapping-lr must be positive, got {mapping_lr}")
+    """Flag combinations, before any data loads: a per-prompt flag given to a prompt that ignores it."""
+    prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
+    prompt_options(config, prompt_cls)
+    resolve_augment(config, prompt_cls)
+    has_mask = "mask_layers" in getattr(prompt_cls, "OPTIONS", ())
+    for flag, key in (("--mask-lr", "mask_lr"), ("--no-mask-decay", "mask_decay")):
+        if not has_mask and config.extra.get(key) not in (None, True):
+            raise UserError(f"{flag} applies to prompts with a mask network (--prompt {' or --prompt '.join(prompts_with_mask())}), not --prompt {config.prompt}")
+    for flag, key in (("--mapping-lr", "mapping_lr"), ("--mask-lr", "mask_lr")):
+        value = config.extra.get(key)
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} must be positive, got {value}")
 
 
 # The ILM-VP code trains the prompt under fp16 autocast with a gradient scaler.
@@ -99,4 +194,10 @@ register_method(MethodSpec(
     "visual_prompt",
     "BLM+-VP: BLM with each sample's top-k softmax probabilities instead of its top-1 vote (Cai et al., NeurIPS 2024).",
     {**_VP_DEFAULTS, "mapping": "blmplus"},
+))
+register_method(MethodSpec(
+    "smm_vp",
+    "visual_prompt",
+    "SMM: sample-specific masked visual prompt with ILM (Cai et al., ICML 2024); --mapping picks another mapping.",
+    {**_VP_DEFAULTS, "mapping": "ilm", "prompt": "smm"},
 ))

@@ -6,6 +6,9 @@ resolution and add an unconstrained pattern (no sigmoid) on top of it after norm
 * ``padding``: a frame of width ``prompt_size`` around the border (4 parameter blocks, as in
   Bahng et al.; 69,840 values for width 30 at 224).
 * ``fixed_patch``: a ``prompt_size`` square at the top-left corner.
+* ``lowrank``: a rank-``r`` pattern ``B @ A`` over the whole image (LoR-VP, Jin et al., ICLR 2025;
+  ``B [C, S, r]``, ``A [C, r, S]``, 2 * 3 * 224 * 4 = 5,376 values at rank 4), initialised as the
+  CNN low-rank prompt (``B`` zero, ``A`` Kaiming-uniform).
 * ``random_patch``: the same square at a random location, one location per batch. Training
   draws it from the generator given by :meth:`RandomPatchPrompt.use_generator` (the engine's
   per-epoch generator, so a resumed run replays the same locations). Evaluation also uses one
@@ -23,6 +26,7 @@ from torch import nn
 
 from common.choices import Choices
 from common.errors import UserError
+from models.layers import low_rank_factors
 
 
 def _init(shape: tuple[int, ...], init: str) -> nn.Parameter:
@@ -108,21 +112,48 @@ class RandomPatchPrompt(FixedPatchPrompt):
         return top, left
 
 
-CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt}
+class LowRankPrompt(nn.Module):
+    """A trainable pattern of rank ``rank`` per channel, ``B @ A``, added to the whole image."""
+
+    def __init__(self, image_size: int = 224, rank: int = 4, init: str = "zero", channels: int = 3) -> None:
+        super().__init__()
+        if not 1 <= rank <= image_size:
+            raise UserError(f"--rank must be between 1 and the image size {image_size}, got {rank}")
+        if init not in ("zero", "randn"):
+            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
+        left, right = low_rank_factors(channels, image_size, rank, init)
+        self.image_size, self.rank = image_size, rank
+        self.left, self.right = nn.Parameter(left), nn.Parameter(right)
+
+    def pattern(self) -> torch.Tensor:
+        """The additive pattern ``[C, S, S]``."""
+        return torch.bmm(self.left, self.right)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pattern().to(x.dtype)
+
+
+CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt, "lowrank": LowRankPrompt}
 CLIP_PROMPT_DESCRIPTIONS = {
     "padding": "Bahng et al.'s frame of width --prompt-size added to the border of the CLIP-normalized 224 image",
     "fixed_patch": "Bahng et al.'s --prompt-size square added at the top-left corner",
     "random_patch": "Bahng et al.'s --prompt-size square added at a random location per batch",
+    "lowrank": "LoR-VP's pattern of rank --rank per channel added to the whole image",
 }
 CLIP_PROMPT_ALIASES = {"pad": "padding"}  # the CNN scripts' name for their frame prompt, stored as padding
 # ``--prompt`` of the CLIP methods
 CLIP_PROMPT_CHOICES = Choices("prompt", lambda: CLIP_PROMPT_DESCRIPTIONS, lambda: CLIP_PROMPT_ALIASES)
+DEFAULT_RANK = 4
 
 
-def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0) -> nn.Module:
+def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None) -> nn.Module:
     name = CLIP_PROMPT_CHOICES.resolve(name)
+    if rank is not None and name != "lowrank":
+        raise UserError(f"--rank applies to --prompt lowrank, not --prompt {name}")
     if name == "random_patch":
         return RandomPatchPrompt(image_size, prompt_size, init, seed=seed)
+    if name == "lowrank":
+        return LowRankPrompt(image_size, DEFAULT_RANK if rank is None else rank, init)
     return CLIP_PROMPTS[name](image_size, prompt_size, init)
 
 

@@ -1,4 +1,8 @@
-"""The ILM-VP padding prompt: the image unresized in the centre of the canvas, a trainable frame around it."""
+"""The ILM-VP padding prompt: the image in the centre of the canvas, a trainable frame around it.
+
+The image sits unresized (ILM-VP) or, with ``--input-size N`` (AutoVP's input scaling, Tsao et
+al., ICLR 2024), resized to ``N`` x ``N`` first, so the width of the frame becomes a choice.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,8 +11,8 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from models.layers import Normalize
-from models.prompts.registry import register_prompt
+from models.layers import Normalize, resize_square
+from models.prompts.registry import PromptOptions, register_prompt
 
 
 class _PlaceOnCanvas(torch.autograd.Function):
@@ -41,10 +45,11 @@ class _PlaceOnCanvas(torch.autograd.Function):
     aliases=("padding", "expansive"),
 )
 class ExpansiveVisualPrompt(nn.Module):
-    """The ILM-VP prompt: the image sits unresized in the centre of a larger canvas.
+    """The ILM-VP prompt: the image sits in the centre of a larger canvas.
 
-    The canvas is ``out_size`` square; the image's top-left corner is at ``((out-h+1)//2,
-    (out-w+1)//2)``. The trainable pattern ``sigmoid(theta)`` fills the frame around the image
+    The canvas is ``out_size`` square; the image (``h x w``, or ``N x N`` after an antialiased
+    bilinear resize when ``options.input_size`` is ``N``) has its top-left corner at
+    ``((out-h+1)//2, (out-w+1)//2)``. The trainable pattern ``sigmoid(theta)`` fills the frame around the image
     and any image pixels that ``image_mask`` marks writable, so the prompted input stays in
     ``[0, 1]``; normalization with the network's statistics comes after.
 
@@ -53,6 +58,9 @@ class ExpansiveVisualPrompt(nn.Module):
     """
 
     memory_format: torch.memory_format = torch.contiguous_format
+    OPTIONS = ("input_size",)
+    DEFAULT_AUGMENT = "none"  # ILM-VP trains without augmentation
+    CROP_FLIP = "pad_crop_flip"
 
     def __init__(
         self,
@@ -63,14 +71,22 @@ class ExpansiveVisualPrompt(nn.Module):
         init: str = "zero",
         image_mask: torch.Tensor | None = None,
         channels: int = 3,
+        options: PromptOptions | None = None,
     ) -> None:
         super().__init__()
-        h, w = image_size
+        self.image_size = tuple(image_size)
+        resize_to = (options or PromptOptions()).input_size
+        if resize_to is not None:
+            if not 0 < resize_to <= out_size:
+                raise UserError(f"--input-size must be between 1 and the {out_size}px canvas, got {resize_to}")
+            if image_mask is not None:
+                raise UserError("--input-size cannot resize an image whose pixels the prompt also writes (this dataset's prompt mask)")
+        h, w = (resize_to, resize_to) if resize_to is not None else self.image_size
         if h > out_size or w > out_size:
             raise UserError(
                 f"input size {h}x{w} is larger than the {out_size}x{out_size} prompt canvas; use --image-size {out_size} or less"
             )
-        self.image_size = (h, w)
+        self.placed_size = (h, w)  # the image's size on the canvas
         self.out_size = out_size
         self.top, self.left = (out_size - h + 1) // 2, (out_size - w + 1) // 2
         self.bottom, self.right = out_size - h - self.top, out_size - w - self.left
@@ -96,6 +112,8 @@ class ExpansiveVisualPrompt(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.image_size:
             raise ValueError(f"prompt built for {self.image_size} images, got {tuple(x.shape[-2:])}")
+        if self.placed_size != self.image_size:
+            x = resize_square(x, self.placed_size[0])
         # normalize(pad(x) + pattern) == pad(x * scale) + (pattern * scale + shift): the affine
         # normalization maps the padding zeros to zero, so it splits into the image and the canvas
         scale, shift = self.normalize.scale, self.normalize.shift

@@ -23,7 +23,7 @@ from torch import nn
 
 from common.errors import UserError
 from models.layers import Normalize, resize_square
-from models.prompts.registry import register_prompt
+from models.prompts.registry import PromptOptions, register_prompt
 
 RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per value, small next to the normalized image
 
@@ -41,6 +41,10 @@ class WatermarkVisualPrompt(nn.Module):
     constructor and has no effect: the watermark writes every pixel.
     """
 
+    OPTIONS: tuple[str, ...] = ()
+    DEFAULT_AUGMENT = "crop_flip"  # BLM trains the watermark on random crops
+    CROP_FLIP = "resize_crop"  # BLM: Resize(out + 4) + RandomCrop(out), no flip
+
     def __init__(
         self,
         image_size: tuple[int, int],
@@ -50,6 +54,7 @@ class WatermarkVisualPrompt(nn.Module):
         init: str = "zero",
         image_mask: torch.Tensor | None = None,
         channels: int = 3,
+        options: PromptOptions | None = None,
     ) -> None:
         super().__init__()
         self.image_size = tuple(image_size)
