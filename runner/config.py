@@ -154,7 +154,7 @@ def build_parser(method: str) -> ArgumentParser:
                        help="compute each training step in chunks of N samples whose gradients add up before the one optimizer step: the whole batch's update in less memory;"
                             " the mapping pass and evaluation then run at most N at once. auto: the largest chunk that fits on the CUDA device, from a short probe"
                             " (on CPU: the whole batch). Exact where the trained part treats samples independently (prompts on a frozen network); where it"
-                            " depends on the batch (full fine-tuning's batch norms, CLIP's random_patch prompt) chunks change the result, and N is part of the"
+                            " depends on the batch (full fine-tuning's batch norms, SMM's mask network, CLIP's random_patch prompt) chunks change the result, and N is part of the"
                             " run's settings (default: the whole batch at once)")  # fmt: skip
         g.add_argument("--recompute", action="store_true",
                        help="frozen networks: keep only each stage's input in the forward pass and recompute the stage in the backward pass"

@@ -271,6 +271,18 @@ def test_clip_random_patch_is_batch_dependent_and_padding_is_not():
         assert ("micro_batch" in config.identity()) == dependent
 
 
+def test_smm_is_batch_dependent_and_runs_in_chunks_with_a_note(tmp_path, cifar_root, capsys):
+    from algorithms.settings import RunConfig
+
+    for prompt, dependent in (("pad", False), ("watermark", False), ("lowrank", False), ("smm", True)):
+        config = RunConfig(method="ilm_vp", prompt=prompt, micro_batch=8)
+        assert config.batch_dependent == dependent and ("micro_batch" in config.identity()) == dependent
+    trainer = make_trainer(tmp_path / "smm", cifar_root, "--micro-batch", "4", method="smm_vp")
+    assert trainer.chunk == 4 and trainer.config.identity()["micro_batch"] == 4
+    assert "what smm_vp trains depends on how a batch is split (batch norms in training mode)" in capsys.readouterr().out
+    assert trainer.train_epoch(0)["train_samples"] == 50
+
+
 def test_full_finetune_in_chunks_runs_with_a_note_and_refuses_auto(tmp_path, cifar_root, capsys):
     trainer = make_trainer(tmp_path / "ff", cifar_root, "--micro-batch", "4", method="full_finetune")
     assert trainer.chunk == 4

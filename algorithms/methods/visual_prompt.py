@@ -159,9 +159,21 @@ def check_visual_prompt(config: RunConfig) -> None:
             raise UserError(f"{flag} must be positive, got {value}")
 
 
+def trains_batch_statistics(config: RunConfig) -> bool:
+    """Whether the prompt trains batch norms (SMM's mask network): then a batch computed in chunks
+    (``--micro-batch``) normalises each chunk on its own and trains something else."""
+    return PROMPT_CHOICES.resolve(config.prompt) in prompts_with_mask()
+
+
 # The ILM-VP code trains the prompt under fp16 autocast with a gradient scaler.
 register_family(
-    "visual_prompt", build_visual_prompt, add_visual_prompt_arguments, prompts=PROMPT_CHOICES, check=check_visual_prompt, cuda_precision="fp16"
+    "visual_prompt",
+    build_visual_prompt,
+    add_visual_prompt_arguments,
+    prompts=PROMPT_CHOICES,
+    check=check_visual_prompt,
+    cuda_precision="fp16",
+    batch_dependent=trains_batch_statistics,
 )
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}

@@ -23,10 +23,9 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from models.layers import Normalize, resize_square
+from models.layers import Normalize, full_pattern, resize_square
 from models.prompts.registry import PromptOptions, register_prompt
 
-RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per value of delta
 FIRST_WIDTH = 8  # channels of the first stage; each stage doubles them
 
 
@@ -89,13 +88,7 @@ class SampleSpecificMaskedPrompt(nn.Module):
         self.out_size = out_size
         if out_size % options.mask_patch:
             raise UserError(f"--mask-patch {options.mask_patch} must divide the network's {out_size}px input")
-        if init == "zero":
-            delta = torch.zeros(channels, out_size, out_size)
-        elif init == "randn":
-            delta = RANDN_SCALE * torch.randn(channels, out_size, out_size)
-        else:
-            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
-        self.delta = nn.Parameter(delta)
+        self.delta = nn.Parameter(full_pattern(channels, out_size, init))
         self.mask_network = MaskNetwork(options.mask_layers, options.mask_patch, channels)
         self.normalize = Normalize(mean, std)
 

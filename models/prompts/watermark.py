@@ -21,11 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from common.errors import UserError
-from models.layers import Normalize, resize_square
+from models.layers import Normalize, full_pattern, resize_square
 from models.prompts.registry import PromptOptions, register_prompt
-
-RANDN_SCALE = 0.01  # --prompt-init randn: N(0, 0.01^2) per value, small next to the normalized image
 
 
 @register_prompt(
@@ -59,13 +56,7 @@ class WatermarkVisualPrompt(nn.Module):
         super().__init__()
         self.image_size = tuple(image_size)
         self.out_size = out_size
-        if init == "zero":
-            delta = torch.zeros(channels, out_size, out_size)
-        elif init == "randn":
-            delta = RANDN_SCALE * torch.randn(channels, out_size, out_size)
-        else:
-            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
-        self.delta = nn.Parameter(delta)
+        self.delta = nn.Parameter(full_pattern(channels, out_size, init))
         self.normalize = Normalize(mean, std)
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
