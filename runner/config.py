@@ -97,7 +97,7 @@ def build_parser(method: str) -> ArgumentParser:
     p = ArgumentParser(
         description=spec.description,
         epilog="Every name is checked before any data, network or weights load. "
-        "Documentation: README.md and docs/ (methods.md, datasets.md, clip.md, baselines.md) in the repository.",
+        "Documentation: README.md and docs/ (methods.md, datasets.md, clip.md, baselines.md, beyond.md, memory.md) in the repository.",
         formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("task")
