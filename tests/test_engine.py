@@ -159,3 +159,31 @@ def test_eval_precision_fp32_turns_autocast_off_for_evaluation_only():
         assert not torch.is_autocast_enabled("cpu")
     with Runtime(CPU, "bf16").eval_autocast():
         assert torch.is_autocast_enabled("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every CNN prompt trains with every label mapping
+
+
+def _mappings_for_ten_classes() -> list[str]:
+    from algorithms.mappings.base import MAPPINGS
+
+    return [name for name in MAPPINGS if name != "identity"]  # identity needs a 10-way head
+
+
+@pytest.mark.parametrize("prompt", ["pad", "watermark", "smm", "lowrank"])
+def test_every_prompt_trains_with_every_mapping(prompt, tmp_path, cifar_root):
+    """One epoch per mapping: the run finishes, its zero-initialised pattern has moved, and
+    results.json counts the prompt's parameters."""
+    import json
+
+    for mapping in _mappings_for_ten_classes():
+        results = tmp_path / mapping
+        assert main("ilm_vp", tiny_args(results, cifar_root, "--prompt", prompt, "--mapping", mapping, "--epochs", "1")) == 0, mapping
+        (run,) = {p.parent for p in results.rglob("results.json")}
+        out = json.loads((run / "results.json").read_text())
+        assert out["prompt_params"] > 0 and 0.0 <= out["best_test_acc"] <= 100.0, mapping
+        state = torch.load(run / "ckpt.pth", map_location="cpu", weights_only=False)["model"]
+        pattern = {"pad": "theta", "watermark": "delta", "smm": "delta", "lowrank": "left"}[prompt]
+        (key,) = [k for k in state if k.endswith(pattern)]
+        assert state[key].abs().sum() > 0, (mapping, key)  # started at zero, trained
