@@ -61,8 +61,9 @@ def crops_at(x: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int], flip
     return crops.permute(0, 3, 1, 2).contiguous()
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator, h: int, w: int) -> torch.Tensor:
-    """An ``h x w`` crop of every image at a random offset, mirrored horizontally with probability 1/2.
+def crop_flip(x: torch.Tensor, generator: torch.Generator, h: int, w: int, flip: bool = True) -> torch.Tensor:
+    """An ``h x w`` crop of every image at a random offset, mirrored horizontally with probability 1/2
+    (unless ``flip`` is False).
 
     ``x`` is ``[B, C, H, W]``; offsets (uniform over every placement, as ``RandomCrop``) and flips
     are drawn per sample from ``generator`` (CPU), offsets first.
@@ -71,7 +72,7 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, h: int, w: int) -> to
     if height - h != width - w:
         raise ValueError(f"crop {h}x{w} of {height}x{width} images: the margins must be equal")
     offsets = torch.randint(0, height - h + 1, (b, 2), generator=generator)
-    flips = torch.rand(b, generator=generator) < 0.5
+    flips = torch.rand(b, generator=generator) < 0.5 if flip else None
     return crops_at(x, offsets, (h, w), flips)
 
 
@@ -91,14 +92,16 @@ def pad_crop_flip(image_size: tuple[int, int], out_size: int | None = None) -> A
     return augment
 
 
-def random_resize_crop(x: torch.Tensor, generator: torch.Generator, out_size: int, margin: int = RESIZE_CROP_MARGIN) -> torch.Tensor:
+def random_resize_crop(
+    x: torch.Tensor, generator: torch.Generator, out_size: int, margin: int = RESIZE_CROP_MARGIN, flip: bool = False
+) -> torch.Tensor:
     """Resize every image to ``out + margin`` square (bilinear, antialiased) and take a random
-    ``out`` x ``out`` crop of each; offsets are drawn per sample from ``generator`` (CPU)."""
+    ``out`` x ``out`` crop of each, mirrored with probability 1/2 if ``flip``; drawn per sample from
+    ``generator`` (CPU)."""
     big = out_size + margin
     if tuple(x.shape[-2:]) != (big, big):
         x = F.interpolate(x, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
-    offsets = torch.randint(0, margin + 1, (x.shape[0], 2), generator=generator)
-    return crops_at(x, offsets, (out_size, out_size))
+    return crop_flip(x, generator, out_size, out_size, flip=flip)
 
 
 def resize_crop(image_size: tuple[int, int], out_size: int | None = None) -> Augment:
@@ -119,11 +122,9 @@ def smm_crop_flip(image_size: tuple[int, int], out_size: int | None = None) -> A
     """SMM's recipe: resize to ``out_size + 32`` (antialiased bilinear), random ``out_size`` crop, flip."""
     if out_size is None:
         raise ValueError("smm_crop_flip needs the network's input size")
-    enlarged = out_size + SMM_RESIZE_MARGIN
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = F.interpolate(x, size=(enlarged, enlarged), mode="bilinear", align_corners=False, antialias=True)
-        return crop_flip(x, generator, out_size, out_size)
+        return random_resize_crop(x, generator, out_size, SMM_RESIZE_MARGIN, flip=True)
 
     return augment
 
