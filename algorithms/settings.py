@@ -148,10 +148,11 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result, with where the data is read (``data_location``)."""
-        settings = {**result_settings(self.to_dict()), DATA_LOCATION: self.data_location}
-        if self.micro_batch is not None and self.batch_dependent:
-            settings["micro_batch"] = self.micro_batch
-        return settings
+        return {**result_settings(self.to_dict()), **self.chunking_settings(), DATA_LOCATION: self.data_location}
+
+    def chunking_settings(self) -> dict[str, Any]:
+        """``micro_batch`` where it changes what the run trains (:attr:`batch_dependent`), else nothing."""
+        return {"micro_batch": self.micro_batch} if self.micro_batch is not None and self.batch_dependent else {}
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()

@@ -4,7 +4,7 @@
     python tools/make_table.py results --preset table1 --output docs/table1   # .md and .csv
     python tools/make_table.py results --preset clip --output docs/table_clip
     python tools/make_table.py results --seeds 1 2 --where epochs=5
-    python tools/make_table.py results --preset beyond --out docs/beyond_table   # a comparison preset
+    python tools/make_table.py results --preset beyond --output docs/beyond_table  # a comparison preset
 
 Rows are datasets, columns network x method, each cell ``mean ± std (n)`` over seeds and the
 paper's mean after a slash; the best method of each network in a row is bold. Cells with fewer
@@ -85,9 +85,7 @@ def read_run(path: Path) -> Run | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     identity = {k: v for k, v in result_settings(config).items() if k != "seed"}
-    settings = RunConfig.from_dict(config)
-    if settings.micro_batch is not None and settings.batch_dependent:  # chunks change what such a run trains
-        identity["micro_batch"] = settings.micro_batch
+    identity.update(RunConfig.from_dict(config).chunking_settings())  # chunks change what some runs train
     location = (written.get("data") or {}).get("location")
     if location:  # the same flags on two datasets are two settings
         identity["data_location"] = location
