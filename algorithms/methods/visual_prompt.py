@@ -149,9 +149,8 @@ def check_visual_prompt(config: RunConfig) -> None:
     prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
     prompt_options(config, prompt_cls)
     resolve_augment(config, prompt_cls)
-    has_mask = "mask_layers" in getattr(prompt_cls, "OPTIONS", ())
     for flag, key in (("--mask-lr", "mask_lr"), ("--no-mask-decay", "mask_decay")):
-        if not has_mask and config.extra.get(key) not in (None, True):
+        if not has_mask_network(config) and config.extra.get(key) not in (None, True):
             raise UserError(f"{flag} applies to prompts with a mask network (--prompt {' or --prompt '.join(prompts_with_mask())}), not --prompt {config.prompt}")
     for flag, key in (("--mapping-lr", "mapping_lr"), ("--mask-lr", "mask_lr")):
         value = config.extra.get(key)
@@ -159,9 +158,9 @@ def check_visual_prompt(config: RunConfig) -> None:
             raise UserError(f"{flag} must be positive, got {value}")
 
 
-def trains_batch_statistics(config: RunConfig) -> bool:
-    """Whether the prompt trains batch norms (SMM's mask network): then a batch computed in chunks
-    (``--micro-batch``) normalises each chunk on its own and trains something else."""
+def has_mask_network(config: RunConfig) -> bool:
+    """Whether ``--prompt`` holds a mask network (SMM). Its batch norms train, so a batch computed
+    in chunks (``--micro-batch``) normalises each chunk on its own and trains something else."""
     return PROMPT_CHOICES.resolve(config.prompt) in prompts_with_mask()
 
 
@@ -173,7 +172,7 @@ register_family(
     prompts=PROMPT_CHOICES,
     check=check_visual_prompt,
     cuda_precision="fp16",
-    batch_dependent=trains_batch_statistics,
+    batch_dependent=has_mask_network,
 )
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}
