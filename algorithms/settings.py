@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import cfg
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
     "data_path", "log_interval", "compile", "resident_data", "fold_bn", "fast_frozen_ops", "cache_features",
-    "micro_batch", "recompute",
+    "micro_batch", "recompute", "resolved",
 }  # fmt: skip
 
 DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
@@ -50,13 +49,6 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     settings = {k: v for k, v in config.items() if _identifying(k, v)}
     settings["extra"] = {k: v for k, v in config.get("extra", {}).items() if _identifying(k, v)}
     return settings
-
-
-# Method name -> whether, with a run's settings, what it trains depends on how a batch is split
-# into chunks (batch norms in training mode, one random draw per forward call). For such runs
-# ``micro_batch`` changes the result and so is part of the identity (:meth:`RunConfig.identity`).
-# Filled by the method registry from each family's rule.
-BATCH_DEPENDENT: dict[str, Callable[[RunConfig], bool]] = {}
 
 
 @dataclass
@@ -116,6 +108,11 @@ class RunConfig:
     log_interval: int = 50
     # method-family flags (CLIP template number, ...), kept by name
     extra: dict[str, Any] = field(default_factory=dict)
+    # facts that follow from the settings above, filled while parsing by the method's family
+    # (algorithms.methods.resolve_settings): saved in config.json, never part of the identity
+    # since they are functions of it. "batch_dependent": whether what the run trains depends on
+    # how a batch is split into chunks (batch norms in training mode, a random draw per forward call)
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -134,8 +131,9 @@ class RunConfig:
     @property
     def batch_dependent(self) -> bool:
         """Whether the trained part sees the batch as a whole, so that ``micro_batch`` changes the result."""
-        rule = BATCH_DEPENDENT.get(self.method)
-        return rule is not None and rule(self)
+        if "batch_dependent" not in self.resolved:
+            raise ValueError("RunConfig.resolved has no batch_dependent: build the config with runner.config or algorithms.methods.resolve_settings")
+        return bool(self.resolved["batch_dependent"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
