@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_args
 
-from algorithms.engine import EpochHook, Experiment, StepOutput, Trainer, TrainingStep
+from algorithms.engine import EpochHook, StepOutput, Trainer, TrainingStep
 from algorithms.methods import FAMILIES
 from algorithms.runtime import Runtime
 from data.registry import SubsetSpec, load_dataset

@@ -44,6 +44,9 @@ class EpochHook:
     def start_training(self, ctx: EpochContext, epoch: int) -> None:
         """The epoch's training begins."""
 
+    def resume_training(self, ctx: EpochContext, epoch: int) -> None:
+        """The epoch's training continues after a stop (its state came back through :meth:`load_state_dict`)."""
+
     def on_chunk(self, output: StepOutput, labels: torch.Tensor) -> None:
         """Each training chunk's output (detached use only: gradients are not this hook's business)."""
 
@@ -51,7 +54,8 @@ class EpochHook:
         """The epoch's training has ended (every rank calls it: reductions across ranks go here)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Entries merged into the checkpoint (top-level keys, so they must not clash with the loop's)."""
+        """Entries merged into the checkpoint (top-level keys, so they must not clash with the loop's);
+        mid-epoch (a stop on request) they include what the epoch has collected so far."""
         return {}
 
     def load_state_dict(self, checkpoint: dict[str, Any], device: torch.device) -> None:
@@ -108,6 +112,9 @@ class MappingRefit(EpochHook):
         self._collecting = self._zeros(ctx) if collect else None
         self._mapping = ctx.model.label_mapping
 
+    def resume_training(self, ctx: EpochContext, epoch: int) -> None:
+        self._mapping = ctx.model.label_mapping
+
     def on_chunk(self, output: StepOutput, labels: torch.Tensor) -> None:
         if self._collecting is not None:
             accumulate_statistic(self._collecting, self._mapping.source_statistic(output.source.detach().float()), labels)
@@ -118,8 +125,12 @@ class MappingRefit(EpochHook):
         self._collecting = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pending_stats": None if self.pending is None else self.pending.cpu()}
+        state = {"pending_stats": None if self.pending is None else self.pending.cpu()}
+        if self._collecting is not None:  # inside an epoch (a stop on request)
+            state["collecting_stats"] = self._collecting.cpu()
+        return state
 
     def load_state_dict(self, checkpoint: dict[str, Any], device: torch.device) -> None:
-        pending = checkpoint.get("pending_stats")
+        pending, collecting = checkpoint.get("pending_stats"), checkpoint.get("collecting_stats")
         self.pending = None if pending is None else pending.to(device)
+        self._collecting = None if collecting is None else collecting.to(device)

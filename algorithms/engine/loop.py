@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -24,7 +25,9 @@ from algorithms.engine import checkpoint as ckpt
 from algorithms.engine.chunking import resolve_chunk
 from algorithms.engine.evaluation import evaluation_batch_size, top1_accuracy
 from algorithms.engine.experiment import Experiment
+from algorithms.engine.guard import NumericalGuard
 from algorithms.engine.hooks import EpochContext, MappingRefit
+from algorithms.engine.interruption import EpochProgress, StopRequested
 from algorithms.engine.reporting import epoch_line, epoch_scalars, run_summary
 from algorithms.engine.schedule import build_optimizer, build_scheduler
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
@@ -79,6 +82,13 @@ class Trainer:
         self.history: list[dict] = []
         self.best = {"test_acc": None, "epoch": None}
         self.start_epoch = 0
+        self.trained_parameters = params
+        self.guard = NumericalGuard(self.device, scaled=self.scaler.is_enabled())
+        self.partial: EpochProgress | None = None  # an epoch stopped on request, from --resume
+        self._epoch_entries: tuple[dict, float] = ({}, 0.0)  # the running epoch's hook entries and their seconds
+        # polled after every optimizer step: True stops the run with an exact mid-epoch checkpoint
+        # (the runner sets it from SIGTERM/SIGUSR1, :class:`StopRequested`)
+        self.stop_requested: Callable[[], bool] = lambda: False
 
     def _note(self, text: str) -> None:
         if self.runtime.is_main:
@@ -124,7 +134,8 @@ class Trainer:
         return self.mapping_refit.pending
 
     # -- state ---------------------------------------------------------------------------------
-    def state(self, epoch: int) -> dict:
+    def state(self, epoch: int, progress: EpochProgress | None = None) -> dict:
+        """The checkpoint after ``epoch`` finished epochs, or inside the next one with ``progress``."""
         state = {
             "epoch": epoch,
             "model": self.model.trainable_state(),
@@ -138,6 +149,8 @@ class Trainer:
         }
         for hook in self.hooks:
             state.update(hook.state_dict())
+        if progress is not None:
+            state["epoch_progress"] = progress.state_dict()
         return state
 
     def load_model_state(self, state: dict, source: str) -> None:
@@ -154,6 +167,9 @@ class Trainer:
         for hook in self.hooks:
             hook.load_state_dict(saved, self.device)
         self.start_epoch = int(saved["epoch"])
+        if saved.get("epoch_progress") is not None:
+            self.partial = EpochProgress.from_state(saved["epoch_progress"])
+            self.partial.sums = self.partial.sums.to(self.device)
         # a write that failed after the epoch's metrics but before its checkpoint left a row ahead
         self.outputs.write_metrics(self.history)
 
@@ -166,32 +182,61 @@ class Trainer:
         return entries
 
     def train_epoch(self, epoch: int) -> dict:
-        """Upper level: one pass over the training set with the step the family owns."""
+        """Upper level: one pass over the training set with the step the family owns.
+
+        An epoch stopped on request (:class:`EpochProgress` from ``--resume``) continues after its
+        done steps with its sums, generators and hooks' statistics as they were."""
         self.model.train()
         self.train_loader.set_epoch(epoch)
         augment_gen = epoch_generator(self.config.seed, epoch, stream=1)
-        for hook in self.hooks:
-            hook.start_training(self.context, epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
+        partial, self.partial = (self.partial, None) if self.partial is not None and self.partial.epoch == epoch else (None, self.partial)
+        # running sums on the device: loss, correct, samples
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+        if partial is None:
+            for hook in self.hooks:
+                hook.start_training(self.context, epoch)
+        else:
+            sums.copy_(partial.sums)
+            augment_gen.set_state(partial.augment_state)
+            torch.set_rng_state(partial.rng_state)
+            for hook in self.hooks:
+                hook.resume_training(self.context, epoch)
+        first = 0 if partial is None else partial.steps_done
+        self.guard.start_epoch()
         bar = self._bar(self.train_loader, f"epoch {epoch + 1} train")
         for step, (images, labels) in enumerate(bar):
+            if step < first:  # done before the stop: the order depends only on (seed, epoch)
+                continue
             x = to_float01(images)
             if self.experiment.train_augment is not None:  # drawn for the whole batch, before it is split
                 x = self.experiment.train_augment(x, augment_gen)
-            batch_loss = self.optimize(x, labels, loss_sum, correct)
-            seen += labels.shape[0]
-            if self.show_bars and step % self.config.log_interval == 0:
-                bar.set_postfix(loss=f"{batch_loss.item():.3f}")
-        totals = self.runtime.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=self.device)]))
+            batch_loss = self.optimize(x, labels, sums)
+            self.guard.observe(step, batch_loss)
+            if step % self.config.log_interval == 0:
+                self._check_numbers(epoch)
+                if self.show_bars:
+                    bar.set_postfix(loss=f"{batch_loss.item():.3f}")
+            if self.stop_requested():
+                self._check_numbers(epoch)
+                progress = EpochProgress(epoch, step + 1, sums, augment_gen.get_state(), torch.get_rng_state(), *self._epoch_entries)
+                self.outputs.save(CHECKPOINT, self.state(epoch, progress))
+                raise StopRequested(epoch, step + 1, str(self.outputs.location(CHECKPOINT)))
+        self._check_numbers(epoch, end_of_epoch=True)
+        totals = self.runtime.all_reduce_sum(sums.clone())
         for hook in self.hooks:
             hook.end_training(self.context, epoch)
         count = max(1.0, float(totals[2]))
         return {"train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count, "train_samples": int(count)}
 
-    def optimize(self, x: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on a batch, in chunks; adds to the epoch's sums, returns the batch loss."""
+    def _check_numbers(self, epoch: int, end_of_epoch: bool = False) -> None:
+        lr = f"--lr {self.config.lr:g}" + ("" if len(self.optimizer.param_groups) == 1 else " or a group's own rate, e.g. --mapping-lr")
+        cause = f"a too-large learning rate ({lr})" + (" or fp16 overflow (try --precision bf16 or fp32)" if self.runtime.precision == "fp16" else "")
+        done = len(self.history)
+        kept = f"its last good checkpoint {self.outputs.location(CHECKPOINT)} (epoch {done}) is kept" if done else "no epoch had finished, so no checkpoint was kept"
+        self.guard.check(epoch, self.runtime, self.trained_parameters, cause, kept, end_of_epoch)
+
+    def optimize(self, x: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch, in chunks; adds to the epoch's sums (loss, correct, samples), returns the batch loss."""
         self.optimizer.zero_grad(set_to_none=True)
         chunks = list(zip(x.split(self.chunk), labels.split(self.chunk)))
         batch_loss = torch.zeros((), device=self.device)
@@ -203,9 +248,10 @@ class Trainer:
                     out = self.step.forward(self.train_model, xc, yc)
                 self.scaler.scale(out.loss * weight if len(chunks) > 1 else out.loss).backward()
             with torch.no_grad():
-                loss_sum += out.loss.detach() * yc.shape[0]
+                sums[0] += out.loss.detach() * yc.shape[0]
+                sums[1] += (out.logits.argmax(dim=1) == yc).sum()
+                sums[2] += yc.shape[0]
                 batch_loss += out.loss.detach() * weight
-                correct += (out.logits.argmax(dim=1) == yc).sum()
                 for hook in self.hooks:
                     hook.on_chunk(out, yc)
         if self.experiment.optimizer_hooks:
@@ -233,9 +279,13 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.runtime.synchronize()
             t0 = time.perf_counter()
-            entries = self.before_epoch(epoch)
+            if self.partial is not None and self.partial.epoch == epoch:  # its hooks ran before the stop
+                entries, t0 = self.partial.entries, t0 - self.partial.hook_seconds
+            else:
+                entries = self.before_epoch(epoch)
             self.runtime.synchronize()
             t1 = time.perf_counter()
+            self._epoch_entries = (entries, t1 - t0)
             train = self.train_epoch(epoch)
             self.runtime.synchronize()
             t2 = time.perf_counter()
