@@ -3,6 +3,8 @@ top-k attribute scoring by hand, reading and sampling the attribute files, error
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,17 @@ def test_attrvr_end_to_end(tmp_path):
     assert out["trainable_params"] == 3 * (2 * 4 * 32 + 2 * 24 * 4)
     assert (config["lr"], config["optimizer"], config["scheduler"], config["prompt"], config["mapping"]) == (40.0, "sgd", "cosine", "resize_padding", "identity")
     assert out["descriptive_attributes_file"] == str(attributes / "folder_des.json")
+    # --eval-only draws and encodes the same attributes again and reproduces the best epoch
+    assert main("attrvr", attrvr_args(results, data, "--attributes", str(attributes), "--eval-only")) == 0
+    assert json.loads((run / "eval.json").read_text())["test_acc"] == out["best_test_acc"]
+
+
+def test_the_script_refuses_a_missing_attribute_file_with_one_line(tmp_path):
+    """Checked before any data or weights load: the default ViT-B/32 is only a name here."""
+    script = Path(__file__).resolve().parents[1] / "experiments" / "clip" / "attrvr.py"
+    argv = [sys.executable, str(script), "--dataset", "dtd", "--attributes", str(tmp_path), "--results-path", str(tmp_path / "res")]
+    out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"error: descriptive attribute file not found: {tmp_path / 'dtd_des.json'}"]
 
 
 def test_the_prompt_changes_the_attrvr_logits_as_computed_by_hand(tmp_path):
