@@ -200,3 +200,25 @@ def test_one_low_rank_implementation_for_cnn_and_clip():
     clip = build_clip_prompt("lowrank", 16, 3, "zero", seed=5)
     assert isinstance(cnn.low_rank, LowRankPattern) and isinstance(clip.low_rank, LowRankPattern)
     assert torch.equal(cnn.right, clip.right) and np.prod(cnn.left.shape) == np.prod(clip.left.shape)
+
+
+def test_make_table_keeps_random_start_runs_from_before_the_generators_apart(tmp_path):
+    import json
+
+    from test_make_table import fake_run
+
+    from tools import make_table as mt
+
+    def setting(run, new: bool) -> str:
+        written = json.loads((run / "config.json").read_text())
+        if new:  # what runner.cli.write_config records since initialisations have their own generators
+            written["resolved"] = RunConfig.from_dict(written["config"]).seeding_settings()
+            (run / "config.json").write_text(json.dumps(written))
+        return mt.read_run(run).setting
+
+    smm_old = setting(fake_run(tmp_path / "a", "smm_vp", "cifar10", "resnet18", 1, 50.0, prompt="smm"), new=False)
+    smm_new = setting(fake_run(tmp_path / "b", "smm_vp", "cifar10", "resnet18", 1, 50.0, prompt="smm"), new=True)
+    assert smm_old != smm_new and "init_seeding" in smm_new
+    pad_old = setting(fake_run(tmp_path / "c", "ilm_vp", "cifar10", "resnet18", 1, 50.0), new=False)
+    pad_new = setting(fake_run(tmp_path / "d", "ilm_vp", "cifar10", "resnet18", 1, 50.0), new=True)
+    assert pad_old == pad_new  # a zero start draws nothing: old and new runs are one setting
