@@ -222,3 +222,33 @@ def test_make_table_keeps_random_start_runs_from_before_the_generators_apart(tmp
     pad_old = setting(fake_run(tmp_path / "c", "ilm_vp", "cifar10", "resnet18", 1, 50.0), new=False)
     pad_new = setting(fake_run(tmp_path / "d", "ilm_vp", "cifar10", "resnet18", 1, 50.0), new=True)
     assert pad_old == pad_new  # a zero start draws nothing: old and new runs are one setting
+
+
+def test_docs_list_every_cnn_prompt_with_its_aliases():
+    import re
+    from pathlib import Path
+
+    from models.prompts.registry import PROMPT_ALIASES
+
+    text = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
+    section = text[text.index("## Prompts (`--prompt`, CNN scripts)") :]
+    section = section[: section.index("\n## ", 5)]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `(\w+)`(?: \(default\))? \| ([^|]*) \|", line)
+        if match:
+            rows[match[1]] = set(re.findall(r"`(\w+)`", match[2]))
+    assert rows == {name: {a for a, n in PROMPT_ALIASES.items() if n == name} for name in PROMPTS}
+
+
+@pytest.mark.slow
+def test_a_run_snapshots_a_signed_prompt_with_its_scale(tmp_path, cifar_root):
+    from conftest import tiny_args
+
+    from runner.cli import main
+
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "lowrank", "--epochs", "1")) == 0
+    (png,) = (tmp_path / "res").rglob("prompts/epoch_001.png")
+    array, picture = read_prompt_png(png)
+    assert picture.scale is not None and picture.scale > 0 and picture.units == "pixel"
+    assert array.min() < 128 < array.max()  # the pattern's negative half is drawn below grey, not clipped away

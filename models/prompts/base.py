@@ -82,7 +82,7 @@ class VisualPrompt(nn.Module):
 
     OPTIONS: tuple[str, ...] = ()
     DEFAULT_AUGMENT = "none"
-    CROP_FLIP = "smm_crop_flip"
+    CROP_FLIP = "smm_crop_flip"  # resize to out + 32, random crop, flip: the recipe of a prompt that resizes the image
     SIGNED = True  # pattern() may be negative: drawn centred at grey (see picture())
     RANDN_SCALE = ADDITIVE_RANDN_SCALE
 
