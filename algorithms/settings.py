@@ -51,6 +51,16 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+# Prompt initialisations moved from the global random state (drawn after the network was built)
+# to their own generator, ``common.seeding.init_generator(seed, "prompt")``. That changed the
+# initial prompt, hence the result, of runs whose start is random: ``--prompt-init randn`` and
+# the prompts below, whose default start draws random numbers too (low-rank's ``A``, SMM's mask
+# network; the same names on CNN and CLIP). Their identity gains INIT_SEEDING so their old run
+# folders are not mixed with new results; zero-initialised runs draw nothing and keep their folders.
+RANDOM_START_PROMPTS = frozenset({"lowrank", "smm"})
+INIT_SEEDING = {"init_seeding": "per_part"}
+
+
 @dataclass
 class RunConfig:
     method: str
@@ -146,7 +156,13 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result, with where the data is read (``data_location``)."""
-        return {**result_settings(self.to_dict()), **self.chunking_settings(), DATA_LOCATION: self.data_location}
+        return {**result_settings(self.to_dict()), **self.chunking_settings(), **self.seeding_settings(), DATA_LOCATION: self.data_location}
+
+    def seeding_settings(self) -> dict[str, Any]:
+        """:data:`INIT_SEEDING` where the initial prompt is random (so its result changed when
+        initialisations moved to their own generators), else nothing."""
+        random_start = self.prompt_init == "randn" or self.prompt in RANDOM_START_PROMPTS
+        return dict(INIT_SEEDING) if random_start else {}
 
     def chunking_settings(self) -> dict[str, Any]:
         """``micro_batch`` where it changes what the run trains (:attr:`batch_dependent`), else nothing."""
