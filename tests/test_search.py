@@ -156,7 +156,7 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_p
     runs = {"pad/ilm": {"fail": "error: CUDA out of memory (a test)"}, "watermark/ilm": {"val": [30, 40]}}
     python, _ = fake_python(tmp_path, monkeypatch, runs)
     argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "--mappings", "ilm", "--trials", "4",
-                     "--epochs", "2", "--final-seeds", "0")  # fmt: skip
+                     "--epochs", "2", "--final-seeds", "0", "--workers", "2")  # fmt: skip
     assert search.main(argv) == 0
     study, _ = load(tmp_path / "res")
     failed = [t for t in study.trials if t.state.name == "FAIL"]

@@ -116,11 +116,11 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--val-fraction must be in (0, 1): the search selects on validation, got {args.val_fraction}")
 
 
-def default_study_name(runner: TrialRunner, space: Space, reference) -> str:
+def default_study_name(dataset: str, runner: TrialRunner, space: Space, reference) -> str:
     blob = json.dumps({"space": space.describe(), "fixed": list(runner.fixed), "epochs": runner.epochs, "val": runner.val_fraction,
                        "data": reference.config.data_location}, sort_keys=True)  # fmt: skip
     network = reference.config.network.replace("/", "-")
-    return f"{reference.config.dataset}-{network}-{space.name}-{runner.epochs}ep-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+    return f"{dataset}-{network}-{space.name}-{runner.epochs}ep-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         results = Path(args.results_path).expanduser().resolve() if args.results_path else cfg.RESULTS_PATH
         runner = TrialRunner(results, (*data_flags(args), *extra), args.epochs, args.val_fraction, python=args.python, poll_seconds=args.poll)
         reference = runner.spec(TrialPlan(recipe(space.prompts[0], space.mappings[0]).name, ()), args.trial_seed)  # checks the flags
-        name = args.study_name or default_study_name(runner, space, reference)
+        name = args.study_name or default_study_name(args.dataset, runner, space, reference)
         study_dir = results / "search" / name
         storage = args.storage or f"sqlite:///{study_dir / 'study.db'}"
         if args.launcher == "slurm":
