@@ -159,7 +159,11 @@ def figures(study, out: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's matplotlib plots are marked experimental
+        values = {t.value for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
         for name, plot in (("history", ovm.plot_optimization_history), ("importances", ovm.plot_param_importances)):
+            if name == "importances" and len(values) < 2:  # fANOVA on one value gives equal, meaningless shares
+                (out / f"{name}.txt").write_text("no figure: fewer than two distinct validation accuracies among the completed trials\n")
+                continue
             try:
                 ax = plot(study)
                 ax.figure.tight_layout()
@@ -183,7 +187,7 @@ def prompt_mapping_figure(study, path: Path) -> None:
     for t in done:
         i, j = prompts.index(t.params["prompt"]), mappings.index(t.params["mapping"])
         grid[i, j] = t.value if np.isnan(grid[i, j]) else max(grid[i, j], t.value)
-    fig, ax = plt.subplots(figsize=(1.2 * len(mappings) + 2, 0.6 * len(prompts) + 1.5))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(mappings) + 2.5), 0.6 * len(prompts) + 2))
     image = ax.imshow(grid, cmap="viridis")
     ax.set_xticks(range(len(mappings)), mappings)
     ax.set_yticks(range(len(prompts)), prompts)
@@ -191,7 +195,7 @@ def prompt_mapping_figure(study, path: Path) -> None:
         for j in range(len(mappings)):
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color="w")
-    ax.set_title("best validation accuracy (%) per prompt x mapping")
+    ax.set_title("best validation accuracy (%)\nper prompt x mapping")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

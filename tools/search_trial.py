@@ -137,7 +137,8 @@ class TrialRunner:
                 raise TrialFailed("the run has no validation split (a search selects on validation: --val-fraction > 0)")
             trial.report(float(row["val_acc"]), int(row["epoch"]))
             reported += 1
-            if prune and trial.should_prune():
+            last = int(row["epoch"]) >= spec.config.epochs  # a run at its end is complete, not pruned
+            if prune and not last and trial.should_prune():
                 import optuna
 
                 trial.set_user_attr("pruned_at_epoch", int(row["epoch"]))
