@@ -243,3 +243,11 @@ def test_a_tiny_real_search_finishes_and_stores_its_study(tmp_path, cifar_root):
         results_json = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
         assert t.value == results_json["best_val_acc"] and "--val-fraction 0.1" in t.user_attrs["command"]
     assert (folder / "report.md").is_file() and (folder / "history.png").is_file()
+
+
+def test_help_lists_every_registered_prompt_and_mapping():
+    from algorithms.mappings import MAPPING_CHOICES
+    from models.prompts import PROMPT_CHOICES
+
+    text = search.build_cli().format_help()
+    assert all(f"{name}:" in text or f"{name} (also" in text for name in [*PROMPT_CHOICES.names(), *MAPPING_CHOICES.names()])

@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the same command continues the study (a stopped run resumes from its checkpoint)", file=sys.stderr)
+        return 130
     return 0
 
 

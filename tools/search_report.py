@@ -84,7 +84,7 @@ def fixed_row(runner: TrialRunner, dataset: str, data_path: str | None, seeds: l
     theirs = plan(expand_variants(preset, [dataset], None, seeds[:1], ["linear_probing"]), runner.results, data_path=data_path)[0].run_dir
     ours = runner.spec(lp_plan, seeds[0]).run_dir
     if theirs != ours:
-        return Row(label, note=f"not available: the {FIXED_PRESET} preset's runs use other data or budget flags ({shlex.join(preset.common_flags)})")
+        return Row(label, note=f"not available: the {FIXED_PRESET} preset's runs use other data, network or budget flags ({shlex.join(preset.common_flags)})")
     cells = variant_cells(FIXED_PRESET, runner.results, [dataset], [v.label for v in preset.variants if not v.reference], seeds, data_path)
     done = {k: c for k, c in cells.items() if len(c.val) == len(seeds)}
     if not done:
