@@ -152,6 +152,19 @@ def test_pruning_stops_a_trial_early(tmp_path, monkeypatch, cifar_root):
     assert (run_dir / "ckpt.pth").exists()  # and can be continued if the sampler asks for it again
 
 
+def test_a_run_at_its_last_epoch_is_complete_not_pruned(tmp_path, monkeypatch, cifar_root):
+    runs = {"pad/ilm": {"val": [50]}, "watermark/ilm": {"val": [10]}}
+    python, _ = fake_python(tmp_path, monkeypatch, runs)
+    storage = f"sqlite:///{tmp_path / 'last.db'}"
+    study = optuna.create_study(storage=storage, study_name="last", direction="maximize")
+    study.enqueue_trial({"prompt": "pad", "mapping": "ilm", "augment": "none", "input_size": "own"})
+    study.enqueue_trial({"prompt": "watermark", "mapping": "ilm", "augment": "none"})
+    argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "--mappings", "ilm", "--trials", "2", "--epochs", "1",
+                     "--pruner", "halving", "--final-seeds", "0", "--storage", storage, "--study-name", "last")  # fmt: skip
+    assert search.main(argv) == 0
+    assert [(t.state.name, t.value) for t in optuna.load_study(study_name="last", storage=storage).trials] == [("COMPLETE", 50), ("COMPLETE", 10)]
+
+
 def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch, cifar_root, capsys):
     runs = {"pad/ilm": {"fail": "error: CUDA out of memory (a test)"}, "watermark/ilm": {"val": [30, 40]}}
     python, _ = fake_python(tmp_path, monkeypatch, runs)
