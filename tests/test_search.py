@@ -65,6 +65,7 @@ def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_rec
 
     space = build_space("full")
     assert set(space.prompts) == set(PROMPTS) and "blmplus" in space.mappings and space.lr_factor is not None
+    assert "identity" not in space.mappings  # it cannot map 1000 source labels to fewer classes: no trial wasted on it
     assert recipe("pad", "blmplus").name == "blmplus_vp" and recipe("smm", "ilm").name == "smm_vp"
     assert recipe("watermark", "hungarian").name == "ilm_vp"  # no method of its own: the generic recipe
     # a prompt registered with its own method (optimizer, lr) joins the space and keeps its recipe's lr

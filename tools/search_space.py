@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from algorithms.mappings import MAPPING_CHOICES
+from algorithms.mappings.base import maps_fewer_targets
 from algorithms.methods import FAMILIES, METHODS, MethodSpec
 from algorithms.methods.visual_prompt import AUGMENT_CHOICES
 from algorithms.settings import RunConfig
@@ -96,6 +97,11 @@ def input_size_type(text: str) -> str:
     return str(value)
 
 
+def reprogramming_mappings() -> list[str]:
+    """Every registered mapping that maps an ImageNet network's 1000 labels to fewer classes (not ``identity``)."""
+    return [name for name in MAPPING_CHOICES.names() if maps_fewer_targets(name)]
+
+
 def build_space(name: str, prompts=None, mappings=None, augments=None, input_sizes=None, schedulers=None, lr_factor=None) -> Space:
     """A preset with per-axis overrides (None: the preset's axis)."""
     if name not in SPACES:
@@ -104,7 +110,7 @@ def build_space(name: str, prompts=None, mappings=None, augments=None, input_siz
     space = Space(
         name,
         tuple(PROMPT_CHOICES.resolve(p) for p in (PROMPT_CHOICES.names() if prompts is None else prompts)),
-        tuple(MAPPING_CHOICES.resolve(m) for m in (MAPPING_CHOICES.names() if mappings is None else mappings)),
+        tuple(MAPPING_CHOICES.resolve(m) for m in (reprogramming_mappings() if mappings is None else mappings)),
         tuple(_augment(a) for a in (AUGMENT_CHOICES if augments is None else augments)),
         tuple(input_size_type(s) for s in (DEFAULT_INPUT_SIZES if input_sizes is None else input_sizes)),
         tuple(schedulers if schedulers is not None else (DEFAULT_SCHEDULERS if full else ())),
