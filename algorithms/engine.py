@@ -33,7 +33,7 @@ from algorithms import micro_batching
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
 from algorithms.runtime import Runtime
-from algorithms.settings import DATA_LOCATION, RunConfig
+from algorithms.settings import DATA_LOCATION, PRECISION_SETTINGS, RunConfig, precision_change
 from common.errors import UserError
 from common.seeding import epoch_generator
 from data.loader import BatchLoader, fits_on_device, to_float01
@@ -401,15 +401,20 @@ class Trainer:
         path = self.outputs.location(CHECKPOINT)
         saved, now = ckpt.get("config", {}), self.config.identity()
         # where the data is read may differ (a pinned --run-name, a moved copy): what was read is checked below
-        differing = sorted(k for k in set(saved) | set(now) if k != DATA_LOCATION and saved.get(k) != now.get(k))
+        ignored = {DATA_LOCATION, *PRECISION_SETTINGS}  # the arithmetic is checked on its own (--allow-precision-change)
+        differing = sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
         if differing:
             raise UserError(f"checkpoint {path} was written with other settings ({', '.join(differing)}); start a new run instead")
+        precision_note = precision_change(saved, now, self.config.allow_precision_change, path)
+        if precision_note:
+            self._note(precision_note)
         check_same_data(ckpt.get("data"), self.data, path)
         self.load_model_state(ckpt["model"], str(path))
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
+            if not (precision_note and bool(ckpt["scaler"]) != self.scaler.is_enabled()):  # fp16's loss scale only between fp16 runs
+                self.scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise UserError(f"checkpoint {path} has an incompatible optimizer state ({exc})") from exc
         self.history, self.best = list(ckpt["history"]), dict(ckpt["best"])

@@ -167,6 +167,9 @@ def build_parser(method: str) -> ArgumentParser:
         g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, metavar="FILE", help="with --eval-only: the file to evaluate (default: best.pth)")
+        g.add_argument("--allow-precision-change", action="store_true",
+                       help="with --resume or --eval-only: continue or evaluate a checkpoint computed in another device type or precision"
+                            " (fp16 on CUDA, say, on a CPU); refused without it")  # fmt: skip
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
     if family.trains_epochs:

@@ -29,18 +29,19 @@ import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.methods import METHOD_CHOICES, METHODS, get_method  # noqa: E402
+from algorithms.methods import FAMILIES, METHOD_CHOICES, METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
 from common.errors import UserError  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
 from models.networks import NETWORKS  # noqa: E402
 from runner.config import build_parser, config_from_args, name_type, tool_parser  # noqa: E402
+from runner.devices import planned_arithmetic  # noqa: E402
 
 # The 13 datasets of Table 1 (Chen et al., CVPR 2023), in the paper's order.
 TABLE1_DATASETS = (
@@ -235,7 +236,10 @@ def method_config(method: str, argv: list[str]) -> RunConfig:
         args = build_parser(method).parse_args(argv)
     except UserError as exc:  # the parser reports a bad flag as a UserError
         raise UserError(f"{method} does not accept the flags {shlex.join(argv)}: {exc}") from exc
-    return config_from_args(method, args)
+    config = config_from_args(method, args)
+    # the arithmetic joins a run's identity: plan it as the run will resolve it on this machine
+    family = FAMILIES[get_method(method).family]
+    return replace(config, arithmetic=planned_arithmetic(config.device, config.precision, family.cuda_precision))
 
 
 FINISHED, PARTIAL, NEW = "finished", "partial", "new"
