@@ -276,6 +276,8 @@ class Trainer:
         self.chunk = self._chunk_size(batch)  # samples per forward pass of a training step
         if isinstance(config.micro_batch, str):  # auto: the probed chunk bounds evaluation too
             eval_batch = min(eval_batch, self.chunk)
+        if config.eval_batch_size is None:  # issue 23: on CUDA the largest no-grad batch that fits (probed)
+            eval_batch = self._auto_eval_batch(eval_batch, data)
         self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
         self.test_loader = BatchLoader(data.test, eval_batch, shuffle=False, **common)
         self.val_loader = BatchLoader(data.val, eval_batch, shuffle=False, **common) if data.val is not None else None
@@ -363,6 +365,25 @@ class Trainer:
                 F.cross_entropy(target_logits.float(), labels[:n]).backward()
         finally:
             self.model.zero_grad(set_to_none=True)
+
+    def _auto_eval_batch(self, start: int, data: TargetData) -> int:
+        """``--eval-batch-size`` unset: on CUDA the largest batch whose no-grad pass fits (results do
+        not depend on it); elsewhere ``start``, twice the training batch."""
+        limit = max(len(data.train), len(data.test), len(data.val) if data.val is not None else 0)
+        probed = micro_batching.auto_eval_batch(self._probe_eval, self.device, start, limit)
+        if probed is None:
+            return start
+        self._note(f"--eval-batch-size auto: {probed} on {self.device} (the largest no-grad batch that fits, probed)")
+        self.experiment.info["eval_batch_size"] = probed
+        return probed
+
+    @torch.no_grad()
+    def _probe_eval(self, n: int) -> None:
+        """One evaluation forward pass on ``n`` samples (training images repeated), leaving no trace."""
+        images, _ = next(iter(self.train_loader))
+        self.model.eval()
+        with self.runtime.eval_autocast():
+            self.model(to_float01(images[torch.arange(n, device=images.device) % len(images)]), return_source=True)
 
     def _grad_sync(self, last_chunk: bool) -> contextlib.AbstractContextManager:
         """Under DDP the gradients are all-reduced once per step: with the last chunk's backward."""

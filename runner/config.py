@@ -128,7 +128,10 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="per process: under torchrun the global batch is nproc x N (default: the dataset's; with --mapping blm/blmplus "
                         "BLM's: 256, 64 on dtd and oxfordpets)")  # fmt: skip
-    g.add_argument("--eval-batch-size", type=positive_int, default=None, metavar="N", help="evaluation batch (default: twice --batch-size)")
+    g.add_argument("--eval-batch-size", type=eval_batch_value, default=None, metavar="N|auto",
+                   help="batch of the no-gradient passes (evaluation, the mapping's statistics; their results do not depend on it)."
+                        " auto: on CUDA the largest that fits in free memory, from a short probe (at most 4096); elsewhere twice"
+                        " --batch-size (default: auto)")  # fmt: skip
     g.add_argument("--seed", type=int, default=base.seed, metavar="S", help="seed of initialisation, batch order and augmentation (not of the subsets)")
     if family.trains_epochs:
         add_method_arguments(p.add_argument_group("method"), base, family)
@@ -204,6 +207,18 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Fa
         g.add_argument("--prompt", type=name_type(family.prompts), default=base.prompt, metavar="NAME",
                        help=family.prompts.help("visual prompt design (an alias is stored as its name)"))  # fmt: skip
         g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init, help="initial prompt parameters")
+def eval_batch_value(text: str) -> int | None:
+    """``--eval-batch-size``: a positive number of samples, or ``auto`` (stored as unset, so a run
+    that names it keeps the folder of one that does not)."""
+    if text == "auto":
+        return None
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of samples or auto, got {text!r}") from None
+    return positive_int(text)
+
+
 def micro_batch_value(text: str) -> int | str:
     """``--micro-batch``: a positive number of samples or ``auto``."""
     if text == "auto":
