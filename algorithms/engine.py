@@ -32,7 +32,7 @@ from tqdm import tqdm
 from algorithms import micro_batching
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
-from algorithms.runtime import Runtime
+from algorithms.runtime import Runtime, compile_options
 from algorithms.settings import DATA_LOCATION, PRECISION_SETTINGS, RunConfig, precision_change
 from common.errors import UserError
 from common.seeding import epoch_generator
@@ -269,8 +269,9 @@ class Trainer:
         self.device = runtime.device
         self.model = model.to(self.device)
         self.mapping = self.model.label_mapping
-        if config.compile:
-            self.model.network.compile()
+        compile_kwargs = compile_options(config.compile)  # --compile [max]
+        if compile_kwargs is not None:
+            self.model.network.compile(**compile_kwargs)
         common = dict(device=self.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size, resident=config.resident_data)
         self.train_loader = BatchLoader(data.train, batch, shuffle=True, **common)
         self.chunk = self._chunk_size(batch)  # samples per forward pass of a training step

@@ -18,6 +18,7 @@ from pathlib import Path
 import cfg
 from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
 from algorithms.methods import FAMILIES, Family, get_method
+from algorithms.runtime import COMPILE_PRESETS
 from algorithms.settings import RunConfig
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
 from common.choices import Choices
@@ -145,7 +146,9 @@ def build_parser(method: str) -> ArgumentParser:
                         "body at --precision (faster on GPUs; predictions whose top logits are closer than its rounding may change), "
                         "logits float32")  # fmt: skip
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="run the network in NCHW instead of channels-last")
-    g.add_argument("--compile", action="store_true", help="torch.compile the network")
+    g.add_argument("--compile", nargs="?", const=True, default=False, type=compile_value, metavar="PRESET",
+                   help="torch.compile the network (the same math up to float rounding; the first epoch compiles). --compile max: autotuned kernels and CUDA graphs"
+                        " of each fixed-shape step (mode max-autotune; a longer first epoch, docs/speed.md)")  # fmt: skip
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep the frozen network's batch norms instead of folding them into the convolutions")  # fmt: skip
     g.add_argument("--no-fast-frozen-ops", dest="fast_frozen_ops", action="store_false",
@@ -207,6 +210,13 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Fa
         g.add_argument("--prompt", type=name_type(family.prompts), default=base.prompt, metavar="NAME",
                        help=family.prompts.help("visual prompt design (an alias is stored as its name)"))  # fmt: skip
         g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init, help="initial prompt parameters")
+def compile_value(text: str) -> bool | str:
+    """``--compile PRESET``: ``default`` (stored as True, as a bare ``--compile``) or ``max``."""
+    if text not in COMPILE_PRESETS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COMPILE_PRESETS)}, got {text!r}")
+    return True if text == "default" else text
+
+
 def eval_batch_value(text: str) -> int | None:
     """``--eval-batch-size``: a positive number of samples, or ``auto`` (stored as unset, so a run
     that names it keeps the folder of one that does not)."""

@@ -37,7 +37,8 @@ def test_every_method_family_is_checked_against_fp32_and_each_feature_against_th
             assert reference.flags == (*subject.flags, "--precision", "fp32") and reference.method == subject.method
         else:
             assert reference.name == "ilm_vp" and subject.method == "ilm_vp"
-    assert {"compile", "compile_max", "micro_batch_auto", "resume", "streamed"} <= {c.label for c in checks}
+    assert {"compile", "micro_batch_auto", "resume", "streamed", "eval_batch_256"} <= {c.label for c in checks}
+    assert "compile_max" not in {c.label for c in checks} and [c.label for c in gc.plan(["compile_max"])[1]] == ["compile_max"]
     assert by_name["resume"].interrupt_after == 1
     runs, checks = gc.plan(["resume", "smm_vp"])
     assert {r.name for r in runs} == {"resume", "ilm_vp", "smm_vp", "smm_vp-fp32"} and len(checks) == 2
