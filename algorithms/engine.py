@@ -277,7 +277,7 @@ class Trainer:
         self.chunk = self._chunk_size(batch)  # samples per forward pass of a training step
         if isinstance(config.micro_batch, str):  # auto: the probed chunk bounds evaluation too
             eval_batch = min(eval_batch, self.chunk)
-        if config.eval_batch_size is None:  # issue 23: on CUDA the largest no-grad batch that fits (probed)
+        if config.eval_batch_size is None and config.micro_batch is None:  # issue 23: on CUDA the largest no-grad batch that fits
             eval_batch = self._auto_eval_batch(eval_batch, data)
         self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
         self.test_loader = BatchLoader(data.test, eval_batch, shuffle=False, **common)
@@ -368,8 +368,9 @@ class Trainer:
             self.model.zero_grad(set_to_none=True)
 
     def _auto_eval_batch(self, start: int, data: TargetData) -> int:
-        """``--eval-batch-size`` unset: on CUDA the largest batch whose no-grad pass fits (results do
-        not depend on it); elsewhere ``start``, twice the training batch."""
+        """``--eval-batch-size`` unset (and no ``--micro-batch``, which bounds it): on CUDA the largest
+        batch whose no-grad pass fits (results do not depend on it); elsewhere ``start``, twice the
+        training batch."""
         limit = max(len(data.train), len(data.test), len(data.val) if data.val is not None else 0)
         probed = micro_batching.auto_eval_batch(self._probe_eval, self.device, start, limit)
         if probed is None:

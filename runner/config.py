@@ -131,8 +131,8 @@ def build_parser(method: str) -> ArgumentParser:
                         "BLM's: 256, 64 on dtd and oxfordpets)")  # fmt: skip
     g.add_argument("--eval-batch-size", type=eval_batch_value, default=None, metavar="N|auto",
                    help="batch of the no-gradient passes (evaluation, the mapping's statistics; their results do not depend on it)."
-                        " auto: on CUDA the largest that fits in free memory, from a short probe (at most 4096); elsewhere twice"
-                        " --batch-size (default: auto)")  # fmt: skip
+                        " auto: on CUDA the largest that fits in free memory, from a short probe (at most 4096); elsewhere, and with"
+                        " --micro-batch, twice --batch-size (at most the chunk) (default: auto)")  # fmt: skip
     g.add_argument("--seed", type=int, default=base.seed, metavar="S", help="seed of initialisation, batch order and augmentation (not of the subsets)")
     if family.trains_epochs:
         add_method_arguments(p.add_argument_group("method"), base, family)

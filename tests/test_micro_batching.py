@@ -223,8 +223,7 @@ def test_auto_probes_real_training_steps_and_leaves_no_trace(tmp_path, cifar_roo
     assert trainer.chunk == 6  # batch 16: 16, 8 fail; ceil(16/3) = 6 fits
     assert 16 in seen and 6 in seen
     assert "--micro-batch auto: chunks of 6 for batches of 16" in capsys.readouterr().out
-    # --eval-batch-size auto probes the no-grad pass on its own: it fits whole (50 training images)
-    assert trainer.test_loader.batch_size == trainer.stats_loader.batch_size == 50
+    assert trainer.test_loader.batch_size == trainer.stats_loader.batch_size == 6  # with --micro-batch: bounded by the chunk
     assert torch.equal(trainer.model.input_transform.theta.detach(), theta)
     assert all(p.grad is None for p in trainer.model.parameters())
     assert torch.equal(torch.random.get_rng_state(), rng_reference)  # the probe drew nothing from the run's stream
