@@ -85,3 +85,19 @@ def test_the_table_from_fake_runs(tmp_path):
     assert "| NO | differs |" in lines[3] and lines[4].startswith("| compile | ilm_vp | - | - | - | - | - | - | 3 | FAIL: run exit 1 |")
     assert lines[-1] == "1 of 3 checks ok, 2 FAILED"
     assert all(line.count("|") == lines[0].count("|") for line in lines[:5])
+
+
+def test_every_planned_command_parses_with_its_method_script_flags(tmp_path):
+    """What the GPU session will run: each run's flags are accepted by its method's parser."""
+    from runner.config import build_parser
+
+    runs, _ = gc.plan([*gc.FAMILIES, *gc.FEATURES, "resume"])
+    common = ["--dataset", "cifar10", "--data-path", str(tmp_path), "--max-train-samples", "20", "--max-test-samples", "10",
+              "--epochs", "2", "--seed", "7", "--device", "cuda", "--results-path", str(tmp_path)]  # fmt: skip
+    for run in runs:
+        flags = [*common, "--weights", "w.pth"] if gc.NETWORK in run.flags else list(common)
+        if not gc.trains_epochs(run.method):
+            flags = flags[:8] + flags[10:]  # no --epochs
+        for cmd in gc.commands(run, flags):
+            argv = cmd[5:] if "--interrupted-run" in cmd else cmd[2:]
+            build_parser(run.method).parse_args([a for a in argv if a != "--resume"] + (["--resume"] if "--resume" in argv else []))
