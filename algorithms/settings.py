@@ -73,6 +73,8 @@ def precision_change(saved: dict[str, Any], now: dict[str, Any], allowed: bool, 
     fp16 with loss scaling, bf16 and fp32 round differently, and so do a GPU's kernels and a CPU's:
     a run continued in another one is not the run its folder names.
     """
+    if not saved:  # a checkpoint written without its settings is not checked
+        return None
     before, after = arithmetic_of(saved), arithmetic_of(now)
     if before == after:
         return None

@@ -21,7 +21,7 @@ from common.seeding import seed_everything
 from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args
 from runner.devices import arithmetic, setup_runtime, shutdown_runtime
-from runner.run_dir import NoRunError, RunDir, runs_on_other_data
+from runner.run_dir import NoRunError, RunDir, runs_in_other_arithmetic, runs_on_other_data
 
 
 def library_versions() -> dict[str, str]:
@@ -135,7 +135,14 @@ def other_data_hint(config: RunConfig) -> str:
     """For "nothing to resume": the folders holding these settings trained on other data."""
     others = runs_on_other_data(config.run_path(), config.to_dict(), config.data_location)
     if not others:
-        return ""
+        computed = runs_in_other_arithmetic(config.run_path(), config.to_dict())
+        if not computed:
+            return ""
+        folder, other = computed[0]
+        return (
+            f"; {folder} holds a run of these settings computed in {other}: continue it on that device and precision,"
+            f" or here with --run-name {folder.name} --allow-precision-change"
+        )
     folder, location = others[0]
     return f"; {folder} holds a run of these settings on the data in {location}, this command reads {config.data_location}"
 

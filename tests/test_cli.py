@@ -313,3 +313,18 @@ def test_a_checkpoint_computed_in_fp16_is_not_resumed_or_evaluated_in_fp32_unles
     assert main("ilm_vp", args + ["--resume", "--allow-precision-change"]) == 0
     assert "--allow-precision-change: checkpoint" in capsys.readouterr().out
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_nothing_to_resume_names_the_run_of_these_settings_computed_on_a_gpu(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root, "--epochs", "1", "--scheduler", "constant")
+    assert main("ilm_vp", args) == 0
+    run = run_dir_of(tmp_path / "res")
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["arithmetic"] = "cuda-fp16"  # as a CUDA run of the same flags writes it
+    (run / "config.json").write_text(json.dumps(config))
+    gpu_run = run.rename(run.parent / "seed7-0000cuda")
+    capsys.readouterr()
+    assert main("ilm_vp", args + ["--resume"]) == 2
+    line = _error(capsys)
+    assert line.startswith("error: nothing to resume in ")
+    assert f"{gpu_run} holds a run of these settings computed in cuda-fp16" in line and "--run-name seed7-0000cuda --allow-precision-change" in line
