@@ -42,11 +42,18 @@ def runs_per_gpu_value(text: str) -> int | str:
     return value
 
 
+def torch_index(gpu: str, visible: str | None) -> int:
+    """This process's CUDA index of the GPU a run gets as ``CUDA_VISIBLE_DEVICES=gpu``: its place in
+    this process's own ``CUDA_VISIBLE_DEVICES`` (``visible``) when set, else the number itself."""
+    listed = [g.strip() for g in visible.split(",")] if visible else []
+    return listed.index(gpu) if gpu in listed else int(gpu)
+
+
 def free_gib(gpu: str) -> float:
-    """Free memory of the visible GPU numbered ``gpu``, in GiB."""
+    """Free memory of the GPU ``gpu`` (as :func:`run_environment` hands it to a run), in GiB."""
     import torch
 
-    free, _ = torch.cuda.mem_get_info(int(gpu))
+    free, _ = torch.cuda.mem_get_info(torch_index(gpu, os.environ.get("CUDA_VISIBLE_DEVICES")))
     return free / 2**30
 
 

@@ -24,6 +24,11 @@ def test_auto_divides_the_least_free_memory_by_the_run_estimate_and_is_one_witho
     assert gpu_share.resolve_runs_per_gpu(5, ["0"], 12.0, free) == 5
 
 
+def test_free_memory_is_read_at_this_process_s_index_of_the_gpu():
+    assert gpu_share.torch_index("3", None) == 3 and gpu_share.torch_index("3", "") == 3
+    assert gpu_share.torch_index("3", "2,3") == 1 and gpu_share.torch_index("2", "2, 3") == 0
+
+
 def test_runs_per_gpu_flag_values():
     assert gpu_share.runs_per_gpu_value("auto") == "auto" and gpu_share.runs_per_gpu_value("3") == 3
     for bad in ("0", "-1", "two"):
