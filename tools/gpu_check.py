@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [compare(c, outcomes[c.subject], outcomes[c.reference], args.tolerance) for c in checks]
         text = table(rows, args.tolerance)
         print(text)
-        print(f"{len(runs)} runs in {wall:.0f} s on {torch.cuda.get_device_name()} ({args.runs_at_once} at once); logs in {results}")
+        logs = results if args.results_path else "a temporary folder, removed (keep them with --results-path)"
+        print(f"{len(runs)} runs in {wall:.0f} s on {torch.cuda.get_device_name()} ({args.runs_at_once} at once); logs in {logs}")
         report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "wall_seconds": wall, "settings": vars(args), "rows": rows, "table": text}
         (results / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0 if all(r["verdict"] == "ok" for r in rows) else 1
