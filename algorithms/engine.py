@@ -27,13 +27,13 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from algorithms import micro_batching
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
 from algorithms.runtime import Runtime
 from algorithms.settings import DATA_LOCATION, RunConfig
+from common import preemption, progress
 from common.errors import UserError
 from common.seeding import epoch_generator
 from data.loader import BatchLoader, fits_on_device, to_float01
@@ -196,7 +196,7 @@ def stacked_outputs(
     a progress bar (main process, terminal only).
     """
     out, start = None, 0
-    batches = loader if desc is None else tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not runtime.is_main or None)
+    batches = loader if desc is None else progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=runtime.is_main)
     for images, _ in batches:
         with runtime.autocast(precision):
             y = fn(to_float01(images)).float()
@@ -424,7 +424,7 @@ class Trainer:
         self.runtime.synchronize()
 
     def _bar(self, loader, desc: str):
-        return tqdm(loader, desc=desc, total=len(loader), leave=False, dynamic_ncols=True, disable=not self.show_bars or None)
+        return progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=self.show_bars)
 
     def _new_stats(self) -> torch.Tensor:
         return torch.zeros(self.mapping.num_source, self.mapping.num_target, device=self.device)
@@ -540,6 +540,8 @@ class Trainer:
             if improved:
                 self.best = {"test_acc": test_acc, "epoch": epoch + 1}
             self._write_epoch(epoch, row, improved, test_counts)
+            if preemption.requested() and epoch + 1 < cfg_.epochs:  # issue 24: epoch granularity until the loop polls per step
+                raise preemption.Stopped(preemption.requested(), f"after epoch {epoch + 1} of {cfg_.epochs}", self.outputs.location(CHECKPOINT))
         results = self.summary()
         self.outputs.write_json("results.json", results)
         self.outputs.close()
@@ -570,7 +572,7 @@ class Trainer:
         if self.runtime.is_main:
             changes = "" if row["mapping_changes"] is None else f"  mapping changes {row['mapping_changes']}"
             val = "" if row["val_acc"] is None else f"  val {row['val_acc']:.2f}%"
-            tqdm.write(
+            progress.line(
                 f"epoch {row['epoch']}/{self.config.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"
                 f"  test {row['test_acc']:.2f}% (best {self.best['test_acc']:.2f}%){val}  lr {row['lr']:.2e}{changes}"
                 f"  [{row['epoch_seconds']:.1f}s: mapping {row['mapping_seconds']:.1f} train {row['train_seconds']:.1f}"

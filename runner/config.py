@@ -19,6 +19,7 @@ import cfg
 from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.settings import RunConfig
+from common import preemption, progress
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
 from common.choices import Choices
 from common.errors import UserError
@@ -164,12 +165,23 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--results-path", default=None, metavar="DIR", help=f"results root (default: {cfg.RESULTS_PATH}, env VP_RESULTS)")
     g.add_argument("--run-name", default=None, metavar="NAME", help="run folder name (default: seed<seed>-<config hash>)")
     if family.trains_epochs:
-        g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
+        g.add_argument("--resume", nargs="?", const=True, type=resume_value, default=argparse.SUPPRESS, metavar="auto",
+                       help="continue from the run folder's ckpt.pth; --resume auto: continue it if the folder holds this run, else start it"
+                            " (one command for the first start and every requeue; a folder holding another run is refused)")  # fmt: skip
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, metavar="FILE", help="with --eval-only: the file to evaluate (default: best.pth)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
+    g.add_argument("--progress-interval", type=positive_float, default=progress.DEFAULT_INTERVAL, metavar="SECONDS",
+                   help="when the output is not a terminal (a log file): at most one progress line per long step every SECONDS")  # fmt: skip
+    g.add_argument("--quiet", action="store_true", help="print only warnings, errors and the final result line")
+    g.add_argument("--log-file", default=None, metavar="FILE", help="append a copy of every output line to FILE (progress bars excepted)")
     if family.trains_epochs:
+        g.add_argument("--stop-signals", default=preemption.DEFAULT_SIGNALS, metavar="SIGS",
+                       help="signals that stop the run after the current step with a checkpoint and exit status "
+                            f"{preemption.EXIT_STOPPED} (comma-separated, of {' '.join(preemption.NAMES)}; none: keep the default handlers)")  # fmt: skip
+        g.add_argument("--requeue", action="store_true",
+                       help="after a stop by signal under SLURM, requeue this job (scontrol requeue $SLURM_JOB_ID); use with --resume auto")  # fmt: skip
         g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress-bar updates")
     if family.add_arguments is not None:
         family.add_arguments(p.add_argument_group("method-specific"))
@@ -201,6 +213,22 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Fa
         g.add_argument("--prompt", type=name_type(family.prompts), default=base.prompt, metavar="NAME",
                        help=family.prompts.help("visual prompt design (an alias is stored as its name)"))  # fmt: skip
         g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init, help="initial prompt parameters")
+def resume_value(text: str) -> str:
+    """``--resume auto`` (bare ``--resume`` is the constant True)."""
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or auto, got {text!r}")
+    return text
+
+
+# flags of how one command runs and reports, not of the run: kept out of RunConfig and config.json
+SESSION_FLAGS = {"progress_interval": progress.DEFAULT_INTERVAL, "quiet": False, "log_file": None, "stop_signals": "none", "requeue": False}
+
+
+def session_flags(args: argparse.Namespace) -> dict:
+    """Remove the :data:`SESSION_FLAGS` from ``args`` and return them (with defaults for those a method lacks)."""
+    return {name: vars(args).pop(name, default) for name, default in SESSION_FLAGS.items()}
+
+
 def micro_batch_value(text: str) -> int | str:
     """``--micro-batch``: a positive number of samples or ``auto``."""
     if text == "auto":

@@ -19,13 +19,13 @@ import argparse
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from algorithms.engine import Experiment, evaluation_batch_size, top1_accuracy
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common import progress
 from common.argtypes import int_in, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
@@ -87,7 +87,7 @@ def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, bat
     """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
     model.to(runtime.device).eval()
     loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
-    batches = tqdm(loader, desc="zero-shot test", total=len(loader), leave=False, disable=not runtime.is_main or None)
+    batches = progress.bar(loader, desc="zero-shot test", total=len(loader), unit="batch", enabled=runtime.is_main)
     return top1_accuracy(model, batches, runtime)
 
 
