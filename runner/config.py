@@ -167,7 +167,7 @@ def build_parser(method: str) -> ArgumentParser:
     if family.trains_epochs:
         g.add_argument("--resume", nargs="?", const=True, type=resume_value, default=argparse.SUPPRESS, metavar="auto",
                        help="continue from the run folder's ckpt.pth; --resume auto: continue it if the folder holds this run, else start it"
-                            " (one command for the first start and every requeue; a folder holding another run is refused)")  # fmt: skip
+                            " (one command for the first start and every requeue; a folder holding another run is refused) (default: a new run)")  # fmt: skip
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, metavar="FILE", help="with --eval-only: the file to evaluate (default: best.pth)")
     g.add_argument("--overwrite", action="store_true",
@@ -175,7 +175,7 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--progress-interval", type=positive_float, default=progress.DEFAULT_INTERVAL, metavar="SECONDS",
                    help="when the output is not a terminal (a log file): at most one progress line per long step every SECONDS")  # fmt: skip
     g.add_argument("--quiet", action="store_true", help="print only warnings, errors and the final result line")
-    g.add_argument("--log-file", default=None, metavar="FILE", help="append a copy of every output line to FILE (progress bars excepted)")
+    g.add_argument("--log-file", default=None, metavar="FILE", help="append a copy of every output line to FILE, progress bars excepted (default: none)")
     if family.trains_epochs:
         g.add_argument("--stop-signals", default=preemption.DEFAULT_SIGNALS, metavar="SIGS",
                        help="signals that stop the run after the current step with a checkpoint and exit status "
@@ -225,8 +225,8 @@ SESSION_FLAGS = {"progress_interval": progress.DEFAULT_INTERVAL, "quiet": False,
 
 
 def session_flags(args: argparse.Namespace) -> dict:
-    """Remove the :data:`SESSION_FLAGS` from ``args`` and return them (with defaults for those a method lacks)."""
-    return {name: vars(args).pop(name, default) for name, default in SESSION_FLAGS.items()}
+    """The :data:`SESSION_FLAGS` of ``args`` (with defaults for those a method lacks)."""
+    return {name: getattr(args, name, default) for name, default in SESSION_FLAGS.items()}
 
 
 def micro_batch_value(text: str) -> int | str:
@@ -247,7 +247,7 @@ def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
     names = {f.name for f in fields(RunConfig)} - {"method", "extra"}
     values = vars(args)
     common = {k: v for k, v in values.items() if k in names}
-    extra = {k: v for k, v in values.items() if k not in names}
+    extra = {k: v for k, v in values.items() if k not in names and k not in SESSION_FLAGS}
     config = RunConfig(method=method, extra=extra, **common)
     if config.batch_size is None:
         config.batch_size = mapping_batch_size(config.mapping, config.dataset)

@@ -288,3 +288,54 @@ def test_crop_decoding_reaches_the_run(tmp_path, folder_dataset):
     assert torch.equal(data.train.images[0], torch.from_numpy(read_image(first, (24, 24), "crop").transpose(2, 0, 1).copy()))
     squashed = load_dataset("folder", folder_dataset, image_size=24)
     assert not torch.equal(squashed.train.images, data.train.images)  # bilinear vs bicubic: another input
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume auto: one command for the first start and every requeue
+
+
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_auto_starts_then_continues(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root, "--resume", "auto")
+    assert not (tmp_path / "res").exists()
+    assert main("ilm_vp", args) == 0  # nothing there: a new run
+    run = run_dir_of(tmp_path / "res")
+    assert _epochs(run) == [1, 2]
+    first = json.loads((run / "results.json").read_text())
+    assert main("ilm_vp", args) == 0  # a finished run: continued, with nothing left to train
+    assert _epochs(run) == [1, 2] and json.loads((run / "results.json").read_text())["best_test_acc"] == first["best_test_acc"]
+    assert "error" not in capsys.readouterr().err
+
+
+def test_resume_auto_continues_an_interrupted_run_exactly(tmp_path, cifar_root, monkeypatch):
+    straight = tiny_args(tmp_path / "straight", cifar_root, "--epochs", "3")
+    assert main("ilm_vp", straight) == 0
+    args = tiny_args(tmp_path / "cut", cifar_root, "--epochs", "3", "--resume", "auto")
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        assert main("ilm_vp", args) == 130
+    assert _epochs(run_dir_of(tmp_path / "cut")) == [1]
+    assert main("ilm_vp", args) == 0
+    a = torch.load(run_dir_of(tmp_path / "straight") / "ckpt.pth", weights_only=False)["model"]
+    b = torch.load(run_dir_of(tmp_path / "cut") / "ckpt.pth", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_auto_refuses_a_folder_holding_another_run(tmp_path, cifar_root, capsys):
+    pinned = ("--run-name", "mine", "--scheduler", "constant")
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, *pinned, "--epochs", "1")) == 0
+    run = run_dir_of(tmp_path / "res")
+    before = (run / "ckpt.pth").read_bytes()
+    capsys.readouterr()
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, *pinned, "--epochs", "1", "--lr", "0.5", "--resume", "auto")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --resume auto: run folder") and "(settings that differ: lr)" in err
+    assert (run / "ckpt.pth").read_bytes() == before
+
+
+def test_resume_takes_only_auto(tmp_path, cifar_root, capsys):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--resume", "always")) == 2
+    assert "argument --resume: expected nothing or auto, got 'always'" in capsys.readouterr().err
