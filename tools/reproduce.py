@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.methods import METHOD_CHOICES, METHODS, get_method  # noqa: E402
+from algorithms.methods import FAMILIES, METHOD_CHOICES, METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
 from common.errors import UserError  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
@@ -340,19 +340,33 @@ SLURM_TEMPLATE = """#!/bin/bash
 #SBATCH --cpus-per-task={cpus}
 #SBATCH --time={time}
 #SBATCH --output={log_dir}/%A_%a.out
+#SBATCH --open-mode=append
+#SBATCH --signal=B:USR1@{warning}
+#SBATCH --requeue
 {extra}
 # One array task per line of the jobs file: "<run folder><TAB><command>".
-# A finished run is skipped and an interrupted one resumed, so the array can be resubmitted.
+# A finished run is skipped; a training run's command holds --resume auto --requeue, so it starts
+# or continues its run folder. SLURM sends USR1 {warning} s before the time limit (and TERM on
+# preemption) to this shell, which exec has replaced by python: the run stops with a checkpoint,
+# requeues this task and exits 75; the requeued task continues it. Resubmitting the array is safe.
 set -euo pipefail
 cd {repo}
 line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {jobs})
 run_dir=${{line%%$'\\t'*}}
 command=${{line#*$'\\t'}}
 if [ -f "$run_dir/results.json" ]; then echo "finished: $run_dir"; exit 0; fi
-if [ -f "$run_dir/ckpt.pth" ]; then command="$command --resume"; fi
 echo "$command"
-eval "$command"
+eval "exec $command"
 """
+# what a training run's command gets under SLURM: one command for the first start and every requeue
+SLURM_RESUME = ["--resume", "auto", "--requeue"]
+SIGNAL_WARNING_S = 120  # USR1 this long before the time limit: time for the current epoch's checkpoint
+
+
+def slurm_command(p: PlannedJob) -> list[str]:
+    """The job's command under SLURM: with :data:`SLURM_RESUME` where the method trains epochs."""
+    trains = FAMILIES[get_method(p.job.method).family].trains_epochs
+    return p.command + SLURM_RESUME if trains else p.command
 
 
 def write_slurm(
@@ -365,12 +379,12 @@ def write_slurm(
     out_dir = out_dir.resolve()
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     jobs = out_dir / f"{name}.jobs.tsv"
-    jobs.write_text("".join(f"{p.run_dir}\t{shlex.join(p.command)}\n" for p in todo))
+    jobs.write_text("".join(f"{p.run_dir}\t{shlex.join(slurm_command(p))}\n" for p in todo))
     script = out_dir / f"{name}.sbatch"
     script.write_text(
         SLURM_TEMPLATE.format(
             name=shlex.quote(name), last=len(todo) - 1, limit=limit, cpus=cpus, time=time,
-            log_dir=out_dir / "logs", extra="".join(f"#SBATCH {opt}\n" for opt in sbatch),
+            log_dir=out_dir / "logs", warning=SIGNAL_WARNING_S, extra="".join(f"#SBATCH {opt}\n" for opt in sbatch),
             repo=shlex.quote(str(cfg.REPO_ROOT)), jobs=shlex.quote(str(jobs)),
         )  # fmt: skip
     )
