@@ -108,6 +108,8 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
 
 
 def execute(family, config: RunConfig, data_root: Path, runtime, run_dir: RunDir, argv: list[str] | None) -> dict:
+    if family.weights is not None:  # weights before data: a missing file in seconds, not after the decoding
+        family.weights(config)
     data = load_dataset(
         config.dataset,
         data_root,

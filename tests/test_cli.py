@@ -339,3 +339,50 @@ def test_resume_auto_refuses_a_folder_holding_another_run(tmp_path, cifar_root, 
 def test_resume_takes_only_auto(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--resume", "always")) == 2
     assert "argument --resume: expected nothing or auto, got 'always'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights before data: a missing weights file is reported before any image is decoded
+
+
+@pytest.fixture
+def undecodable_folder(folder_dataset, monkeypatch):
+    """The folder dataset with a corrupt image, and a decoder that fails the test if it is reached."""
+    (folder_dataset / "train" / "tulip" / "0000.png").write_bytes(b"not a png")
+
+    def read_image(*args, **kwargs):
+        raise AssertionError("an image was decoded before the weights were resolved")
+
+    import data.image_io
+
+    monkeypatch.setattr(data.image_io, "read_image", read_image)
+    return folder_dataset
+
+
+def test_missing_network_weights_are_reported_before_decoding(tmp_path, undecodable_folder, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    args = ["--network", "resnet18", "--dataset", "folder", "--data-path", str(undecodable_folder), "--results-path", str(tmp_path / "r"),
+            "--epochs", "1", "--scheduler", "constant", "--device", "cpu"]  # fmt: skip
+    assert main("ilm_vp", args) == 2
+    assert _error(capsys).startswith(f"error: weights for 'resnet18' not found: expected {tmp_path / 'empty_hub' / 'checkpoints'}")
+    assert main("linear_probing", args) == 2
+    assert "weights for 'resnet18' not found" in _error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_clip_weights_are_reported_before_decoding(tmp_path, undecodable_folder, monkeypatch, capsys):
+    import cfg
+    from common.errors import UserError
+    from models.clip.model import find_weights
+
+    monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")
+    tag = "laion400m_e31"
+    try:
+        find_weights("ViT-B-32", tag, download=False)
+        pytest.skip(f"CLIP ViT-B-32 {tag} weights are cached on this machine")
+    except UserError:
+        pass
+    args = ["--dataset", "folder", "--data-path", str(undecodable_folder), "--results-path", str(tmp_path / "r"), "--clip-pretrained", tag, "--device", "cpu"]
+    for method in ("ilm_tp_vp", "clip_linear_probe"):
+        assert main(method, args + (["--epochs", "1", "--scheduler", "constant"] if method != "clip_linear_probe" else [])) == 2
+        assert _error(capsys).startswith(f"error: CLIP weights for ViT-B-32 ({tag}) not found offline")

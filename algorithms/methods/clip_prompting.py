@@ -30,7 +30,7 @@ from common.argtypes import int_in, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
-from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, load_clip
+from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, find_weights, load_clip
 from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
@@ -61,6 +61,12 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
 
 def check_clip_prompting(config: RunConfig) -> None:
     template_number(config)
+
+
+def clip_weights(config: RunConfig) -> None:
+    """CLIP's weights file found (or downloaded) before any image is decoded."""
+    extra = config.extra
+    find_weights(config.network, extra.get("clip_pretrained", "openai"), extra.get("clip_weights") or config.weights)
 
 
 def clip_from_config(config: RunConfig) -> LoadedCLIP:
@@ -146,6 +152,7 @@ register_family(
     prompts=CLIP_PROMPT_CHOICES,
     check=check_clip_prompting,
     input_size=clip_input_side,
+    weights=clip_weights,
     cuda_precision="fp16",
     batch_dependent=lambda config: config.prompt == "random_patch",
 )
