@@ -251,6 +251,9 @@ def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
     config = RunConfig(method=method, extra=extra, **common)
     if config.batch_size is None:
         config.batch_size = mapping_batch_size(config.mapping, config.dataset)
+    complete = FAMILIES[get_method(method).family].complete
+    if complete is not None:
+        complete(config)
     return config
 
 
@@ -267,6 +270,8 @@ def checked_config(config: RunConfig, family: Family) -> RunConfig:
     for flag, path in (("weights", config.weights), ("CLIP weights", config.extra.get("clip_weights"))):
         if path and not Path(path).expanduser().is_file():
             raise UserError(f"{flag} file not found: {Path(path).expanduser()}")
+    if family.complete is not None:
+        family.complete(config)
     if family.check is not None:
         family.check(config)
     return config

@@ -26,7 +26,7 @@ from algorithms.methods.registry import MethodSpec, register_family, register_me
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common import progress
-from common.argtypes import int_in, positive_int
+from common.argtypes import int_in, positive_float, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
@@ -57,10 +57,33 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--prompt-size", type=positive_int, default=30, metavar="PX", help="padding width / patch side in pixels of the 224 input")
     group.add_argument("--rank", type=positive_int, default=None, metavar="R", help="--prompt lowrank: rank of the pattern B @ A per channel (default: 4)")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
+    # absent unless given (SUPPRESS), so the folders of runs without a trainable mapping keep their names
+    group.add_argument("--mapping-lr", type=positive_float, default=argparse.SUPPRESS, metavar="LR",
+                       help=f"learning rate of a trainable mapping (--mapping linear), with --optimizer and the schedule of the prompt;"
+                            f" the prompt's SGD lr 40 makes it diverge (default: {CLIP_MAPPING_LR})")  # fmt: skip
+
+
+# --mapping linear's learning rate under the CLIP scripts' SGD (momentum 0.9, cosine): see docs/clip.md
+CLIP_MAPPING_LR = 0.01
 
 
 def check_clip_prompting(config: RunConfig) -> None:
     template_number(config)
+
+
+def complete_clip_prompting(config: RunConfig) -> None:
+    """A trainable mapping's learning rate joins the settings (and so the run's identity) only where it is used."""
+    if config.mapping == "linear" and config.extra.get("mapping_lr") is None:
+        config.extra["mapping_lr"] = CLIP_MAPPING_LR
+
+
+def clip_parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -> list[dict] | None:
+    """The prompt at ``--lr``; a trainable mapping at ``--mapping-lr``; one group when the mapping has no parameters."""
+    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
+    if not mapping_params:
+        return None
+    lr = config.extra.get("mapping_lr") or CLIP_MAPPING_LR
+    return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, {"params": mapping_params, "lr": lr}]
 
 
 def clip_weights(config: RunConfig) -> None:
@@ -134,7 +157,8 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
             return x
 
     source_names = [fill(t, c) for t in templates for c in names]
-    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info)
+    groups = clip_parameter_groups(config, prompt, mapping)
+    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info, param_groups=groups)
 
 
 def clip_input_side(config: RunConfig) -> int:
@@ -151,6 +175,7 @@ register_family(
     networks=CLIP_NETWORKS,
     prompts=CLIP_PROMPT_CHOICES,
     check=check_clip_prompting,
+    complete=complete_clip_prompting,
     input_size=clip_input_side,
     weights=clip_weights,
     cuda_precision="fp16",

@@ -44,6 +44,8 @@ class Family:
     # finds (or downloads) the network's weights without building it: the runner calls it before
     # any image is decoded, so a missing file is reported in seconds
     weights: Callable[[RunConfig], None] | None = None
+    # fills settings that follow from other flags, before the run's identity is computed
+    complete: Callable[[RunConfig], None] | None = None
 
     @property
     def trains_epochs(self) -> bool:
@@ -75,6 +77,7 @@ def register_family(
     cuda_precision: str = "bf16",
     batch_dependent: BatchRule | None = None,
     weights: Callable[[RunConfig], None] | None = None,
+    complete: Callable[[RunConfig], None] | None = None,
 ) -> None:
     """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
     training mode) or draws something random per forward call must say so, since a training step
@@ -83,7 +86,7 @@ def register_family(
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
     if weights is None and networks is NETWORKS:
         weights = network_weights
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights)
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights, complete)
 
 
 def network_weights(config: RunConfig) -> None:
