@@ -198,3 +198,12 @@ def test_the_few_shot_preset_runs_16_shots_of_dtd10_per_seed():
     flags = jobs[0].flags(Path("/r"), "/data")
     assert flags[flags.index("--shots") + 1] == "16" and flags[flags.index("--subset-seed") + 1] == flags[flags.index("--seed") + 1]
     assert jobs[0].variant == rp.BEYOND_FEWSHOT_BEST and "linear_probing" in {j.variant for j in jobs}
+
+
+def test_under_slurm_only_training_runs_get_resume_auto_and_requeue(tmp_path):
+    def planned(method: str) -> rp.PlannedJob:
+        job = rp.Job(method, "cifar10", None, 1)
+        return rp.PlannedJob(job, tmp_path / method, rp.NEW, ["python", f"{method}.py"], ["python", f"{method}.py"])
+
+    assert rp.slurm_command(planned("ilm_tp_vp")) == ["python", "ilm_tp_vp.py", "--resume", "auto", "--requeue"]
+    assert rp.slurm_command(planned("clip_linear_probe")) == ["python", "clip_linear_probe.py"]  # no epochs: nothing to resume

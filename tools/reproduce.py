@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cfg  # noqa: E402
 from algorithms.methods import FAMILIES, METHOD_CHOICES, METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
+from common import progress  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
 from models.networks import NETWORKS  # noqa: E402
@@ -296,8 +297,6 @@ def visible_gpus() -> list[str]:
 def launch_local(planned: list[PlannedJob], gpus: list[str]) -> list[tuple[PlannedJob, int]]:
     """Run the unfinished jobs, one per GPU at a time (sequentially without GPUs); each job's
     output goes to ``<run folder>/launcher.log``. Returns the failures as (job, exit code)."""
-    from tqdm import tqdm
-
     todo = [p for p in planned if p.status != FINISHED]
     free: queue.Queue = queue.Queue()
     for gpu in gpus or [None]:
@@ -315,19 +314,19 @@ def launch_local(planned: list[PlannedJob], gpus: list[str]) -> list[tuple[Plann
                 log.flush()
                 return subprocess.run(p.launch, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cfg.REPO_ROOT).returncode
         except OSError as exc:
-            tqdm.write(f"cannot start {p.label}: {exc}")
+            progress.line(f"cannot start {p.label}: {exc}")
             return 127
         finally:
             free.put(gpu)
 
     failures = []
-    with ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool, tqdm(total=len(todo), desc="runs", unit="run") as bar:
+    with ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool, progress.bar(total=len(todo), desc="runs", unit="run") as bar:
         futures = {pool.submit(execute, p): p for p in todo}
         for future in as_completed(futures):
             p, code = futures[future], future.result()
             if code != 0:
                 failures.append((p, code))
-                tqdm.write(f"FAILED ({code}) {p.label}: see {p.run_dir / 'launcher.log'}")
+                progress.line(f"FAILED ({code}) {p.label}: see {p.run_dir / 'launcher.log'}")
             bar.update(1)
             bar.set_postfix(failed=len(failures))
     return failures
