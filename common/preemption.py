@@ -5,7 +5,8 @@ minutes before the time limit. :func:`handling` turns each chosen signal into a 
 training loop reads with :func:`requested` after each step: it finishes that step, writes its
 checkpoint and raises :class:`Stopped`; the runner then exits with :data:`EXIT_STOPPED` (and,
 with ``--requeue``, requeues the SLURM job first, :mod:`runner.requeue`). The handler only sets a
-flag (no I/O inside a signal handler); nothing is lost between two polls.
+flag (no I/O inside a signal handler); nothing is lost between two polls. A second signal does
+not wait: it interrupts the run at once, as Ctrl-C does (exit 130, the last checkpoint kept).
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def request(name: str) -> None:
 
 
 def _handle(signum: int, frame: object) -> None:
+    if _requested is not None:  # asked twice: stop now, as Ctrl-C does (the last checkpoint stays)
+        raise KeyboardInterrupt
     request(signal.Signals(signum).name.removeprefix("SIG"))
 
 
