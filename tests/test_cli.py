@@ -328,3 +328,101 @@ def test_nothing_to_resume_names_the_run_of_these_settings_computed_on_a_gpu(tmp
     line = _error(capsys)
     assert line.startswith("error: nothing to resume in ")
     assert f"{gpu_run} holds a run of these settings computed in cuda-fp16" in line and "--run-name seed7-0000cuda --allow-precision-change" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume auto: one command for the first start and every requeue
+
+
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_auto_starts_then_continues(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root, "--resume", "auto")
+    assert not (tmp_path / "res").exists()
+    assert main("ilm_vp", args) == 0  # nothing there: a new run
+    run = run_dir_of(tmp_path / "res")
+    assert _epochs(run) == [1, 2]
+    first = json.loads((run / "results.json").read_text())
+    assert main("ilm_vp", args) == 0  # a finished run: continued, with nothing left to train
+    assert _epochs(run) == [1, 2] and json.loads((run / "results.json").read_text())["best_test_acc"] == first["best_test_acc"]
+    assert "error" not in capsys.readouterr().err
+
+
+def test_resume_auto_continues_an_interrupted_run_exactly(tmp_path, cifar_root, monkeypatch):
+    straight = tiny_args(tmp_path / "straight", cifar_root, "--epochs", "3")
+    assert main("ilm_vp", straight) == 0
+    args = tiny_args(tmp_path / "cut", cifar_root, "--epochs", "3", "--resume", "auto")
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        assert main("ilm_vp", args) == 130
+    assert _epochs(run_dir_of(tmp_path / "cut")) == [1]
+    assert main("ilm_vp", args) == 0
+    a = torch.load(run_dir_of(tmp_path / "straight") / "ckpt.pth", weights_only=False)["model"]
+    b = torch.load(run_dir_of(tmp_path / "cut") / "ckpt.pth", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_auto_refuses_a_folder_holding_another_run(tmp_path, cifar_root, capsys):
+    pinned = ("--run-name", "mine", "--scheduler", "constant")
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, *pinned, "--epochs", "1")) == 0
+    run = run_dir_of(tmp_path / "res")
+    before = (run / "ckpt.pth").read_bytes()
+    capsys.readouterr()
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, *pinned, "--epochs", "1", "--lr", "0.5", "--resume", "auto")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --resume auto: run folder") and "(settings that differ: lr)" in err
+    assert (run / "ckpt.pth").read_bytes() == before
+
+
+def test_resume_takes_only_auto(tmp_path, cifar_root, capsys):
+    assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--resume", "always")) == 2
+    assert "argument --resume: expected nothing or auto, got 'always'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights before data: a missing weights file is reported before any image is decoded
+
+
+@pytest.fixture
+def undecodable_folder(folder_dataset, monkeypatch):
+    """The folder dataset with a corrupt image, and a decoder that fails the test if it is reached."""
+    (folder_dataset / "train" / "tulip" / "0000.png").write_bytes(b"not a png")
+
+    def read_image(*args, **kwargs):
+        raise AssertionError("an image was decoded before the weights were resolved")
+
+    import data.image_io
+
+    monkeypatch.setattr(data.image_io, "read_image", read_image)
+    return folder_dataset
+
+
+def test_missing_network_weights_are_reported_before_decoding(tmp_path, undecodable_folder, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    args = ["--network", "resnet18", "--dataset", "folder", "--data-path", str(undecodable_folder), "--results-path", str(tmp_path / "r"),
+            "--epochs", "1", "--scheduler", "constant", "--device", "cpu"]  # fmt: skip
+    assert main("ilm_vp", args) == 2
+    assert _error(capsys).startswith(f"error: weights for 'resnet18' not found: expected {tmp_path / 'empty_hub' / 'checkpoints'}")
+    assert main("linear_probing", args) == 2
+    assert "weights for 'resnet18' not found" in _error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_clip_weights_are_reported_before_decoding(tmp_path, undecodable_folder, monkeypatch, capsys):
+    import cfg
+    from common.errors import UserError
+    from models.clip.model import find_weights
+
+    monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")
+    tag = "laion400m_e31"
+    try:
+        find_weights("ViT-B-32", tag, download=False)
+        pytest.skip(f"CLIP ViT-B-32 {tag} weights are cached on this machine")
+    except UserError:
+        pass
+    args = ["--dataset", "folder", "--data-path", str(undecodable_folder), "--results-path", str(tmp_path / "r"), "--clip-pretrained", tag, "--device", "cpu"]
+    for method in ("ilm_tp_vp", "clip_linear_probe"):
+        assert main(method, args + (["--epochs", "1", "--scheduler", "constant"] if method != "clip_linear_probe" else [])) == 2
+        assert _error(capsys).startswith(f"error: CLIP weights for ViT-B-32 ({tag}) not found offline")

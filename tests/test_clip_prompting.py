@@ -170,3 +170,23 @@ def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
     assert "argument --template-number: must be an integer in 0..80, got 81" in capsys.readouterr().err
     assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "expansive")) == 2  # a CNN prompt
     assert "unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch, resize_padding" in capsys.readouterr().err
+
+
+def test_a_linear_mapping_gets_its_own_learning_rate_and_only_its_runs_change_identity():
+    from torch import nn
+
+    from algorithms.methods.clip_prompting import CLIP_MAPPING_LR, clip_parameter_groups
+    from runner.config import build_parser, config_from_args
+
+    def config(*flags):
+        return config_from_args("ilm_tp_vp", build_parser("ilm_tp_vp").parse_args(["--data-path", "/datasets", *flags]))
+
+    assert "mapping_lr" not in config().extra and "mapping_lr" not in config("--mapping", "blm").extra  # folders unchanged
+    linear = config("--mapping", "linear")
+    assert linear.extra["mapping_lr"] == CLIP_MAPPING_LR == 0.01 and linear.lr == 40.0
+    assert config("--mapping", "linear", "--mapping-lr", "0.5").extra["mapping_lr"] == 0.5
+    assert config("--mapping", "linear").config_hash() != config("--mapping", "linear", "--mapping-lr", "0.5").config_hash()
+    prompt, mapping = nn.Linear(2, 2), nn.Linear(3, 2)
+    groups = clip_parameter_groups(linear, prompt, mapping)
+    assert [len(g["params"]) for g in groups] == [2, 2] and "lr" not in groups[0] and groups[1]["lr"] == 0.01
+    assert clip_parameter_groups(linear, prompt, nn.Identity()) is None  # a mapping without parameters: one group at --lr

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_args
 
-from algorithms.engine import StepOutput, Trainer, TrainingStep
+from algorithms.engine import StepOutput, TrainingStep
 from common.files import load_checkpoint
-from runner.cli import EXIT_STOPPED, main
+from common.preemption import EXIT_STOPPED
+from runner.cli import main
+
+ENTRY = Path(__file__).resolve().parent / "signal_entry.py"
 
 # lm-source train: the mapping's statistics are collected inside the epoch; TrivialAugment and the
 # watermark's crops draw from the epoch's generator; SGD with momentum has optimizer state
@@ -21,32 +27,26 @@ def checkpoint(folder):
     return load_checkpoint(next(folder.rglob("ckpt.pth")))
 
 
-def stop_after(monkeypatch, steps: int) -> None:
-    """Ask every trainer built from now on to stop after ``steps`` optimizer steps of its run."""
-    original = Trainer.optimize
-    done = {"steps": 0}
-
-    def counting(self, *args, **kwargs):
-        done["steps"] += 1
-        self.stop_requested = lambda: done["steps"] == steps
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "optimize", counting)
+def signalled_run(folder, cifar_root, signal_name: str, after: int, *extra: str) -> subprocess.CompletedProcess:
+    """The run in a subprocess that receives a real ``signal_name`` after optimizer step ``after``."""
+    argv = tiny_args(folder, cifar_root, *ARGS, *extra)
+    return subprocess.run([sys.executable, str(ENTRY), signal_name, str(after), "ilm_vp", *argv], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("steps", [5, 4])  # inside epoch 2 (4 steps an epoch), and at an epoch's last step
-def test_a_stop_inside_an_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, cifar_root, monkeypatch, steps):
+# 4 steps an epoch (50 images, batches of 16): step 5 is inside epoch 2, step 4 an epoch's last
+@pytest.mark.parametrize("signal_name, steps", [("USR1", 5), ("TERM", 4)])
+def test_a_signal_inside_an_epoch_then_resume_auto_equals_the_uninterrupted_run(tmp_path, cifar_root, signal_name, steps):
     assert main("ilm_vp", tiny_args(tmp_path / "straight", cifar_root, *ARGS)) == 0
-    with monkeypatch.context() as patch:
-        stop_after(patch, steps)
-        assert main("ilm_vp", tiny_args(tmp_path / "cut", cifar_root, *ARGS)) == EXIT_STOPPED
-    stopped = checkpoint(tmp_path / "cut")
-    assert stopped["epoch_progress"]["steps_done"] == (steps - 1) % 4 + 1 and stopped["epoch"] == (steps - 1) // 4
-    assert main("ilm_vp", tiny_args(tmp_path / "cut", cifar_root, *ARGS, "--resume")) == 0
+    stopped = signalled_run(tmp_path / "cut", cifar_root, signal_name, steps)
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr
+    assert f"stopped by SIG{signal_name} in epoch {(steps - 1) // 4 + 1} of 3 after step {(steps - 1) % 4 + 1} of 4" in stopped.stderr
+    written = checkpoint(tmp_path / "cut")
+    assert written["epoch_progress"]["steps_done"] == (steps - 1) % 4 + 1 and written["epoch"] == (steps - 1) // 4
+    assert main("ilm_vp", tiny_args(tmp_path / "cut", cifar_root, *ARGS, "--resume", "auto")) == 0
     straight, resumed = checkpoint(tmp_path / "straight"), checkpoint(tmp_path / "cut")
     assert resumed.get("epoch_progress") is None and resumed["epoch"] == 3
     assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
-    for a, b in zip(straight["history"], resumed["history"]):
+    for a, b in zip(straight["history"], resumed["history"], strict=True):
         assert (a["train_loss"], a["train_acc"], a["test_acc"], a["mapping_changes"]) == (b["train_loss"], b["train_acc"], b["test_acc"], b["mapping_changes"])
     assert torch.equal(straight["optimizer"]["state"][0]["momentum_buffer"], resumed["optimizer"]["state"][0]["momentum_buffer"])
 

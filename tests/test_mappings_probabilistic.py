@@ -179,3 +179,17 @@ def test_linear_mapping_end_to_end_trains_with_its_own_learning_rate(tmp_path, c
 def test_bad_mapping_lr_is_a_one_line_error(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--mapping", "linear", "--mapping-lr", "0")) == 2
     assert capsys.readouterr().err.strip() == "error: argument --mapping-lr: must be > 0, got 0 (see --help)"
+
+
+def test_the_linear_mapping_is_nn_linears_default_init_from_the_seed_alone():
+    from algorithms.mappings.probabilistic import LinearMapping
+
+    torch.manual_seed(3)
+    reference = LinearMapping(30, 7)  # nn.Linear's own init from a global state seeded with --seed
+    torch.manual_seed(99)
+    torch.randn(1000)  # whatever ran before (a network's construction) does not matter
+    before = torch.random.get_rng_state()
+    built = build_mapping("linear", 30, 7, interval=1, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)  # and the global state is left alone
+    assert torch.equal(built.linear.weight, reference.linear.weight) and torch.equal(built.linear.bias, reference.linear.bias)
+    assert not torch.equal(build_mapping("linear", 30, 7, interval=1, seed=4).linear.weight, reference.linear.weight)

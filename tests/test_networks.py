@@ -143,3 +143,20 @@ def test_ilm_vp_runs_on_a_timm_model(tmp_path, cifar_root, timm_weights):
     (results,) = (tmp_path / "res").rglob("results.json")
     assert results.parent.relative_to(tmp_path / "res").parts[:3] == ("ilm_vp", "cifar10", "timm-test_resnet.r160_in1k")
     assert json.loads(results.read_text())["trainable_params"] == 3 * 160 * 160
+
+
+def test_resolve_weights_finds_the_file_without_building_or_reading_it(tmp_path, monkeypatch):
+    import torch
+
+    from common.errors import UserError
+    from models.networks import resolve_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    for name, file in (("resnet18", "resnet18-f37072fd.pth"), ("vit_b_16", "vit_b_16-c867db91.pth"), ("instagram", "ig_resnext101_32x8-c38310e5.pth")):
+        with pytest.raises(UserError, match=f"weights for '{name}' not found: expected {tmp_path / 'checkpoints' / file}"):
+            resolve_weights(name, download=False)
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)
+        (tmp_path / "checkpoints" / file).write_bytes(b"")  # never read: only found
+        resolve_weights(name, download=False)
+    with pytest.raises(UserError, match="weights file not found"):
+        resolve_weights("resnet18", tmp_path / "nope.pth")

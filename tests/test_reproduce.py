@@ -139,14 +139,15 @@ def test_slurm_script_is_valid_bash_and_skips_or_resumes(tmp_path, cifar_root):
     rows = [line.split("\t") for line in jobs_file.read_text().splitlines()]
     assert [Path(r[0]) for r in rows] == [p.run_dir for p in planned[1:]]
     assert all(shlex.split(r[1])[0] == fake_python(tmp_path) for r in rows)
-    # run array task 1 (seed 3) as the scheduler would: new, then partial -> --resume, then finished
+    # preemption: SLURM signals the batch shell, which exec replaces by the run; a requeued task continues it
+    assert "#SBATCH --signal=B:USR1@120" in text and "#SBATCH --requeue" in text and "#SBATCH --open-mode=append" in text
+    assert 'eval "exec $command"' in text
+    # run array task 1 (seed 3) as the scheduler would: one command starts or continues the run, then finished
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1"}
     first = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
-    assert first.returncode == 0 and "--seed 3" in first.stdout and "--resume" not in first.stdout
+    assert first.returncode == 0 and "--seed 3" in first.stdout
+    assert first.stdout.splitlines()[0].endswith("--resume auto --requeue")
     planned[2].run_dir.mkdir(parents=True)
-    (planned[2].run_dir / "ckpt.pth").write_bytes(b"x")
-    second = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
-    assert second.stdout.rstrip().endswith("--resume")
     (planned[2].run_dir / "results.json").write_text("{}")
     third = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert third.stdout.startswith("finished:")
@@ -231,3 +232,12 @@ def test_a_run_launched_beside_another_gives_the_results_it_gets_alone(tmp_path,
     for a, b in zip(*rows):
         assert (a["train_loss"], a["test_acc"], a["mapping_changes"]) == (b["train_loss"], b["test_acc"], b["mapping_changes"])
     assert results(shared[1].run_dir)["seed"] == 2
+
+
+def test_under_slurm_only_training_runs_get_resume_auto_and_requeue(tmp_path):
+    def planned(method: str) -> rp.PlannedJob:
+        job = rp.Job(method, "cifar10", None, 1)
+        return rp.PlannedJob(job, tmp_path / method, rp.NEW, ["python", f"{method}.py"], ["python", f"{method}.py"])
+
+    assert rp.slurm_command(planned("ilm_tp_vp")) == ["python", "ilm_tp_vp.py", "--resume", "auto", "--requeue"]
+    assert rp.slurm_command(planned("clip_linear_probe")) == ["python", "clip_linear_probe.py"]  # no epochs: nothing to resume

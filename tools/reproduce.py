@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cfg  # noqa: E402
 from algorithms.methods import FAMILIES, METHOD_CHOICES, METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
+from common import progress  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
 from models.networks import NETWORKS  # noqa: E402
@@ -301,11 +302,9 @@ def launch_local(planned: list[PlannedJob], gpus: list[str], runs_per_gpu: int =
     without GPUs), each its own process (:mod:`runner.gpu_share`); each job's output goes to
     ``<run folder>/launcher.log``. Two jobs of one run folder never run: the repeat is skipped.
     Returns the failures as (job, exit code)."""
-    from tqdm import tqdm
-
     todo, repeats = distinct([p for p in planned if p.status != FINISHED], key=lambda p: p.run_dir)
     for p in repeats:
-        tqdm.write(f"skipped {p.label}: the same run folder as an earlier job")
+        progress.line(f"skipped {p.label}: the same run folder as an earlier job")
 
     def execute(p: PlannedJob, gpu: str | None) -> int:
         try:
@@ -316,14 +315,14 @@ def launch_local(planned: list[PlannedJob], gpus: list[str], runs_per_gpu: int =
                 env = run_environment(gpu, runs_per_gpu)
                 return subprocess.run(p.launch, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cfg.REPO_ROOT).returncode
         except OSError as exc:
-            tqdm.write(f"cannot start {p.label}: {exc}")
+            progress.line(f"cannot start {p.label}: {exc}")
             return 127
 
-    with tqdm(total=len(todo), desc="runs", unit="run") as bar:
+    with progress.bar(total=len(todo), desc="runs", unit="run") as bar:
 
         def done(p: PlannedJob, code: int) -> None:
             if code != 0:
-                tqdm.write(f"FAILED ({code}) {p.label}: see {p.run_dir / 'launcher.log'}")
+                progress.line(f"FAILED ({code}) {p.label}: see {p.run_dir / 'launcher.log'}")
             bar.update(1)
 
         return run_in_slots(todo, slots(gpus, runs_per_gpu), execute, done)
@@ -336,19 +335,33 @@ SLURM_TEMPLATE = """#!/bin/bash
 #SBATCH --cpus-per-task={cpus}
 #SBATCH --time={time}
 #SBATCH --output={log_dir}/%A_%a.out
+#SBATCH --open-mode=append
+#SBATCH --signal=B:USR1@{warning}
+#SBATCH --requeue
 {extra}
 # One array task per line of the jobs file: "<run folder><TAB><command>".
-# A finished run is skipped and an interrupted one resumed, so the array can be resubmitted.
+# A finished run is skipped; a training run's command holds --resume auto --requeue, so it starts
+# or continues its run folder. SLURM sends USR1 {warning} s before the time limit (and TERM on
+# preemption) to this shell, which exec has replaced by python: the run stops with a checkpoint,
+# requeues this task and exits 75; the requeued task continues it. Resubmitting the array is safe.
 set -euo pipefail
 cd {repo}
 line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {jobs})
 run_dir=${{line%%$'\\t'*}}
 command=${{line#*$'\\t'}}
 if [ -f "$run_dir/results.json" ]; then echo "finished: $run_dir"; exit 0; fi
-if [ -f "$run_dir/ckpt.pth" ]; then command="$command --resume"; fi
 echo "$command"
-eval "$command"
+eval "exec $command"
 """
+# what a training run's command gets under SLURM: one command for the first start and every requeue
+SLURM_RESUME = ["--resume", "auto", "--requeue"]
+SIGNAL_WARNING_S = 120  # USR1 this long before the time limit: time for the current epoch's checkpoint
+
+
+def slurm_command(p: PlannedJob) -> list[str]:
+    """The job's command under SLURM: with :data:`SLURM_RESUME` where the method trains epochs."""
+    trains = FAMILIES[get_method(p.job.method).family].trains_epochs
+    return p.command + SLURM_RESUME if trains else p.command
 
 
 def write_slurm(
@@ -361,12 +374,12 @@ def write_slurm(
     out_dir = out_dir.resolve()
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     jobs = out_dir / f"{name}.jobs.tsv"
-    jobs.write_text("".join(f"{p.run_dir}\t{shlex.join(p.command)}\n" for p in todo))
+    jobs.write_text("".join(f"{p.run_dir}\t{shlex.join(slurm_command(p))}\n" for p in todo))
     script = out_dir / f"{name}.sbatch"
     script.write_text(
         SLURM_TEMPLATE.format(
             name=shlex.quote(name), last=len(todo) - 1, limit=limit, cpus=cpus, time=time,
-            log_dir=out_dir / "logs", extra="".join(f"#SBATCH {opt}\n" for opt in sbatch),
+            log_dir=out_dir / "logs", warning=SIGNAL_WARNING_S, extra="".join(f"#SBATCH {opt}\n" for opt in sbatch),
             repo=shlex.quote(str(cfg.REPO_ROOT)), jobs=shlex.quote(str(jobs)),
         )  # fmt: skip
     )

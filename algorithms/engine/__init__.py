@@ -10,13 +10,13 @@ from algorithms.engine.evaluation import PROTOCOL, evaluation_batch_size, precom
 from algorithms.engine.experiment import Augment, Experiment, OptimizerHook, Precompute, Precomputed
 from algorithms.engine.guard import NonFiniteLoss
 from algorithms.engine.hooks import EpochContext, EpochHook, MappingRefit
-from algorithms.engine.interruption import EpochProgress, StopRequested
+from algorithms.engine.interruption import EpochProgress
 from algorithms.engine.loop import Trainer
 from algorithms.engine.schedule import build_optimizer, lr_factor, schedule_warnings
 from algorithms.engine.step import StepOutput, TrainingStep
 
 __all__ = [
     "PROTOCOL", "Augment", "EpochContext", "EpochHook", "EpochProgress", "Experiment", "MappingRefit", "NonFiniteLoss", "OptimizerHook",
-    "Precompute", "Precomputed", "StepOutput", "StopRequested", "Trainer", "TrainingStep", "build_optimizer", "check_same_data", "data_identity", "evaluation_batch_size",
+    "Precompute", "Precomputed", "StepOutput", "Trainer", "TrainingStep", "build_optimizer", "check_same_data", "data_identity", "evaluation_batch_size",
     "lr_factor", "precompute_inputs", "schedule_warnings", "stacked_outputs", "top1_accuracy", "val_selection",
 ]  # fmt: skip

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-from tqdm import tqdm
 
 from algorithms import micro_batching
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
+from common import progress
 from common.errors import UserError
 from data.loader import BatchLoader, fits_on_device, to_float01
 from data.registry import TargetData
@@ -87,7 +87,7 @@ def stacked_outputs(
     a progress bar (main process, terminal only).
     """
     out, start = None, 0
-    batches = loader if desc is None else tqdm(loader, desc=desc, total=len(loader), leave=False, disable=not runtime.is_main or None)
+    batches = loader if desc is None else progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=runtime.is_main)
     for images, _ in batches:
         with runtime.autocast(precision):
             y = fn(to_float01(images)).float()

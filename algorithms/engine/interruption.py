@@ -4,7 +4,7 @@ When the run is asked to stop (a cluster's SIGTERM or SIGUSR1 before preemption 
 limit), the loop finishes the current optimizer step and writes a checkpoint holding, besides
 the usual state, an :class:`EpochProgress`: how many steps of the epoch are done, the epoch's
 running sums, the augmentation generator and the global random state, and the hooks' partial
-statistics. ``--resume`` then skips the done steps (the epoch's order depends only on the seed
+statistics, then raises :class:`common.preemption.Stopped`. ``--resume`` then skips the done steps (the epoch's order depends only on the seed
 and the epoch) and continues as if never stopped: on a CPU, bit for bit.
 """
 from __future__ import annotations
@@ -13,14 +13,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-
-
-class StopRequested(Exception):  # noqa: N818  (a request, not an error)
-    """The run stopped on request after writing a checkpoint from which ``--resume`` continues."""
-
-    def __init__(self, epoch: int, step: int, checkpoint: str) -> None:
-        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
-        super().__init__(f"stopped on request in epoch {epoch + 1} after step {step}; {checkpoint} continues it with --resume")
 
 
 @dataclass

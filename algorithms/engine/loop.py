@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from algorithms.engine import checkpoint as ckpt
 from algorithms.engine.chunking import probe_training_step, resolve_chunk
@@ -27,12 +26,13 @@ from algorithms.engine.evaluation import auto_eval_batch, evaluation_batch_size,
 from algorithms.engine.experiment import Experiment
 from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
 from algorithms.engine.hooks import EpochContext, MappingRefit
-from algorithms.engine.interruption import EpochProgress, StopRequested
+from algorithms.engine.interruption import EpochProgress
 from algorithms.engine.reporting import epoch_line, epoch_scalars, prediction_counts, run_summary
 from algorithms.engine.schedule import build_optimizer, build_scheduler
 from algorithms.outputs import BEST, CHECKPOINT, RunOutputs
 from algorithms.runtime import Runtime, compile_options
 from algorithms.settings import RunConfig
+from common import preemption, progress
 from common.seeding import epoch_generator
 from data.loader import BatchLoader, to_float01
 from data.registry import TargetData
@@ -89,16 +89,23 @@ class Trainer:
         self.guard = NumericalGuard(self.device, scaled=self.scaler.is_enabled())
         self.partial: EpochProgress | None = None  # an epoch stopped on request, from --resume
         self._epoch_entries: tuple[dict, float] = ({}, 0.0)  # the running epoch's hook entries and their seconds
-        # polled after every optimizer step: True stops the run with an exact mid-epoch checkpoint
-        # (the runner sets it from SIGTERM/SIGUSR1, :class:`StopRequested`)
-        self.stop_requested: Callable[[], bool] = lambda: False
+        # polled after every optimizer step: a signal's name stops the run with an exact mid-epoch
+        # checkpoint (SIGTERM/SIGUSR1 through common.preemption; every rank stops at the same step)
+        self.stop_requested: Callable[[], str | None] = self._stop_signal
+
+    def _stop_signal(self) -> str | None:
+        name = preemption.requested()
+        if self.runtime.distributed:  # the ranks agree, or one would wait for the others forever
+            asked = torch.tensor(float(name is not None), device=self.device)
+            name = name or ("TERM" if float(self.runtime.all_reduce_sum(asked)) > 0 else None)
+        return name
 
     def _note(self, text: str) -> None:
         if self.runtime.is_main:
             print(text, flush=True)
 
     def _bar(self, loader, desc: str):
-        return tqdm(loader, desc=desc, total=len(loader), leave=False, dynamic_ncols=True, disable=not self.show_bars or None)
+        return progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=self.show_bars)
 
     def _probe_step(self, n: int) -> None:
         probe_training_step(self.model, self.step, next(iter(self.train_loader)), n, self.runtime)
@@ -213,11 +220,13 @@ class Trainer:
                 self._check_numbers(epoch)
                 if self.show_bars:
                     bar.set_postfix(loss=f"{batch_loss.item():.3f}")
-            if self.stop_requested():
+            signal_name = self.stop_requested()
+            if signal_name:
                 self._check_numbers(epoch)
-                progress = EpochProgress(epoch, step + 1, sums, augment_gen.get_state(), torch.get_rng_state(), *self._epoch_entries)
-                self.outputs.save(CHECKPOINT, self.state(epoch, progress))
-                raise StopRequested(epoch, step + 1, str(self.outputs.location(CHECKPOINT)))
+                done = EpochProgress(epoch, step + 1, sums, augment_gen.get_state(), torch.get_rng_state(), *self._epoch_entries)
+                self.outputs.save(CHECKPOINT, self.state(epoch, done))
+                where = f"in epoch {epoch + 1} of {self.config.epochs} after step {step + 1} of {len(self.train_loader)}"
+                raise preemption.Stopped(signal_name, where, str(self.outputs.location(CHECKPOINT)))
         self._check_numbers(epoch, end_of_epoch=True)
         totals = self.runtime.all_reduce_sum(sums.clone())
         for hook in self.hooks:
@@ -315,7 +324,7 @@ class Trainer:
         self.outputs.write_mapping(epoch + 1, self.mapping.describe(self.experiment.source_names, self.data.class_names))
         self.outputs.log_scalars(epoch + 1, epoch_scalars(row))
         if self.runtime.is_main:
-            tqdm.write(epoch_line(row, self.config.epochs, self.best["test_acc"]))
+            progress.line(epoch_line(row, self.config.epochs, self.best["test_acc"]))
         self._write_snapshots(epoch + 1, test_counts)
         self.outputs.save(CHECKPOINT, state)
 

@@ -16,6 +16,8 @@ Importing this module registers the three names in :data:`algorithms.mappings.ba
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -152,10 +154,18 @@ def _blmplus(num_source: int, num_target: int, interval: int, seed: int) -> Labe
 
 @register_mapping("linear", "a trainable linear layer over the source logits (AutoVP's fully connected mapping), learning rate --mapping-lr")
 def _linear(num_source: int, num_target: int, interval: int, seed: int) -> LabelMapping:
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # the layer's initial weights depend on --seed only
-    try:
-        return LinearMapping(num_source, num_target)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    with torch.random.fork_rng(devices=[]):  # the default init's draws are replaced below
+        mapping = LinearMapping(num_source, num_target)
+    seeded_linear_init(mapping.linear, torch.Generator().manual_seed(seed))
+    return mapping
+
+
+def seeded_linear_init(layer: nn.Linear, generator: torch.Generator) -> None:
+    """``nn.Linear``'s default initialisation drawn from ``generator``: the layer's initial weights
+    depend on --seed only, not on what the global random state (or a CUDA one) has been used for."""
+    fan_in = layer.weight.shape[1]
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        layer.bias.uniform_(-bound, bound, generator=generator)
 

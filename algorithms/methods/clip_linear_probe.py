@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.engine import data_identity, stacked_outputs
-from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side
+from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side, clip_weights
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
@@ -155,7 +155,8 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
 
 
 register_family(
-    "clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS, input_size=clip_input_side
+    "clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS, input_size=clip_input_side,
+    weights=clip_weights,
 )
 register_method(MethodSpec(METHOD, "clip_linear_probe", "CLIP linear probe: logistic regression on frozen CLIP image features, C chosen on validation (Radford et al., 2021).",
                            {"network": "ViT-B/32", "val_fraction": 0.2, "mapping": "identity", "decode": "crop"}))  # fmt: skip

@@ -19,18 +19,18 @@ import argparse
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
-from common.argtypes import int_in, positive_int
+from common import progress
+from common.argtypes import int_in, positive_float, positive_int
 from common.errors import UserError
 from data.loader import BatchLoader
 from data.registry import TargetData
-from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, load_clip
+from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, find_weights, load_clip
 from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt, clip_prompt_input_size
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
@@ -57,10 +57,39 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--prompt-size", type=positive_int, default=30, metavar="PX", help="padding width / patch side in pixels of the 224 input")
     group.add_argument("--rank", type=positive_int, default=None, metavar="R", help="--prompt lowrank: rank of the pattern B @ A per channel (default: 4)")
     group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
+    # absent unless given (SUPPRESS), so the folders of runs without a trainable mapping keep their names
+    group.add_argument("--mapping-lr", type=positive_float, default=argparse.SUPPRESS, metavar="LR",
+                       help=f"learning rate of a trainable mapping (--mapping linear), with --optimizer and the schedule of the prompt;"
+                            f" the prompt's SGD lr 40 makes it diverge (default: {CLIP_MAPPING_LR})")  # fmt: skip
+
+
+# --mapping linear's learning rate under the CLIP scripts' SGD (momentum 0.9, cosine): see docs/clip.md
+CLIP_MAPPING_LR = 0.01
 
 
 def check_clip_prompting(config: RunConfig) -> None:
     template_number(config)
+
+
+def complete_clip_prompting(config: RunConfig) -> None:
+    """A trainable mapping's learning rate joins the settings (and so the run's identity) only where it is used."""
+    if config.mapping == "linear" and config.extra.get("mapping_lr") is None:
+        config.extra["mapping_lr"] = CLIP_MAPPING_LR
+
+
+def clip_parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -> list[dict] | None:
+    """The prompt at ``--lr``; a trainable mapping at ``--mapping-lr``; one group when the mapping has no parameters."""
+    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
+    if not mapping_params:
+        return None
+    lr = config.extra.get("mapping_lr") or CLIP_MAPPING_LR
+    return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, {"params": mapping_params, "lr": lr}]
+
+
+def clip_weights(config: RunConfig) -> None:
+    """CLIP's weights file found (or downloaded) before any image is decoded."""
+    extra = config.extra
+    find_weights(config.network, extra.get("clip_pretrained", "openai"), extra.get("clip_weights") or config.weights)
 
 
 def clip_from_config(config: RunConfig) -> LoadedCLIP:
@@ -87,7 +116,7 @@ def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, bat
     """Top-1 test accuracy (%) of ``model`` (uint8 -> [0, 1] -> logits over the K classes)."""
     model.to(runtime.device).eval()
     loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
-    batches = tqdm(loader, desc="zero-shot test", total=len(loader), leave=False, disable=not runtime.is_main or None)
+    batches = progress.bar(loader, desc="zero-shot test", total=len(loader), unit="batch", enabled=runtime.is_main)
     return top1_accuracy(model, batches, runtime)
 
 
@@ -121,7 +150,8 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(prompted_input(clip, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     source_names = [fill(t, c) for t in templates for c in names]
-    return Experiment(model=model, source_names=source_names, train_augment=prompt_augment(prompt), info=info)
+    groups = clip_parameter_groups(config, prompt, mapping)
+    return Experiment(model=model, source_names=source_names, train_augment=prompt_augment(prompt), info=info, param_groups=groups)
 
 
 def prompt_augment(prompt: nn.Module) -> Augment | None:
@@ -159,7 +189,9 @@ register_family(
     networks=CLIP_NETWORKS,
     prompts=CLIP_PROMPT_CHOICES,
     check=check_clip_prompting,
+    complete=complete_clip_prompting,
     input_size=clip_input_side,
+    weights=clip_weights,
     cuda_precision="fp16",
     batch_dependent=lambda config: config.prompt == "random_patch",
 )

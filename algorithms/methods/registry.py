@@ -17,7 +17,7 @@ from algorithms.settings import RunConfig
 from common.choices import Choices
 from common.errors import UserError
 from data.registry import TargetData
-from models.networks import NETWORKS
+from models.networks import NETWORKS, resolve_weights
 
 FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
 # a method without training epochs: computes and writes its results itself, returns results.json's content
@@ -41,6 +41,11 @@ class Family:
     cuda_precision: str = "bf16"
     # None: the trained part treats every sample alone, so --micro-batch changes nothing computed
     batch_dependent: BatchRule | None = None
+    # finds (or downloads) the network's weights without building it: the runner calls it before
+    # any image is decoded, so a missing file is reported in seconds
+    weights: Callable[[RunConfig], None] | None = None
+    # fills settings that follow from other flags, before the run's identity is computed
+    complete: Callable[[RunConfig], None] | None = None
 
     @property
     def trains_epochs(self) -> bool:
@@ -71,13 +76,22 @@ def register_family(
     input_size: Callable[[RunConfig], int] | None = None,
     cuda_precision: str = "bf16",
     batch_dependent: BatchRule | None = None,
+    weights: Callable[[RunConfig], None] | None = None,
+    complete: Callable[[RunConfig], None] | None = None,
 ) -> None:
     """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
     training mode) or draws something random per forward call must say so, since a training step
     computed in chunks (``--micro-batch``) then gives another result."""
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent)
+    if weights is None and networks is NETWORKS:
+        weights = network_weights
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights, complete)
+
+
+def network_weights(config: RunConfig) -> None:
+    """The weights of a ``--network`` of :data:`~models.networks.NETWORKS` (or ``--weights``), found or downloaded."""
+    resolve_weights(config.network, config.weights)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:

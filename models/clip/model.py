@@ -150,6 +150,11 @@ def resolve_weights(name: str, pretrained: str | None, weights: str | None, down
         raise UserError(f"CLIP weights for {name} ({pretrained}) could not be downloaded ({type(exc).__name__}); {how}") from exc
 
 
+def find_weights(name: str, pretrained: str | None = "openai", weights: str | None = None, download: bool | None = None) -> None:
+    """Make sure :func:`load_clip`'s weights file is on disk (found, or downloaded where allowed), building nothing."""
+    resolve_weights(clip_model_name(name), pretrained, weights, cfg.DOWNLOAD if download is None else download)
+
+
 def load_clip(name: str = "ViT-B/32", pretrained: str | None = "openai", weights: str | None = None, download: bool | None = None) -> LoadedCLIP:
     """Build a frozen, eval-mode CLIP on the CPU with its weights and preprocessing constants."""
     import open_clip

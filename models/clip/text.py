@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 import cfg
+from common import progress as display
 from common.files import atomic_write_bytes
 from models.clip.model import LoadedCLIP
 from models.clip.templates import fill
@@ -38,7 +38,7 @@ def encode_texts(clip: LoadedCLIP, texts: Sequence[str], device: torch.device, p
     on a terminal (81 templates x K classes take most of a CPU run's first minute)."""
     model = clip.model.to(device)
     out = []
-    with tqdm(total=len(texts), desc="encode text prompts", unit="text", leave=False, disable=not progress or None) as bar:
+    with display.bar(total=len(texts), desc="encode text prompts", unit="text", enabled=progress) as bar:
         for start in range(0, len(texts), TEXT_BATCH):
             batch = list(texts[start : start + TEXT_BATCH])
             tokens = clip.tokenizer(batch).to(device)
