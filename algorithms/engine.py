@@ -36,12 +36,13 @@ from algorithms.runtime import Runtime
 from algorithms.settings import DATA_LOCATION, RunConfig
 from common.errors import UserError
 from common.seeding import epoch_generator
+from data.augment_draws import AugmentDraws
 from data.loader import BatchLoader, fits_on_device, to_float01
 from data.registry import TargetData
 from data.tensors import FeatureSet, ImageTensorSet
 from models.reprogrammer import ReprogrammingModel
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Augment = Callable[[torch.Tensor, AugmentDraws], torch.Tensor]  # (float batch, its draws) -> augmented batch
 BatchFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -466,8 +467,8 @@ class Trainer:
         bar = self._bar(self.train_loader, f"epoch {epoch + 1} train")
         for step, (images, labels) in enumerate(bar):
             x = to_float01(images)
-            if self.experiment.train_augment is not None:  # drawn for the whole batch, before it is split
-                x = self.experiment.train_augment(x, augment_gen)
+            if self.experiment.train_augment is not None:  # drawn per sample, before the batch is split
+                x = self.experiment.train_augment(x, AugmentDraws(self.config.seed, epoch, self.train_loader.batch_indices(step), augment_gen))
             self.optimizer.zero_grad(set_to_none=True)
             chunks = list(zip(x.split(self.chunk), labels.split(self.chunk)))
             batch_loss = torch.zeros((), device=self.device)

@@ -58,6 +58,16 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
 # Filled by the method registry from each family's rule.
 BATCH_DEPENDENT: dict[str, Callable[[RunConfig], bool]] = {}
 
+# Method name -> the run's training augmentation as a canonical recipe (data.augment_recipes),
+# ``none`` for none; filled by the method registry from each family's rule. Augmented runs draw
+# each sample's augmentation from its own stream (seed, epoch, sample index) since this version,
+# so they are named by the recipe and that scheme (:meth:`RunConfig.augment_settings`), not by
+# how the flag was spelt: earlier augmented runs keep their folders and are not resumed into
+# another result. Runs without augmentation keep their identity.
+AUGMENT_RECIPE: dict[str, Callable[[RunConfig], str]] = {}
+AUGMENT_FLAGS = ("augment", "train_augment")  # the method flags (RunConfig.extra) spelling the augmentation
+AUGMENT_DRAWS = "per_sample"  # how augmented runs draw: one stream per (seed, epoch, sample index)
+
 
 @dataclass
 class RunConfig:
@@ -148,7 +158,17 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result, with where the data is read (``data_location``)."""
-        return {**result_settings(self.to_dict()), **self.chunking_settings(), DATA_LOCATION: self.data_location}
+        settings = result_settings(self.to_dict())
+        augment = self.augment_settings()
+        if augment:  # named by the resolved recipe, however --augment was spelt
+            settings["extra"] = {k: v for k, v in settings["extra"].items() if k not in AUGMENT_FLAGS}
+        return {**settings, **augment, **self.chunking_settings(), DATA_LOCATION: self.data_location}
+
+    def augment_settings(self) -> dict[str, Any]:
+        """The canonical augmentation recipe and how it is drawn, for an augmented run; else nothing."""
+        rule = AUGMENT_RECIPE.get(self.method)
+        recipe = rule(self) if rule is not None else "none"
+        return {} if recipe == "none" else {"augment": recipe, "augment_draws": AUGMENT_DRAWS}
 
     def chunking_settings(self) -> dict[str, Any]:
         """``micro_batch`` where it changes what the run trains (:attr:`batch_dependent`), else nothing."""

@@ -28,6 +28,7 @@ from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import int_in, positive_int
 from common.errors import UserError
+from data.augment_draws import AugmentDraws
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, load_clip
@@ -123,8 +124,9 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
     augment = None
     if isinstance(prompt, RandomPatchPrompt):
 
-        def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            prompt.use_generator(generator)  # locations follow (seed, epoch): resume replays them
+        def augment(x: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+            # one location per batch from the epoch's generator (seed, epoch): resume replays them
+            prompt.use_generator(draws.epoch_generator)
             return x
 
     source_names = [fill(t, c) for t in templates for c in names]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from algorithms.engine import Experiment
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
-from algorithms.settings import BATCH_DEPENDENT, RunConfig
+from algorithms.settings import AUGMENT_RECIPE, BATCH_DEPENDENT, RunConfig
 from common.choices import Choices
 from common.errors import UserError
 from data.registry import TargetData
@@ -41,6 +41,8 @@ class Family:
     cuda_precision: str = "bf16"
     # None: the trained part treats every sample alone, so --micro-batch changes nothing computed
     batch_dependent: BatchRule | None = None
+    # the run's training augmentation as a canonical recipe (data.augment_recipes); None: never augments
+    augment_recipe: Callable[[RunConfig], str] | None = None
 
     @property
     def trains_epochs(self) -> bool:
@@ -71,13 +73,14 @@ def register_family(
     input_size: Callable[[RunConfig], int] | None = None,
     cuda_precision: str = "bf16",
     batch_dependent: BatchRule | None = None,
+    augment_recipe: Callable[[RunConfig], str] | None = None,
 ) -> None:
     """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
     training mode) or draws something random per forward call must say so, since a training step
     computed in chunks (``--micro-batch``) then gives another result."""
     if (build is None) == (solve is None):
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent)
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, augment_recipe)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -85,6 +88,9 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     rule = FAMILIES[spec.family].batch_dependent if spec.family in FAMILIES else None
     if rule is not None:
         BATCH_DEPENDENT[spec.name] = rule
+    augment = FAMILIES[spec.family].augment_recipe if spec.family in FAMILIES else None
+    if augment is not None:
+        AUGMENT_RECIPE[spec.name] = augment
     return spec
 
 

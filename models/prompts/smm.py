@@ -68,8 +68,8 @@ class SampleSpecificMaskedPrompt(nn.Module):
     """
 
     OPTIONS = ("mask_layers", "mask_patch")
-    DEFAULT_AUGMENT = "crop_flip"  # SMM: resize to size + 32, random crop, horizontal flip
-    CROP_FLIP = "smm_crop_flip"
+    DEFAULT_AUGMENT = "resize32_crop_flip"  # SMM: resize to size + 32, random crop, horizontal flip
+    CROP_FLIP = "resize32_crop_flip"
 
     def __init__(
         self,
