@@ -115,3 +115,23 @@ def test_the_baselines_old_flag_is_accepted_and_hidden():
     assert parser.parse_args(["--train-augment", "crop_flip"]).train_augment == "crop_flip"
     assert parser.parse_args(["--augment", "crop_flip"]).train_augment == "crop_flip"
     assert "--train-augment" not in parser.format_help() and "--augment RECIPE" in parser.format_help()
+
+
+def test_every_prompts_recipes_are_canonical_names():
+    from models.prompts import PROMPTS
+
+    for name, cls in PROMPTS.items():
+        for recipe in (getattr(cls, "DEFAULT_AUGMENT", "none"), getattr(cls, "CROP_FLIP", "none")):
+            assert resolve_recipe(recipe) == recipe, (name, recipe)
+
+
+@pytest.mark.parametrize("method", ["ilm_vp", "full_finetune"])
+def test_a_bad_augment_on_the_command_line_is_one_error_line(method, tmp_path, cifar_root, capsys):
+    from conftest import tiny_args
+
+    from runner.cli import main
+
+    assert main(method, tiny_args(tmp_path, cifar_root, "--augment", "mixup")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown --augment 'mixup'; choose from none, pad_crop_flip")
+    assert not (tmp_path / method).exists()
