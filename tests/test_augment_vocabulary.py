@@ -3,12 +3,15 @@ and run folders: unchanged without augmentation, by recipe (not spelling) with i
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_args
 
 import algorithms.methods  # noqa: F401  (registers the methods)
 from common.errors import UserError
 from data import augment_recipes
 from data.augment import pad_crop_flip
 from data.augment_recipes import ALIASES, RECIPES, build_recipe, recipe_resizes, resolve_recipe
+from models.prompts import PROMPTS
+from runner.cli import main
 from runner.config import build_parser, config_from_args
 
 
@@ -118,8 +121,6 @@ def test_the_baselines_old_flag_is_accepted_and_hidden():
 
 
 def test_every_prompts_recipes_are_canonical_names():
-    from models.prompts import PROMPTS
-
     for name, cls in PROMPTS.items():
         for recipe in (getattr(cls, "DEFAULT_AUGMENT", "none"), getattr(cls, "CROP_FLIP", "none")):
             assert resolve_recipe(recipe) == recipe, (name, recipe)
@@ -127,10 +128,6 @@ def test_every_prompts_recipes_are_canonical_names():
 
 @pytest.mark.parametrize("method", ["ilm_vp", "full_finetune"])
 def test_a_bad_augment_on_the_command_line_is_one_error_line(method, tmp_path, cifar_root, capsys):
-    from conftest import tiny_args
-
-    from runner.cli import main
-
     assert main(method, tiny_args(tmp_path, cifar_root, "--augment", "mixup")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown --augment 'mixup'; choose from none, pad_crop_flip")
