@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import cfg
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
     "data_path", "log_interval", "compile", "resident_data", "fold_bn", "fast_frozen_ops", "cache_features",
-    "micro_batch", "recompute",
+    "micro_batch", "recompute", "resolved",
 }  # fmt: skip
 
 DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
@@ -52,19 +51,11 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-# Method name -> whether, with a run's settings, what it trains depends on how a batch is split
-# into chunks (batch norms in training mode, one random draw per forward call). For such runs
-# ``micro_batch`` changes the result and so is part of the identity (:meth:`RunConfig.identity`).
-# Filled by the method registry from each family's rule.
-BATCH_DEPENDENT: dict[str, Callable[[RunConfig], bool]] = {}
-
-# Method name -> the run's training augmentation as a canonical recipe (data.augment_recipes),
-# ``none`` for none; filled by the method registry from each family's rule. Augmented runs draw
-# each sample's augmentation from its own stream (seed, epoch, sample index) since this version,
-# so they are named by the recipe and that scheme (:meth:`RunConfig.augment_settings`), not by
-# how the flag was spelt: earlier augmented runs keep their folders and are not resumed into
-# another result. Runs without augmentation keep their identity.
-AUGMENT_RECIPE: dict[str, Callable[[RunConfig], str]] = {}
+# Augmented runs draw each sample's augmentation from its own stream (seed, epoch, sample index)
+# since the per-sample streams came in, which changed their results: their identity holds the
+# resolved recipe (``resolved["augment"]``, data.augment_recipes) and this scheme instead of the
+# flag as spelled, so they got new folders and every spelling of one recipe shares one. Runs
+# without augmentation keep their identity (tests/test_augment_vocabulary.py pins both).
 AUGMENT_FLAGS = ("augment", "train_augment")  # the method flags (RunConfig.extra) spelling the augmentation
 AUGMENT_DRAWS = "per_sample"  # how augmented runs draw: one stream per (seed, epoch, sample index)
 
@@ -126,6 +117,12 @@ class RunConfig:
     log_interval: int = 50
     # method-family flags (CLIP template number, ...), kept by name
     extra: dict[str, Any] = field(default_factory=dict)
+    # facts that follow from the settings above, filled while parsing by the method's family
+    # (algorithms.methods.resolve_settings): saved in config.json, never part of the identity
+    # since they are functions of it. "batch_dependent": whether what the run trains depends on
+    # how a batch is split into chunks (batch norms in training mode, a random draw per forward call);
+    # "augment": the training augmentation as a canonical recipe (data.augment_recipes), "none" for none
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -144,8 +141,9 @@ class RunConfig:
     @property
     def batch_dependent(self) -> bool:
         """Whether the trained part sees the batch as a whole, so that ``micro_batch`` changes the result."""
-        rule = BATCH_DEPENDENT.get(self.method)
-        return rule is not None and rule(self)
+        if "batch_dependent" not in self.resolved:
+            raise ValueError("RunConfig.resolved has no batch_dependent: build the config with runner.config or algorithms.methods.resolve_settings")
+        return bool(self.resolved["batch_dependent"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,9 +163,11 @@ class RunConfig:
         return {**settings, **augment, **self.chunking_settings(), DATA_LOCATION: self.data_location}
 
     def augment_settings(self) -> dict[str, Any]:
-        """The canonical augmentation recipe and how it is drawn, for an augmented run; else nothing."""
-        rule = AUGMENT_RECIPE.get(self.method)
-        recipe = rule(self) if rule is not None else "none"
+        """The resolved augmentation recipe and how it is drawn, for an augmented run; else nothing.
+
+        A config built in code without :func:`algorithms.methods.resolve_settings` has no resolved
+        recipe and is named as without augmentation (the command line always resolves it)."""
+        recipe = self.resolved.get("augment", "none")
         return {} if recipe == "none" else {"augment": recipe, "augment_draws": AUGMENT_DRAWS}
 
     def chunking_settings(self) -> dict[str, Any]:

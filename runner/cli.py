@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import cfg
-from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
+from algorithms.engine import StopRequested, Trainer, check_same_data, data_identity, schedule_warnings
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
 from algorithms.settings import RunConfig
@@ -21,6 +21,9 @@ from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args
 from runner.devices import setup_runtime, shutdown_runtime
 from runner.run_dir import NoRunError, RunDir, runs_on_other_data
+
+# the exit status of a run that stopped on request with a checkpoint to continue from (EX_TEMPFAIL)
+EXIT_STOPPED = 75
 
 
 def library_versions() -> dict[str, str]:
@@ -203,6 +206,9 @@ def main(method: str, argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StopRequested as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130

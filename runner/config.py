@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cfg
 from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
-from algorithms.methods import FAMILIES, Family, get_method
+from algorithms.methods import FAMILIES, Family, get_method, resolve_settings
 from algorithms.settings import RunConfig
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
 from common.choices import Choices
@@ -223,7 +223,7 @@ def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
     config = RunConfig(method=method, extra=extra, **common)
     if config.batch_size is None:
         config.batch_size = mapping_batch_size(config.mapping, config.dataset)
-    return config
+    return resolve_settings(config)
 
 
 def checked_config(config: RunConfig, family: Family) -> RunConfig:
@@ -241,7 +241,7 @@ def checked_config(config: RunConfig, family: Family) -> RunConfig:
             raise UserError(f"{flag} file not found: {Path(path).expanduser()}")
     if family.check is not None:
         family.check(config)
-    return config
+    return resolve_settings(config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,6 +116,14 @@ def test_single_tp_vp_end_to_end(prompt, tmp_path, cifar_root):
     assert not (run_dir_of(results, "single_tp_vp") / "mappings").exists()  # identity: nothing to record
 
 
+def test_single_tp_vp_with_attrvrs_resize_padding(tmp_path, cifar_root):
+    """--prompt resize_padding decodes at CLIP's side less the frame (24 here) and zero-shot still sees CLIP's 32."""
+    results = tmp_path / "res"
+    assert main("single_tp_vp", tiny_clip_args(results, cifar_root, "--prompt", "resize_padding", "--epochs", "1")) == 0
+    out = json.loads((run_dir_of(results, "single_tp_vp") / "results.json").read_text())
+    assert out["trainable_params"] == 3 * (2 * 4 * 32 + 2 * 24 * 4) and "zero_shot_test_acc" in out
+
+
 def test_clip_runs_read_stored_images_as_clips_preprocessing(tmp_path):
     """A folder of non-square images: the CLIP run decodes each file with --decode crop at CLIP's
     input size (the tiny model's 32), and its zero-shot pass sees exactly those pixels."""
@@ -161,4 +169,4 @@ def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
     assert main("single_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--template-number", "81")) == 2
     assert "argument --template-number: must be an integer in 0..80, got 81" in capsys.readouterr().err
     assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "expansive")) == 2  # a CNN prompt
-    assert "unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch" in capsys.readouterr().err
+    assert "unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch, resize_padding" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from common.errors import UserError
-from models.clip.prompts import FixedPatchPrompt, PaddingPrompt, RandomPatchPrompt, build_clip_prompt
+from models.clip.prompts import FixedPatchPrompt, PaddingPrompt, RandomPatchPrompt, ResizePaddingPrompt, build_clip_prompt, clip_prompt_input_size
 
 
 def changed(prompt, size=16):
@@ -31,6 +31,25 @@ def test_padding_gradient_reaches_every_frame_value_once():
     prompt(torch.zeros(4, 3, 16, 16)).sum().backward()
     for p in prompt.parameters():
         assert torch.equal(p.grad, torch.full_like(p, 4.0))  # one per image of the batch
+
+
+def test_resize_padding_puts_the_smaller_image_inside_the_frame():
+    """AttrVR's prompt: a 10-px image (16 - 2 x 3) placed at (3, 3) of a zero canvas, the frame added around it."""
+    torch.manual_seed(0)
+    prompt = ResizePaddingPrompt(image_size=16, prompt_size=3, init="randn")
+    assert prompt.input_size == 10 and clip_prompt_input_size("resize_padding", 224, 16) == 192
+    assert clip_prompt_input_size("padding", 224, 16) == 224
+    x = torch.randn(2, 3, 10, 10)
+    out = prompt(x)
+    assert out.shape == (2, 3, 16, 16)
+    assert torch.equal(out[:, :, 3:13, 3:13], x)  # the image is never covered
+    frame = prompt.pattern().expand(2, -1, -1, -1)
+    assert torch.equal(out[:, :, :3], frame[:, :, :3]) and torch.equal(out[:, :, :, 13:], frame[:, :, :, 13:])
+    assert sum(p.numel() for p in ResizePaddingPrompt(224, 16).parameters()) == 3 * (2 * 16 * 224 + 2 * 192 * 16)
+    zero = ResizePaddingPrompt(16, 3, init="zero")
+    assert torch.equal(zero(x), torch.nn.functional.pad(x, (3, 3, 3, 3)))  # zero init: the image on the mean colour
+    with pytest.raises(ValueError, match="takes 10 x 10 images"):
+        prompt(torch.zeros(1, 3, 16, 16))
 
 
 def test_fixed_patch_sits_top_left():
@@ -85,7 +104,7 @@ def test_bad_prompt_settings_are_user_errors():
         PaddingPrompt(32, 16)
     with pytest.raises(UserError, match="prompt-size"):
         FixedPatchPrompt(32, 40)
-    with pytest.raises(UserError, match="unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch"):
+    with pytest.raises(UserError, match="unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch, resize_padding"):
         build_clip_prompt("expansive", 32, 4, "zero")  # the CNN prompt's other name
     assert isinstance(build_clip_prompt("pad", 32, 4, "zero"), PaddingPrompt)  # the CNN frame's name: CLIP's frame
     with pytest.raises(UserError, match="init"):

@@ -151,7 +151,7 @@ def nothing_loads(monkeypatch):
         ("ilm_vp", ["--network", "alexnet_v9"], "argument --network: unknown network 'alexnet_v9'; choose from"),
         ("ilm_vp", ["--mapping", "magic"], "argument --mapping: unknown mapping 'magic'; choose from blm, blmplus, flm,"),
         ("ilm_vp", ["--prompt", "fixed_patch"], "argument --prompt: unknown prompt 'fixed_patch'; choose from lowrank, pad, smm, watermark"),
-        ("ilm_tp_vp", ["--prompt", "watermark"], "argument --prompt: unknown prompt 'watermark'; choose from fixed_patch, lowrank, padding, random_patch"),
+        ("ilm_tp_vp", ["--prompt", "watermark"], "argument --prompt: unknown prompt 'watermark'; choose from fixed_patch, lowrank, padding, random_patch, resize_padding"),
         ("ilm_tp_vp", ["--network", "ViT-X/99"], "argument --network: unknown CLIP model 'ViT-X/99'"),
         ("linear_probing", ["--mapping", "ilm"], "linear_probing trains a new head with one output per target class; --mapping does not apply"),
         ("full_finetune", ["--cache-features"], "full_finetune trains the whole network; --cache-features applies to linear probing only"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from algorithms.methods import resolve_settings
 from algorithms.settings import RunConfig
 from tools import make_table as mt
 
@@ -17,7 +18,7 @@ def fake_run(
     epochs: int = 5, done: int | None = None, val_acc: float | None = None, **config,
 ) -> Path:  # fmt: skip
     """A run folder as the engine writes it: finished when ``acc`` is given, else partial after ``done`` epochs."""
-    cfg = RunConfig(method=method, network=network, dataset=dataset, seed=seed, epochs=epochs, **config)
+    cfg = resolve_settings(RunConfig(method=method, network=network, dataset=dataset, seed=seed, epochs=epochs, **config))
     path = cfg.run_path().relative_to(cfg.results_root)
     run = root / path
     (run / "mappings").mkdir(parents=True)

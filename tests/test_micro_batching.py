@@ -263,19 +263,21 @@ def test_micro_batch_is_part_of_the_identity_only_where_it_changes_the_result(tm
 
 
 def test_clip_random_patch_is_batch_dependent_and_padding_is_not():
+    from algorithms.methods import resolve_settings
     from algorithms.settings import RunConfig
 
     for prompt, dependent in (("padding", False), ("fixed_patch", False), ("random_patch", True)):
-        config = RunConfig(method="ilm_tp_vp", prompt=prompt, micro_batch=8)
+        config = resolve_settings(RunConfig(method="ilm_tp_vp", prompt=prompt, micro_batch=8))
         assert config.batch_dependent == dependent
         assert ("micro_batch" in config.identity()) == dependent
 
 
 def test_smm_is_batch_dependent_and_runs_in_chunks_with_a_note(tmp_path, cifar_root, capsys):
+    from algorithms.methods import resolve_settings
     from algorithms.settings import RunConfig
 
     for prompt, dependent in (("pad", False), ("watermark", False), ("lowrank", False), ("smm", True)):
-        config = RunConfig(method="ilm_vp", prompt=prompt, micro_batch=8)
+        config = resolve_settings(RunConfig(method="ilm_vp", prompt=prompt, micro_batch=8))
         assert config.batch_dependent == dependent and ("micro_batch" in config.identity()) == dependent
     trainer = make_trainer(tmp_path / "smm", cifar_root, "--micro-batch", "4", method="smm_vp")
     assert trainer.chunk == 4 and trainer.config.identity()["micro_batch"] == 4

@@ -6,7 +6,8 @@ from clip_helpers import tiny_clip_args
 from conftest import tiny_args
 from tqdm import tqdm as real_tqdm
 
-import algorithms.engine
+import algorithms.engine.evaluation
+import algorithms.engine.loop
 import algorithms.methods.clip_prompting
 import cfg
 import models.clip.text
@@ -23,7 +24,7 @@ def bars(monkeypatch):
             opened.append((desc, len(iterable) if total is None and hasattr(iterable, "__len__") else total))
             super().__init__(iterable, *args, desc=desc, total=total, **kwargs)
 
-    for module in (models.clip.text, algorithms.methods.clip_prompting, algorithms.engine):
+    for module in (models.clip.text, algorithms.methods.clip_prompting, algorithms.engine.loop, algorithms.engine.evaluation):
         monkeypatch.setattr(module, "tqdm", recording_tqdm)
     return opened
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import algorithms.methods  # noqa: E402,F401  (each method's rule for what is part of a run's identity)
 import cfg  # noqa: E402
+from algorithms.methods import resolve_settings  # noqa: E402  (each family's rule for what is part of a run's identity)
 from algorithms.settings import RunConfig, result_settings  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from runner.config import add_hidden_alias, tool_parser  # noqa: E402
@@ -85,7 +85,7 @@ def read_run(path: Path) -> Run | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     identity = {k: v for k, v in result_settings(config).items() if k != "seed"}
-    identity.update(RunConfig.from_dict(config).chunking_settings())  # chunks change what some runs train
+    identity.update(resolve_settings(RunConfig.from_dict(config)).chunking_settings())  # chunks change what some runs train
     location = (written.get("data") or {}).get("location")
     if location:  # the same flags on two datasets are two settings
         identity["data_location"] = location

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from algorithms.engine import Experiment, evaluation_batch_size, top1_accuracy
+from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
@@ -32,7 +32,7 @@ from data.augment_draws import AugmentDraws
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, load_clip
-from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
+from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt, clip_prompt_input_size
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
 from models.reprogrammer import ReprogrammingModel
@@ -120,22 +120,35 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
         config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank")
     )
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
-    model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
-    augment = None
-    if isinstance(prompt, RandomPatchPrompt):
-
-        def augment(x: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
-            # one location per batch from the epoch's generator (seed, epoch): resume replays them
-            prompt.use_generator(draws.epoch_generator)
-            return x
-
+    model = ReprogrammingModel(prompted_input(clip, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     source_names = [fill(t, c) for t in templates for c in names]
-    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info)
+    return Experiment(model=model, source_names=source_names, train_augment=prompt_augment(prompt), info=info)
+
+
+def prompt_augment(prompt: nn.Module) -> Augment | None:
+    """For ``random_patch``: the training "augmentation" that hands the prompt the engine's
+    per-epoch generator, so locations follow (seed, epoch) and a resumed run replays them."""
+    if not isinstance(prompt, RandomPatchPrompt):
+        return None
+
+    def augment(x: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+        prompt.use_generator(draws.epoch_generator)  # one location per batch, from (seed, epoch)
+        return x
+
+    return augment
+
+
+def prompted_input(clip: LoadedCLIP, prompt: nn.Module) -> PromptedCLIPInput:
+    """CLIP's preprocessing at the side the prompt takes (CLIP's, or less for ``resize_padding``), then the prompt."""
+    side = getattr(prompt, "input_size", clip.image_size)
+    return PromptedCLIPInput(CLIPPreprocess(side, clip.mean, clip.std), prompt)
 
 
 def clip_input_side(config: RunConfig) -> int:
-    """CLIP's input size for ``--network``: where ``--decode crop`` decodes the stored images."""
-    return clip_input_size(config.network)
+    """Where ``--decode crop`` decodes the stored images: CLIP's input size for ``--network``, or
+    the smaller side a prompt takes (``resize_padding``), so they are resized once, as PIL does."""
+    size = clip_input_size(config.network)
+    return clip_prompt_input_size(config.prompt, size, int(config.extra.get("prompt_size", 30)))
 
 
 # The ILM-VP code trains the CLIP prompt under fp16 autocast with a gradient scaler. The random

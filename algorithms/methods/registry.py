@@ -8,12 +8,12 @@ directly; a *method* names a family and its defaults. Family modules register th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from algorithms.engine import Experiment
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
-from algorithms.settings import AUGMENT_RECIPE, BATCH_DEPENDENT, RunConfig
+from algorithms.settings import RunConfig
 from common.choices import Choices
 from common.errors import UserError
 from data.registry import TargetData
@@ -85,13 +85,22 @@ def register_family(
 
 def register_method(spec: MethodSpec) -> MethodSpec:
     METHODS[spec.name] = spec
-    rule = FAMILIES[spec.family].batch_dependent if spec.family in FAMILIES else None
-    if rule is not None:
-        BATCH_DEPENDENT[spec.name] = rule
-    augment = FAMILIES[spec.family].augment_recipe if spec.family in FAMILIES else None
-    if augment is not None:
-        AUGMENT_RECIPE[spec.name] = augment
     return spec
+
+
+def resolve_settings(config: RunConfig) -> RunConfig:
+    """``config`` with what its family says about these settings filled into ``resolved``.
+
+    Done once, while parsing, so that a run's folder name and behaviour depend on its settings
+    alone, never on which modules happened to be imported.
+    """
+    family = FAMILIES[get_method(config.method).family]
+    rule, augment = family.batch_dependent, family.augment_recipe
+    resolved = {
+        "batch_dependent": bool(rule is not None and rule(config)),
+        "augment": augment(config) if augment is not None else "none",  # a bad --augment: one UserError
+    }
+    return replace(config, resolved={**config.resolved, **resolved})
 
 
 def get_method(name: str) -> MethodSpec:

@@ -5,6 +5,11 @@ resolution and add an unconstrained pattern (no sigmoid) on top of it after norm
 
 * ``padding``: a frame of width ``prompt_size`` around the border (4 parameter blocks, as in
   Bahng et al.; 69,840 values for width 30 at 224).
+* ``resize_padding``: AttrVR's frame (Cai et al., ICLR 2025): the image is taken at
+  ``image_size - 2 * prompt_size`` (192 at 224 with width 16: :attr:`ResizePaddingPrompt.input_size`,
+  so the family preprocesses it at that size), padded with zeros (the mean colour, after
+  normalization) to ``image_size``, and the trainable frame is added there; the image itself is
+  never covered.
 * ``fixed_patch``: a ``prompt_size`` square at the top-left corner.
 * ``lowrank``: a rank-``r`` pattern ``B @ A`` over the whole image (LoR-VP, Jin et al., ICLR 2025;
   ``B [C, S, r]``, ``A [C, r, S]``, 2 * 3 * 224 * 4 = 5,376 values at rank 4), initialised as the
@@ -60,6 +65,21 @@ class PaddingPrompt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pattern().to(x.dtype)
+
+
+class ResizePaddingPrompt(PaddingPrompt):
+    """The image, already at ``image_size - 2 * prompt_size``, zero-padded to ``image_size`` inside a trainable frame."""
+
+    @property
+    def input_size(self) -> int:
+        """The side of the (normalized) image this prompt takes."""
+        return self.image_size - 2 * self.prompt_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(f"resize_padding takes {self.input_size} x {self.input_size} images, got {tuple(x.shape[-2:])}")
+        p = self.prompt_size
+        return F.pad(x, (p, p, p, p)) + self.pattern().to(x.dtype)
 
 
 class FixedPatchPrompt(nn.Module):
@@ -133,9 +153,10 @@ class LowRankPrompt(nn.Module):
         return x + self.pattern().to(x.dtype)
 
 
-CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt, "lowrank": LowRankPrompt}
+CLIP_PROMPTS = {"padding": PaddingPrompt, "resize_padding": ResizePaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt, "lowrank": LowRankPrompt}
 CLIP_PROMPT_DESCRIPTIONS = {
     "padding": "Bahng et al.'s frame of width --prompt-size added to the border of the CLIP-normalized 224 image",
+    "resize_padding": "AttrVR's frame: the image resized to 224 - 2 x --prompt-size (192 at 16), zero-padded to 224, a frame added there",
     "fixed_patch": "Bahng et al.'s --prompt-size square added at the top-left corner",
     "random_patch": "Bahng et al.'s --prompt-size square added at a random location per batch",
     "lowrank": "LoR-VP's pattern of rank --rank per channel added to the whole image",
@@ -144,6 +165,11 @@ CLIP_PROMPT_ALIASES = {"pad": "padding"}  # the CNN scripts' name for their fram
 # ``--prompt`` of the CLIP methods
 CLIP_PROMPT_CHOICES = Choices("prompt", lambda: CLIP_PROMPT_DESCRIPTIONS, lambda: CLIP_PROMPT_ALIASES)
 DEFAULT_RANK = 4
+
+
+def clip_prompt_input_size(name: str, image_size: int, prompt_size: int) -> int:
+    """The side of the image ``--prompt name`` takes: CLIP's input size, or less for ``resize_padding``."""
+    return image_size - 2 * prompt_size if name == "resize_padding" else image_size
 
 
 def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None) -> nn.Module:

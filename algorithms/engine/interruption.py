@@ -1,0 +1,45 @@
+"""Stopping inside an epoch and continuing exactly: what an epoch in progress must remember.
+
+When the run is asked to stop (a cluster's SIGTERM or SIGUSR1 before preemption or the time
+limit), the loop finishes the current optimizer step and writes a checkpoint holding, besides
+the usual state, an :class:`EpochProgress`: how many steps of the epoch are done, the epoch's
+running sums, the augmentation generator and the global random state, and the hooks' partial
+statistics. ``--resume`` then skips the done steps (the epoch's order depends only on the seed
+and the epoch) and continues as if never stopped: on a CPU, bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+class StopRequested(Exception):  # noqa: N818  (a request, not an error)
+    """The run stopped on request after writing a checkpoint from which ``--resume`` continues."""
+
+    def __init__(self, epoch: int, step: int, checkpoint: str) -> None:
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        super().__init__(f"stopped on request in epoch {epoch + 1} after step {step}; {checkpoint} continues it with --resume")
+
+
+@dataclass
+class EpochProgress:
+    """An epoch stopped after ``steps_done`` optimizer steps."""
+
+    epoch: int  # 0-based epoch in progress
+    steps_done: int
+    sums: torch.Tensor  # [loss sum, correct, samples seen] over the done steps (this rank)
+    augment_state: torch.Tensor  # the epoch's augmentation generator after the done steps
+    rng_state: torch.Tensor  # torch's global CPU generator
+    entries: dict[str, Any] = field(default_factory=dict)  # the metric-row entries of the epoch's hooks
+    hook_seconds: float = 0.0  # time the epoch's hooks took before the stop
+
+    def state_dict(self) -> dict[str, Any]:
+        state = asdict(self)
+        state["sums"] = self.sums.detach().cpu()
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EpochProgress:
+        return cls(**state)
