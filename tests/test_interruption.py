@@ -12,7 +12,7 @@ from common.files import load_checkpoint
 from runner.cli import EXIT_STOPPED, main
 
 # lm-source train: the mapping's statistics are collected inside the epoch; TrivialAugment and the
-# watermark's crops draw from the epoch's generator; SGD with momentum has optimizer state
+# watermark's crops draw from per-sample streams (seed, epoch, index); SGD with momentum has optimizer state
 ARGS = ("--prompt", "watermark", "--augment", "trivialaugment", "--lm-source", "train", "--optimizer", "sgd",
         "--lr", "1", "--epochs", "3", "--scheduler", "cosine")  # fmt: skip
 
