@@ -51,6 +51,15 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+# Prompt initialisations moved from the global random state (drawn after the network was built)
+# to their own generator, ``common.seeding.init_generator(seed, "prompt")``. That changed the
+# initial prompt, hence the result, of runs whose start is random: ``--prompt-init randn`` and
+# the prompts below, whose default start draws random numbers too (low-rank's ``A``, SMM's mask
+# network; the same names on CNN and CLIP). Their identity gains INIT_SEEDING so their old run
+# folders are not mixed with new results; zero-initialised runs draw nothing and keep their folders.
+RANDOM_START_PROMPTS = frozenset({"lowrank", "smm"})
+INIT_SEEDING = {"init_seeding": "per_part"}
+
 # Augmented runs draw each sample's augmentation from its own stream (seed, epoch, sample index)
 # since the per-sample streams came in, which changed their results: their identity holds the
 # resolved recipe (``resolved["augment"]``, data.augment_recipes) and this scheme instead of the
@@ -160,7 +169,7 @@ class RunConfig:
         augment = self.augment_settings()
         if augment:  # named by the resolved recipe, however --augment was spelt
             settings["extra"] = {k: v for k, v in settings["extra"].items() if k not in AUGMENT_FLAGS}
-        return {**settings, **augment, **self.chunking_settings(), DATA_LOCATION: self.data_location}
+        return {**settings, **augment, **self.chunking_settings(), **self.seeding_settings(), DATA_LOCATION: self.data_location}
 
     def augment_settings(self) -> dict[str, Any]:
         """The resolved augmentation recipe and how it is drawn, for an augmented run; else nothing.
@@ -169,6 +178,12 @@ class RunConfig:
         recipe and is named as without augmentation (the command line always resolves it)."""
         recipe = self.resolved.get("augment", "none")
         return {} if recipe == "none" else {"augment": recipe, "augment_draws": AUGMENT_DRAWS}
+
+    def seeding_settings(self) -> dict[str, Any]:
+        """:data:`INIT_SEEDING` where the initial prompt is random (so its result changed when
+        initialisations moved to their own generators), else nothing."""
+        random_start = self.prompt_init == "randn" or self.prompt in RANDOM_START_PROMPTS
+        return dict(INIT_SEEDING) if random_start else {}
 
     def chunking_settings(self) -> dict[str, Any]:
         """``micro_batch`` where it changes what the run trains (:attr:`batch_dependent`), else nothing."""

@@ -1,15 +1,12 @@
 """Building blocks shared by the models: normalization and resizing of ``[0, 1]`` batches, float32
-logits, the starts of additive patterns and of low-rank factors."""
+logits. What the prompts share beyond these is in :mod:`models.patterns`."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from common.errors import UserError
 
 
 class Normalize(nn.Module):
@@ -69,33 +66,3 @@ class Float32Linear(nn.Linear):
         new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         new.weight, new.bias = layer.weight, layer.bias
         return new.train(layer.training)
-PATTERN_RANDN_SCALE = 0.01  # init "randn" of the additive patterns: N(0, 0.01^2) per value, small next to the image
-LOW_RANK_RANDN_SCALE = PATTERN_RANDN_SCALE  # init "randn": both factors N(0, 0.01^2)
-
-
-def full_pattern(channels: int, size: int, init: str) -> torch.Tensor:
-    """An additive ``[C, size, size]`` pattern's start: ``zero``, or ``randn`` (N(0, 0.01^2) each).
-
-    Other values: :class:`UserError` (``--prompt-init`` is a flag)."""
-    if init == "zero":
-        return torch.zeros(channels, size, size)
-    if init == "randn":
-        return PATTERN_RANDN_SCALE * torch.randn(channels, size, size)
-    raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
-
-
-def low_rank_factors(channels: int, size: int, rank: int, init: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B [C, size, rank]`` and ``A [C, rank, size]`` of a low-rank pattern ``B @ A``.
-
-    ``zero``: ``B = 0`` and each channel's ``A`` drawn as ``nn.Linear(size, rank)`` draws its weight
-    (Kaiming-uniform, ``a = sqrt(5)``), LoRA's convention: the pattern starts at zero yet ``B``
-    gets a gradient at once. ``randn``: both ``N(0, 0.01^2)``. Other values: ``ValueError``.
-    """
-    if init == "zero":
-        right = torch.empty(channels, rank, size)
-        for c in range(channels):
-            nn.init.kaiming_uniform_(right[c], a=math.sqrt(5))
-        return torch.zeros(channels, size, rank), right
-    if init == "randn":
-        return LOW_RANK_RANDN_SCALE * torch.randn(channels, size, rank), LOW_RANK_RANDN_SCALE * torch.randn(channels, rank, size)
-    raise ValueError(f"unknown init {init!r}")

@@ -159,6 +159,7 @@ def write_config(run_dir: RunDir, config: RunConfig, runtime, data, argv: list[s
                 "image_size": list(data.image_size),
                 "num_classes": data.num_classes,
                 "data_sizes": data.sizes(),
+                **config.seeding_settings(),  # new runs say so: tools/make_table.py keeps older ones apart
                 **resolved,
             },
             "versions": library_versions(),

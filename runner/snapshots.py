@@ -3,8 +3,11 @@
 ``ckpt.pth`` holds only the latest prompt, so on a sparse schedule of epochs (the first three,
 every tenth, the last) a run also writes
 
-- ``prompts/epoch_XXX.png``: the learned prompt pattern ``sigmoid(theta) * mask`` as an 8-bit
-  image (the paper's Figure 1, row 1);
+- ``prompts/epoch_XXX.png``: the learned prompt as an 8-bit image, drawn by the prompt's
+  ``picture()`` (:class:`models.patterns.PromptPicture`): ``pad``'s ``sigmoid(theta) * mask`` as it
+  is (the paper's Figure 1, row 1); a signed pattern (watermark, low-rank, SMM, the CLIP prompts)
+  centred at grey and scaled by its largest ``|value|``, which the PNG keeps as its text field
+  ``prompt_scale`` (with ``prompt_units``) for the figure's title;
 - ``test_counts/epoch_XXX.pt``: ``counts[s, t]``, how many test images of target class
   ``t`` the network predicts (top-1) as source class ``s``, with the mapping of that epoch.
 
@@ -22,6 +25,7 @@ import torch
 
 from algorithms.outputs import PredictionCounts
 from common.files import atomic_write_bytes, save_checkpoint
+from models.patterns import PromptPicture
 
 PROMPTS_DIR = "prompts"
 COUNTS_DIR = "test_counts"
@@ -36,25 +40,56 @@ def snapshot_due(epoch: int, epochs: int) -> bool:
 # Prompt pattern
 
 
-def prompt_pattern(model: torch.nn.Module) -> torch.Tensor | None:
-    """The input transform's pixel-space pattern ``[C, H, W]`` in [0, 1], or None if it has none."""
-    pattern = getattr(getattr(model, "input_transform", None), "pattern", None)
-    return pattern().detach().float().cpu() if callable(pattern) else None
+SCALE_KEY, UNITS_KEY = "prompt_scale", "prompt_units"  # PNG text fields of a signed picture
+
+
+def prompt_picture(model: torch.nn.Module) -> PromptPicture | None:
+    """The input transform's snapshot picture (its ``picture()``), or None if it draws none.
+
+    An input transform with only a ``pattern()`` in [0, 1] is drawn as it is."""
+    transform = getattr(model, "input_transform", None)
+    picture = getattr(transform, "picture", None)
+    if callable(picture):
+        return picture()
+    pattern = getattr(transform, "pattern", None)
+    return PromptPicture(pattern().detach().float().cpu().clamp(0, 1)) if callable(pattern) else None
 
 
 def pattern_to_image(pattern: torch.Tensor) -> np.ndarray:
     """``[C, H, W]`` in [0, 1] -> uint8 ``[H, W, C]`` (``[H, W]`` for one channel)."""
-    array = (pattern.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    array = (pattern.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
-def save_prompt_png(path: Path, pattern: torch.Tensor) -> None:
+def save_prompt_png(path: Path, picture: PromptPicture | torch.Tensor) -> None:
+    """``picture`` as an 8-bit PNG (a tensor: an image in [0, 1]); a signed picture's scale and
+    units go into the PNG's text fields :data:`SCALE_KEY` and :data:`UNITS_KEY`."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
+    if isinstance(picture, torch.Tensor):
+        picture = PromptPicture(picture)
+    info = PngInfo()
+    if picture.scale is not None:
+        info.add_text(SCALE_KEY, repr(picture.scale))
+        info.add_text(UNITS_KEY, picture.units)
     buffer = io.BytesIO()
-    Image.fromarray(pattern_to_image(pattern)).save(buffer, format="PNG")
+    Image.fromarray(pattern_to_image(picture.image)).save(buffer, format="PNG", pnginfo=info)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_prompt_png(path: Path) -> tuple[np.ndarray, PromptPicture]:
+    """A snapshot back: the 8-bit image and its picture (image in [0, 1], scale and units)."""
+    from PIL import Image
+
+    with Image.open(path) as png:
+        array = np.asarray(png)
+        text = dict(getattr(png, "text", {}) or {})
+    image = torch.from_numpy(array.astype(np.float32) / 255)
+    image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
+    scale = float(text[SCALE_KEY]) if SCALE_KEY in text else None
+    return array, PromptPicture(image, scale, text.get(UNITS_KEY, "pixel"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,9 +202,9 @@ def write_epoch_snapshots(run_dir, model: torch.nn.Module, epoch: int, epochs: i
     if not run_dir.enabled:
         return
     if snapshot_due(epoch, epochs):
-        pattern = prompt_pattern(model)
-        if pattern is not None:
-            save_prompt_png(run_dir.file(PROMPTS_DIR) / f"epoch_{epoch:03d}.png", pattern)
+        picture = prompt_picture(model)
+        if picture is not None:
+            save_prompt_png(run_dir.file(PROMPTS_DIR) / f"epoch_{epoch:03d}.png", picture)
         if data is not None:
             save_test_counts(run_dir.file(COUNTS_DIR) / f"epoch_{epoch:03d}.pt", data)
     writer = run_dir.tensorboard()

@@ -14,7 +14,7 @@ from common.errors import UserError
 from data.abide import connectivity_image
 from data.registry import SubsetSpec, load_dataset
 from models.networks import SourceNetwork, register_network
-from models.prompts import ExpansiveVisualPrompt
+from models.prompts import ExpansiveVisualPrompt, PromptSpec
 from runner.cli import main
 
 CANVAS_NET = "tiny_test_net_224"
@@ -92,7 +92,7 @@ def test_abide_split_is_fixed_and_disjoint(tmp_path):
 def test_prompt_writes_only_where_the_mask_allows(tmp_path):
     write_abide(tmp_path, abide_groups(2, 2))
     data = load_dataset("abide", tmp_path)
-    prompt = ExpansiveVisualPrompt((ROIS, ROIS), (0.0,) * 3, (1.0,) * 3, out_size=224, image_mask=data.prompt_mask)
+    prompt = ExpansiveVisualPrompt(PromptSpec((ROIS, ROIS), (0.0,) * 3, (1.0,) * 3, out_size=224, image_mask=data.prompt_mask))
     x = data.train.images[:1].float() / 255
     out = prompt(x)[0]  # zero theta: +0.5 where writable, std 1 mean 0
     top, left = prompt.top, prompt.left

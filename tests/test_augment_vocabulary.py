@@ -19,15 +19,15 @@ def folder_hash(method: str, *flags: str) -> str:
     return config_from_args(method, build_parser(method).parse_args(["--data-path", "/datasets", *flags])).config_hash()
 
 
-# Computed on main before per-sample draws (commit 3fca24c): runs without augmentation keep them.
+# Computed on main before per-sample draws (commit 9a2aae7): runs without augmentation keep them.
 UNAUGMENTED_FOLDERS = [
     ("ilm_vp", (), "7ebbb4a9"),
     ("ilm_vp", ("--no-augment",), "dfba934b"),
     ("ilm_vp", ("--augment", "none"), "dfba934b"),
     ("ilm_vp", ("--prompt", "watermark", "--augment", "none"), "2f006173"),
     ("ilm_vp", ("--prompt", "watermark", "--no-augment"), "2f006173"),
-    ("smm_vp", ("--augment", "none"), "2458244f"),
-    ("ilm_vp", ("--prompt", "lowrank"), "a17bb3d9"),
+    ("smm_vp", ("--augment", "none"), "4181b9ff"),
+    ("ilm_vp", ("--prompt", "lowrank"), "4a63f5a7"),
     ("linear_probing", (), "c67c85e9"),
     ("linear_probing", ("--train-augment", "none"), "c67c85e9"),
     ("linear_probing", ("--augment", "none"), "c67c85e9"),
@@ -49,9 +49,10 @@ AUGMENTED = [
     ("ilm_vp", [("--augment", "trivialaugment"), ("--augment", "trivialaugment_wide+pad_crop_flip"), ("--augment", "trivialaugment+pad_crop_flip")], "768082e0", "afedd0bc"),
     ("ilm_vp", [("--prompt", "watermark"), ("--prompt", "watermark", "--augment", "crop_flip"), ("--prompt", "watermark", "--augment", "resize4_crop"),
                 ("--prompt", "watermark", "--augment", "resize_crop")], "5eb8a675", "419dcf00"),
-    ("smm_vp", [(), ("--augment", "crop_flip"), ("--augment", "resize32_crop_flip"), ("--augment", "smm_crop_flip")], "f8f94f60", "1bdf10a2"),
-    ("smm_vp", [("--augment", "trivialaugment"), ("--augment", "trivialaugment_wide+resize32_crop_flip")], "9e8a8eea", "bfafd87e"),
-    ("ilm_vp", [("--prompt", "lowrank", "--augment", "crop_flip"), ("--prompt", "lowrank", "--augment", "resize32_crop_flip")], "e8fbe1e0", "62fa8eff"),
+    ("blm_vp", [("--prompt", "watermark"), ("--prompt", "watermark", "--augment", "resize4_crop")], "05b00c7c", "fc56ebb9"),
+    ("smm_vp", [(), ("--augment", "crop_flip"), ("--augment", "resize32_crop_flip"), ("--augment", "smm_crop_flip")], "b6309829", "03afddbc"),
+    ("smm_vp", [("--augment", "trivialaugment"), ("--augment", "trivialaugment_wide+resize32_crop_flip")], "3756c57a", "b596b959"),
+    ("ilm_vp", [("--prompt", "lowrank", "--augment", "crop_flip"), ("--prompt", "lowrank", "--augment", "resize32_crop_flip")], "f12ca964", "abe83834"),
     ("linear_probing", [("--train-augment", "crop_flip"), ("--augment", "crop_flip"), ("--augment", "random_resized_crop_flip"),
                         ("--train-augment", "resized_crop_flip")], "601a36e1", "57cb6d25"),
     ("full_finetune", [(), ("--train-augment", "crop_flip"), ("--augment", "random_resized_crop_flip")], "60a9dac1", "046b7245"),

@@ -107,3 +107,18 @@ def test_the_2025_methods_are_cited_with_their_authors():
         "Cai, Chengyi and Ye, Zesheng and Feng, Lei and Qi, Jianzhong and Liu, Feng",
     ):
         assert f"author    = {{{authors}}}" in entries
+
+
+def test_methods_page_lists_every_registered_method_script_and_mapping():
+    """docs/methods.md is checked against the registries: a registration without its line fails here."""
+    from algorithms.mappings import MAPPING_CHOICES
+
+    text = (REPO / "docs" / "methods.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    listed = {m.group(1) for line in rows if (m := re.match(r"\| `(experiments/(?:cnn|clip)/\w+\.py)`", line))}
+    on_disk = {str(p.relative_to(REPO)) for p in (REPO / "experiments").glob("*/*.py") if p.stem != "__init__"}
+    assert listed == on_disk, listed ^ on_disk
+    runs = {re.search(r'main\("(\w+)"', (REPO / script).read_text()).group(1) for script in on_disk}
+    assert runs == set(METHODS), runs ^ set(METHODS)  # a script per registered method
+    mappings = {m.group(1) for line in rows if (m := re.match(r"\| `(\w+)` \| (?:`\w+\.py`|—)", line))}
+    assert set(MAPPING_CHOICES.names()) <= mappings, set(MAPPING_CHOICES.names()) - mappings

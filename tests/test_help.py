@@ -195,6 +195,39 @@ def test_run_folders_of_the_defaults_keep_their_names():
     assert hashes == {"ilm_vp": "7ebbb4a9", "ilm_tp_vp": "f2fed3c5", "linear_probing": "c67c85e9"}
 
 
+# Folder hashes measured before prompt initialisations moved to their own generators
+# (common.seeding.init_generator): the zero-initialised prompts draw nothing, so they keep them.
+ZERO_START_FOLDERS = {
+    ("ilm_vp", ()): "7ebbb4a9",
+    ("flm_vp", ()): "be154908",
+    # the watermark trains augmented by default: those runs moved with per-sample augmentation
+    # draws (tests/test_augment_vocabulary.py); without augmentation they keep their folders
+    ("ilm_vp", ("--prompt", "watermark", "--augment", "none")): "2f006173",
+    ("blm_vp", ("--prompt", "watermark", "--augment", "none")): "77473583",
+    ("ilm_tp_vp", ()): "f2fed3c5",
+    ("single_tp_vp", ()): "fba8c1cd",
+}
+# ... and those of the random starts, whose initial prompt (so result) changed: they must move
+RANDOM_START_OLD_FOLDERS = {
+    ("ilm_vp", ("--prompt", "lowrank")): "a17bb3d9",
+    ("smm_vp", ()): "f8f94f60",
+    ("ilm_vp", ("--prompt-init", "randn")): "c4112145",
+    ("ilm_tp_vp", ("--prompt", "lowrank")): "cb63e967",
+}
+
+
+def folder_hash(method: str, flags: tuple[str, ...]) -> str:
+    return config_from_args(method, build_parser(method).parse_args(["--data-path", "/datasets", *flags])).config_hash()
+
+
+def test_zero_initialised_prompts_keep_their_folders_and_random_starts_move():
+    assert {key: folder_hash(*key) for key in ZERO_START_FOLDERS} == ZERO_START_FOLDERS
+    for key, old in RANDOM_START_OLD_FOLDERS.items():
+        config = config_from_args(key[0], build_parser(key[0]).parse_args(["--data-path", "/datasets", *key[1]]))
+        assert config.identity()["init_seeding"] == "per_part" and config.config_hash() != old, key
+    assert "init_seeding" not in config_from_args("ilm_vp", build_parser("ilm_vp").parse_args([])).identity()
+
+
 def test_prompt_registries_of_the_two_families_are_distinct_designs():
     assert PROMPT_CHOICES.resolve("padding") == "pad" and CLIP_PROMPT_CHOICES.resolve("pad") == "padding"
     with pytest.raises(UserError, match="unknown prompt 'expansive'"):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from models.prompts import PROMPTS, LowRankVisualPrompt, PromptOptions
+from models.prompts import PROMPTS, LowRankVisualPrompt, PromptOptions, PromptSpec
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
 
@@ -18,7 +18,7 @@ def normalized(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("rank", [1, 4, 7])
 def test_pattern_has_the_requested_rank_per_channel_and_two_thin_factors(rank):
     torch.manual_seed(0)
-    prompt = PROMPTS["lowrank"]((16, 16), MEAN, STD, out_size=32, init="randn", options=PromptOptions(rank=rank))
+    prompt = PROMPTS["lowrank"](PromptSpec((16, 16), MEAN, STD, out_size=32, init="randn", options=PromptOptions(rank=rank)))
     assert prompt.left.shape == (3, 32, rank) and prompt.right.shape == (3, rank, 32)
     assert sum(p.numel() for p in prompt.parameters()) == 3 * 2 * 32 * rank
     pattern = prompt.pattern()
@@ -28,13 +28,13 @@ def test_pattern_has_the_requested_rank_per_channel_and_two_thin_factors(rank):
 
 
 def test_default_rank_and_size_at_224():
-    prompt = LowRankVisualPrompt((32, 32), MEAN, STD)
+    prompt = LowRankVisualPrompt(PromptSpec((32, 32), MEAN, STD))
     assert prompt.rank == 4 and sum(p.numel() for p in prompt.parameters()) == 5376  # 3 * (224 * 4 + 4 * 224)
 
 
 def test_forward_resizes_adds_the_pattern_everywhere_then_normalizes():
     torch.manual_seed(0)
-    prompt = LowRankVisualPrompt((16, 16), MEAN, STD, out_size=32, init="randn")
+    prompt = LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, init="randn"))
     x = torch.rand(2, 3, 16, 16)
     resized = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
     torch.testing.assert_close(prompt(x), normalized(resized + prompt.pattern()), atol=1e-5, rtol=0)
@@ -44,7 +44,7 @@ def test_forward_resizes_adds_the_pattern_everywhere_then_normalizes():
 
 def test_zero_init_starts_from_the_plain_image_and_still_learns():
     torch.manual_seed(0)
-    prompt = LowRankVisualPrompt((16, 16), MEAN, STD, out_size=32)
+    prompt = LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32))
     assert torch.equal(prompt.pattern(), torch.zeros(3, 32, 32)) and prompt.right.abs().sum() > 0
     x = torch.rand(2, 3, 16, 16)
     out = prompt(x)
@@ -56,6 +56,6 @@ def test_zero_init_starts_from_the_plain_image_and_still_learns():
 
 def test_rank_outside_the_image_is_an_error():
     with pytest.raises(UserError, match="--rank"):
-        LowRankVisualPrompt((16, 16), MEAN, STD, out_size=32, options=PromptOptions(rank=0))
+        LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, options=PromptOptions(rank=0)))
     with pytest.raises(UserError, match="--rank"):
-        LowRankVisualPrompt((16, 16), MEAN, STD, out_size=32, options=PromptOptions(rank=33))
+        LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, options=PromptOptions(rank=33)))

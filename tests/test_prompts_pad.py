@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from common.errors import UserError
-from models.prompts import ExpansiveVisualPrompt
+from models.prompts import ExpansiveVisualPrompt, PromptSpec
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
 
@@ -17,7 +17,7 @@ def unnormalize(y: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("size, offset", [(32, 96), (128, 48), (33, 96), (224, 0), (1, 112)])
 def test_image_sits_unresized_at_the_centre(size, offset):
     assert (224 - size + 1) // 2 == offset
-    prompt = ExpansiveVisualPrompt((size, size), MEAN, STD)
+    prompt = ExpansiveVisualPrompt(PromptSpec((size, size), MEAN, STD))
     x = torch.rand(2, 3, size, size)
     canvas = unnormalize(prompt(x))
     assert canvas.shape == (2, 3, 224, 224)
@@ -25,7 +25,7 @@ def test_image_sits_unresized_at_the_centre(size, offset):
 
 
 def test_frame_is_sigmoid_theta_and_stays_in_unit_range():
-    prompt = ExpansiveVisualPrompt((32, 32), MEAN, STD, init="randn")
+    prompt = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, init="randn"))
     with torch.no_grad():
         prompt.theta.mul_(10)
     canvas = unnormalize(prompt(torch.ones(1, 3, 32, 32))).detach()
@@ -36,14 +36,14 @@ def test_frame_is_sigmoid_theta_and_stays_in_unit_range():
 
 
 def test_zero_init_gives_a_grey_frame():
-    prompt = ExpansiveVisualPrompt((32, 32), MEAN, STD)
+    prompt = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD))
     canvas = unnormalize(prompt(torch.zeros(1, 3, 32, 32)))
     assert torch.allclose(canvas[0, :, 0, 0], torch.full((3,), 0.5), atol=1e-6)
     assert float(prompt.mask.sum()) == 224 * 224 - 32 * 32
 
 
 def test_gradient_reaches_only_the_frame():
-    prompt = ExpansiveVisualPrompt((32, 32), MEAN, STD)
+    prompt = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD))
     (prompt(torch.rand(4, 3, 32, 32)) * torch.rand(4, 3, 224, 224).add(0.1)).sum().backward()
     grad = prompt.theta.grad
     assert float(grad[:, 96:128, 96:128].abs().max()) == 0.0
@@ -52,7 +52,7 @@ def test_gradient_reaches_only_the_frame():
 
 def test_image_mask_lets_the_prompt_write_inside_the_image():
     inner = torch.tril(torch.ones(8, 8))  # writable lower triangle and diagonal
-    prompt = ExpansiveVisualPrompt((8, 8), MEAN, STD, out_size=16, image_mask=inner)
+    prompt = ExpansiveVisualPrompt(PromptSpec((8, 8), MEAN, STD, out_size=16, image_mask=inner))
     x = torch.zeros(1, 3, 8, 8)
     canvas = unnormalize(prompt(x))[0, 0, 4:12, 4:12]
     torch.testing.assert_close(canvas, 0.5 * inner, atol=1e-6, rtol=0)
@@ -61,7 +61,7 @@ def test_image_mask_lets_the_prompt_write_inside_the_image():
 
 
 def test_non_square_inputs_and_normalization():
-    prompt = ExpansiveVisualPrompt((20, 30), MEAN, STD, out_size=64)
+    prompt = ExpansiveVisualPrompt(PromptSpec((20, 30), MEAN, STD, out_size=64))
     x = torch.rand(1, 3, 20, 30)
     y = prompt(x)
     top, left = (64 - 20 + 1) // 2, (64 - 30 + 1) // 2
@@ -71,9 +71,9 @@ def test_non_square_inputs_and_normalization():
 
 def test_input_larger_than_canvas_is_a_user_error():
     with pytest.raises(UserError, match="larger than the 224x224"):
-        ExpansiveVisualPrompt((256, 256), MEAN, STD)
+        ExpansiveVisualPrompt(PromptSpec((256, 256), MEAN, STD))
     with pytest.raises(UserError, match="init"):
-        ExpansiveVisualPrompt((32, 32), MEAN, STD, init="ones")
+        ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, init="ones"))
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -81,7 +81,7 @@ def test_input_larger_than_canvas_is_a_user_error():
 def test_fused_prompt_equals_pad_add_normalize(memory_format, size, mask):
     """The one-pass canvas equals ``normalize(pad(x) + sigmoid(theta) * mask)``, values and gradients."""
     out_size = 24 if size != (32, 32) else 224
-    prompt = ExpansiveVisualPrompt(size, MEAN, STD, out_size=out_size, init="randn", image_mask=mask)
+    prompt = ExpansiveVisualPrompt(PromptSpec(size, MEAN, STD, out_size=out_size, init="randn", image_mask=mask))
     prompt.memory_format = memory_format
     x = torch.rand(3, 3, *size, requires_grad=True)
     weight = torch.randn(3, 3, out_size, out_size)
@@ -107,7 +107,7 @@ def test_model_asks_the_prompt_for_its_network_layout():
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     for channels_last in (True, False):
-        prompt = ExpansiveVisualPrompt((8, 8), MEAN, STD, out_size=16)
+        prompt = ExpansiveVisualPrompt(PromptSpec((8, 8), MEAN, STD, out_size=16))
         ReprogrammingModel(prompt, net, IdentityMapping(4), channels_last=channels_last)
         expected = torch.channels_last if channels_last else torch.contiguous_format
         assert prompt(torch.rand(2, 3, 8, 8)).is_contiguous(memory_format=expected)
@@ -118,7 +118,7 @@ def test_input_size_resizes_the_image_before_padding(input_size):
     """AutoVP's input scaling: ``normalize(pad(resize(x, N)) + sigmoid(theta) * frame)``; the frame narrows."""
     from models.prompts import PromptOptions
 
-    prompt = ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48, init="randn", options=PromptOptions(input_size=input_size))
+    prompt = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, init="randn", options=PromptOptions(input_size=input_size)))
     x = torch.rand(2, 3, 32, 32)
     resized = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
     offset = (48 - input_size + 1) // 2
@@ -135,9 +135,9 @@ def test_input_size_errors():
     from models.prompts import PromptOptions
 
     with pytest.raises(UserError, match="--input-size"):
-        ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=49))
+        ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=49)))
     with pytest.raises(UserError, match="--input-size"):
-        ExpansiveVisualPrompt((8, 8), MEAN, STD, out_size=16, image_mask=torch.ones(8, 8), options=PromptOptions(input_size=12))
-    same = ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=32))
+        ExpansiveVisualPrompt(PromptSpec((8, 8), MEAN, STD, out_size=16, image_mask=torch.ones(8, 8), options=PromptOptions(input_size=12)))
+    same = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=32)))
     x = torch.rand(1, 3, 32, 32)
-    torch.testing.assert_close(same(x), ExpansiveVisualPrompt((32, 32), MEAN, STD, out_size=48)(x))
+    torch.testing.assert_close(same(x), ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48))(x))

@@ -15,7 +15,7 @@ from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
 from common.errors import UserError
 from data.registry import SubsetSpec, load_dataset
-from models.prompts import PROMPTS, PromptOptions, SampleSpecificMaskedPrompt
+from models.prompts import PROMPTS, PromptOptions, PromptSpec, SampleSpecificMaskedPrompt
 from models.prompts.smm import MaskNetwork, patchwise_upsample
 from models.reprogrammer import ReprogrammingModel
 from runner.cli import main
@@ -70,7 +70,7 @@ def test_mask_network_rejects_impossible_shapes(layers, patch, message):
 
 def test_prompt_is_the_normalized_image_plus_delta_times_the_patchwise_mask():
     torch.manual_seed(0)
-    prompt = PROMPTS["smm"]((16, 16), MEAN, STD, out_size=32, options=PromptOptions(mask_patch=8))
+    prompt = PROMPTS["smm"](PromptSpec((16, 16), MEAN, STD, out_size=32, options=PromptOptions(mask_patch=8)))
     x = torch.rand(4, 3, 16, 16)
     z = normalized(F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True))
     prompt.eval()
@@ -89,13 +89,13 @@ def test_prompt_is_the_normalized_image_plus_delta_times_the_patchwise_mask():
     with pytest.raises(ValueError):
         prompt(torch.rand(1, 3, 20, 20))
     with pytest.raises(UserError, match="must divide"):
-        SampleSpecificMaskedPrompt((16, 16), MEAN, STD, out_size=36)
-    assert torch.equal(prompt.pattern(), prompt.delta)
+        SampleSpecificMaskedPrompt(PromptSpec((16, 16), MEAN, STD, out_size=36))
+    torch.testing.assert_close(prompt.pattern(), prompt.delta * torch.tensor(STD).view(3, 1, 1))  # pixel units, as every prompt
 
 
 def test_gradients_reach_delta_and_the_mask_network():
     torch.manual_seed(0)
-    prompt = SampleSpecificMaskedPrompt((16, 16), MEAN, STD, out_size=32, init="randn")
+    prompt = SampleSpecificMaskedPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, init="randn"))
     prompt(torch.rand(4, 3, 16, 16)).square().sum().backward()
     assert prompt.delta.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prompt.mask_network.parameters())
@@ -103,7 +103,7 @@ def test_gradients_reach_delta_and_the_mask_network():
 
 def test_model_trains_the_mask_batch_norm_keeps_the_frozen_network_in_eval_and_checkpoints_its_statistics():
     torch.manual_seed(0)
-    prompt = SampleSpecificMaskedPrompt((16, 16), MEAN, STD, out_size=32)
+    prompt = SampleSpecificMaskedPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32))
     net = TinyNet().requires_grad_(False)
     model = ReprogrammingModel(prompt, net, nn.Identity(), channels_last=False, fold_batch_norm=False)
     model.train()

@@ -16,7 +16,7 @@ from data.augment import crop_padding_for, random_crop_flip
 from data.augment_draws import AugmentDraws
 from data.augment_recipes import build_recipe
 from data.registry import SubsetSpec, load_dataset
-from models.prompts import PROMPTS
+from models.prompts import PROMPTS, PromptSpec
 from models.prompts.watermark import WatermarkVisualPrompt
 from runner.cli import main
 from runner.devices import setup_runtime
@@ -30,7 +30,7 @@ def normalized(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_watermark_resizes_normalizes_then_adds_the_pattern_everywhere():
-    prompt = PROMPTS["watermark"]((8, 8), MEAN, STD, out_size=16)
+    prompt = PROMPTS["watermark"](PromptSpec((8, 8), MEAN, STD, out_size=16))
     x = torch.rand(2, 3, 8, 8)
     resized = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
     assert torch.allclose(prompt(x), normalized(resized), atol=1e-6)  # zero init: the plain resized image
@@ -46,7 +46,7 @@ def test_watermark_resizes_normalizes_then_adds_the_pattern_everywhere():
 
 def test_watermark_hand_computed_values():
     """One 2x2 image, out_size 2 (no resize): (x - mean) / std + delta, value by value."""
-    prompt = WatermarkVisualPrompt((2, 2), MEAN, STD, out_size=2)
+    prompt = WatermarkVisualPrompt(PromptSpec((2, 2), MEAN, STD, out_size=2))
     x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 2, 2).repeat(1, 3, 1, 1)
     with torch.no_grad():
         prompt.delta.copy_(torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1).expand(3, 2, 2))
@@ -58,7 +58,7 @@ def test_watermark_hand_computed_values():
 
 
 def test_watermark_of_an_input_sized_image_is_not_resized_and_takes_any_size():
-    prompt = WatermarkVisualPrompt((16, 16), MEAN, STD, out_size=16)
+    prompt = WatermarkVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=16))
     x = torch.rand(1, 3, 16, 16)
     assert torch.allclose(prompt(x), normalized(x), atol=1e-6)
     assert prompt(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)  # e.g. a view already cropped to 16

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from runner.config import HelpFormatter, add_hidden_alias, tool_parser  # noqa: E402
-from runner.snapshots import COUNTS_DIR, PROMPTS_DIR, draw_heatmap, load_test_counts  # noqa: E402
+from runner.snapshots import COUNTS_DIR, PROMPTS_DIR, draw_heatmap, load_test_counts, read_prompt_png  # noqa: E402
 from tools.make_table import METHOD_NAMES, NETWORK_NAMES, build_cells, collect_runs, layout, matches, missing_report, parse_where  # noqa: E402
 
 
@@ -83,11 +83,18 @@ def save(fig, out: Path) -> Path:
 
 def prompt_images(run: Path) -> dict[str, np.ndarray]:
     """Label -> HxW(x3) image: ``prompts/epoch_XXX.png`` snapshots, else the checkpoints' prompt."""
-    from PIL import Image
+    return {label: image for label, (image, _) in prompt_snapshots(run).items()}
 
+
+def prompt_snapshots(run: Path) -> dict[str, tuple[np.ndarray, float | None]]:
+    """Label -> (HxW(x3) image, the scale of a signed picture or None), as :func:`prompt_images`."""
     snapshots = _epoch_files(run / PROMPTS_DIR, ".png")
     if snapshots:
-        return {f"epoch {e}": np.asarray(Image.open(p)) for e, p in snapshots.items()}
+        out = {}
+        for e, p in snapshots.items():
+            image, picture = read_prompt_png(p)
+            out[f"epoch {e}"] = (image, picture.scale)
+        return out
     import torch
 
     images = {}
@@ -97,7 +104,7 @@ def prompt_images(run: Path) -> dict[str, np.ndarray]:
             theta, mask = state["model"].get("input_transform.theta"), state["model"].get("input_transform.mask")
             if theta is not None:
                 pattern = torch.sigmoid(theta.float()) * (mask if mask is not None else 1.0)
-                images[f"epoch {state['epoch']} ({name})"] = (pattern.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+                images[f"epoch {state['epoch']} ({name})"] = ((pattern.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy(), None)
     return images
 
 
@@ -119,7 +126,11 @@ def stretch(images: list[np.ndarray]) -> tuple[list[np.ndarray], tuple[float, fl
 
 
 def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: int = 8, contrast: bool = True) -> Path:
-    images = prompt_images(run)
+    """The prompt over epochs. A signed snapshot (grey = 0, scaled by its largest ``|value|``) is
+    shown as it is, its scale in its panel's title; only ``[0, 1]`` patterns are contrast stretched."""
+    snapshots = prompt_snapshots(run)
+    images = {label: image for label, (image, _) in snapshots.items()}
+    scales = {label: scale for label, (_, scale) in snapshots.items()}
     if not images:
         raise PlotError(f"{run} has no prompt snapshots (prompts/) and no checkpoint with a pad prompt")
     labels = list(images)
@@ -128,17 +139,25 @@ def plot_prompts(run: Path, out: Path, epochs: list[int] | None = None, most: in
         labels = [f"epoch {e}" for e in chosen]
     shown = [images[label] for label in labels]
     low, high = 0.0, 255.0
+    signed = any(scales[label] is not None for label in labels)
+    contrast = contrast and not signed  # a signed picture already spans its range, centred at grey
     if contrast:
         shown, (low, high) = stretch(shown)
     fig, axes = plt.subplots(1, len(labels), figsize=(max(4.0, 2.2 * len(labels)) + 1.2, 2.8), squeeze=False)
     for ax, label, image in zip(axes[0], labels, shown):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(label, fontsize=9)
+        scale = scales[label]
+        ax.set_title(label if scale is None else f"{label}\n±{scale:.3g}", fontsize=9)
         ax.axis("off")
     # the scale of every channel: black..white (dark..full red, green, blue) is this range of the pattern
-    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low / 255, high / 255), cmap="gray")
+    if signed:  # each panel: black -s, grey 0, white +s, s in its title
+        scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(-1.0, 1.0), cmap="gray")
+        label = "pattern value / the panel's ±scale, each channel"
+    else:
+        scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low / 255, high / 255), cmap="gray")
+        label = "pattern value, each channel" + (" (stretched)" if contrast else "")
     bar = fig.colorbar(scale, ax=list(axes[0]), fraction=0.05, pad=0.02)
-    bar.set_label("pattern value, each channel" + (" (stretched)" if contrast else ""), fontsize=8)
+    bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
     fig.suptitle(f"prompt pattern{' (contrast stretched)' if contrast else ''}\n{run_title(run)}", fontsize=9)
     return save(fig, out)

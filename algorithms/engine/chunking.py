@@ -11,8 +11,11 @@ from collections.abc import Callable
 import torch
 
 from algorithms import micro_batching
+from algorithms.engine.step import TrainingStep
+from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.errors import UserError
+from data.loader import to_float01
 
 # (n) -> None: one training forward and backward pass on n samples that leaves no trace
 ProbeStep = Callable[[int], None]
@@ -62,3 +65,18 @@ def check_batch_statistics(config: RunConfig, model: torch.nn.Module, chunk: int
             f"--micro-batch {chunk} would change this model's result: {', '.join(found[:3])} normalise over the batch in"
             f" training mode, and its method does not declare that (register_family(batch_dependent=...))"
         )
+
+
+def probe_training_step(model: torch.nn.Module, step: TrainingStep, batch: tuple[torch.Tensor, torch.Tensor], n: int, runtime: Runtime) -> None:
+    """One training forward and backward pass on the first ``n`` samples of ``batch``, leaving no
+    trace (random state and gradients as before): what the auto probe measures."""
+    images, labels = batch
+    model.train()
+    devices = [runtime.device] if runtime.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            with runtime.autocast():
+                out = step.forward(model, to_float01(images[:n]), labels[:n])
+            out.loss.backward()
+    finally:
+        model.zero_grad(set_to_none=True)

@@ -59,3 +59,14 @@ class NumericalGuard:
         else:
             return
         raise NonFiniteLoss(f"{what}: likely {cause}; the run stopped, {last_good}")
+
+
+def likely_cause(lr: float, groups: int, precision: str) -> str:
+    """What usually makes a loss overflow, in the flags' words."""
+    rate = f"--lr {lr:g}" + ("" if groups == 1 else " or a group's own rate, e.g. --mapping-lr")
+    return f"a too-large learning rate ({rate})" + (" or fp16 overflow (try --precision bf16 or fp32)" if precision == "fp16" else "")
+
+
+def checkpoint_kept(location: str, epochs_done: int) -> str:
+    """What is left on disk when the guard stops a run."""
+    return f"its last good checkpoint {location} (epoch {epochs_done}) is kept" if epochs_done else "no epoch had finished, so no checkpoint was kept"

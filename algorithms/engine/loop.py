@@ -22,15 +22,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from algorithms.engine import checkpoint as ckpt
-from algorithms.engine.chunking import resolve_chunk
+from algorithms.engine.chunking import probe_training_step, resolve_chunk
 from algorithms.engine.evaluation import evaluation_batch_size, top1_accuracy
 from algorithms.engine.experiment import Experiment
-from algorithms.engine.guard import NumericalGuard
+from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
 from algorithms.engine.hooks import EpochContext, MappingRefit
 from algorithms.engine.interruption import EpochProgress, StopRequested
-from algorithms.engine.reporting import epoch_line, epoch_scalars, run_summary
+from algorithms.engine.reporting import epoch_line, epoch_scalars, prediction_counts, run_summary
 from algorithms.engine.schedule import build_optimizer, build_scheduler
-from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts, RunOutputs, mapped_sources
+from algorithms.outputs import BEST, CHECKPOINT, RunOutputs
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.seeding import epoch_generator
@@ -99,17 +99,7 @@ class Trainer:
         return tqdm(loader, desc=desc, total=len(loader), leave=False, dynamic_ncols=True, disable=not self.show_bars or None)
 
     def _probe_step(self, n: int) -> None:
-        """One training forward and backward pass on ``n`` samples, leaving no trace (the auto probe)."""
-        images, labels = next(iter(self.train_loader))
-        self.model.train()
-        devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                with self.runtime.autocast():
-                    out = self.step.forward(self.model, to_float01(images[:n]), labels[:n])
-                out.loss.backward()
-        finally:
-            self.model.zero_grad(set_to_none=True)
+        probe_training_step(self.model, self.step, next(iter(self.train_loader)), n, self.runtime)
 
     def _grad_sync(self, last_chunk: bool) -> contextlib.AbstractContextManager:
         """Under DDP the gradients are all-reduced once per step: with the last chunk's backward."""
@@ -230,10 +220,8 @@ class Trainer:
         return {"train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count, "train_samples": int(count)}
 
     def _check_numbers(self, epoch: int, end_of_epoch: bool = False) -> None:
-        lr = f"--lr {self.config.lr:g}" + ("" if len(self.optimizer.param_groups) == 1 else " or a group's own rate, e.g. --mapping-lr")
-        cause = f"a too-large learning rate ({lr})" + (" or fp16 overflow (try --precision bf16 or fp32)" if self.runtime.precision == "fp16" else "")
-        done = len(self.history)
-        kept = f"its last good checkpoint {self.outputs.location(CHECKPOINT)} (epoch {done}) is kept" if done else "no epoch had finished, so no checkpoint was kept"
+        cause = likely_cause(self.config.lr, len(self.optimizer.param_groups), self.runtime.precision)
+        kept = checkpoint_kept(str(self.outputs.location(CHECKPOINT)), len(self.history))
         self.guard.check(epoch, self.runtime, self.trained_parameters, cause, kept, end_of_epoch)
 
     def optimize(self, x: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
@@ -326,14 +314,9 @@ class Trainer:
         self.outputs.save(CHECKPOINT, state)
 
     def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
-        if not self.outputs.enabled:  # only rank 0 writes
-            return
-        S, K = self.mapping.num_source, self.mapping.num_target
-        counts = PredictionCounts(
-            epoch, test_counts.round().long().cpu().numpy(), mapped_sources(self.mapping, S, K),
-            list(self.experiment.source_names), list(self.data.class_names),
-        )  # fmt: skip
-        self.outputs.write_snapshots(self.model, epoch, self.config.epochs, counts)
+        if self.outputs.enabled:  # only rank 0 writes
+            counts = prediction_counts(epoch, test_counts, self.mapping, self.experiment.source_names, self.data.class_names)
+            self.outputs.write_snapshots(self.model, epoch, self.config.epochs, counts)
 
     def summary(self) -> dict:
         return run_summary(self.config, self.history, self.best, self.num_trainable, self.data, self.experiment.info)

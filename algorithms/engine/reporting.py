@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from algorithms.engine.evaluation import PROTOCOL, val_selection
+from algorithms.outputs import PredictionCounts, mapped_sources
 from algorithms.settings import RunConfig
 from data.registry import TargetData
 
@@ -55,3 +58,9 @@ def run_summary(config: RunConfig, history: list[dict], best: dict, trainable: i
         "mean_epoch_seconds": seconds / len(history) if history else None,
         **info,
     }
+
+
+def prediction_counts(epoch: int, test_counts: torch.Tensor, mapping: torch.nn.Module, source_names: list[str], class_names: list[str]) -> PredictionCounts:
+    """The epoch's test predictions (source top-1 against target label) for the mapping heatmap."""
+    S, K = mapping.num_source, mapping.num_target
+    return PredictionCounts(epoch, test_counts.round().long().cpu().numpy(), mapped_sources(mapping, S, K), list(source_names), list(class_names))

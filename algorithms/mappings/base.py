@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from common.choices import Choices, first_line
+from common.errors import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
@@ -112,6 +113,16 @@ def mapping_batch_size(name: str, dataset: str) -> int | None:
     """The batch size the mapping ``name`` prescribes on ``dataset``; None: the dataset's default."""
     rule = BATCH_SIZES.get(name)
     return None if rule is None else rule(dataset)
+
+
+def maps_fewer_targets(name: str, num_source: int = 1000) -> bool:
+    """Whether ``--mapping name`` can map ``num_source`` source labels to fewer target classes (the
+    reprogramming case); ``identity`` cannot. Built once on a tiny case, nothing is loaded."""
+    try:
+        build_mapping(name, num_source, 2)
+    except UserError:
+        return False
+    return True
 
 
 def build_mapping(name: str, num_source: int, num_target: int, *, interval: int = 1, seed: int = 0) -> LabelMapping:

@@ -17,10 +17,11 @@ from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import positive_float, positive_int
 from common.errors import UserError
+from common.seeding import init_generator
 from data.augment_recipes import CHAIN, NONE, build_recipe, recipe_help, recipe_resizes, resolve_recipe
 from data.registry import TargetData
 from models.networks import load_network
-from models.prompts import OPTION_FLAGS, PROMPT_CHOICES, PROMPTS, PromptOptions, prompts_reading
+from models.prompts import OPTION_FLAGS, PROMPT_CHOICES, PROMPTS, PromptOptions, PromptSpec, prompts_reading
 from models.reprogrammer import ReprogrammingModel
 
 
@@ -33,6 +34,12 @@ def prompt_options(config: RunConfig, prompt_cls: type[nn.Module]) -> PromptOpti
             users = " or ".join(f"--prompt {p}" for p in prompts_reading(name)) or "no prompt"
             raise UserError(f"{OPTION_FLAGS[name]} applies to {users}, not --prompt {config.prompt}")
     return PromptOptions(**given)
+
+
+# The spellings whose meaning follows the prompt (none; its paper's crop; TrivialAugment then it):
+# the augmentation axis of tools/search.py, which applies one value to every prompt. Any recipe of
+# data.augment_recipes is accepted by --augment as well.
+AUGMENT_CHOICES = ("none", "crop_flip", "trivialaugment")
 
 
 def prompt_legacy_augment(prompt_cls: type[nn.Module]) -> dict[str, str]:
@@ -63,14 +70,19 @@ def count(params) -> int:
     return sum(p.numel() for p in params)
 
 
+def prompt_spec(config: RunConfig, data: TargetData, mean, std, out_size: int, options: PromptOptions) -> PromptSpec:
+    """The prompt's spec; its initial values come from the run's own ``prompt`` generator, so they
+    do not depend on how many random numbers building the network drew."""
+    generator = init_generator(config.seed, "prompt")
+    return PromptSpec(data.image_size, mean, std, out_size, config.prompt_init, data.prompt_mask, options=options, generator=generator)
+
+
 def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
     prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
     options = prompt_options(config, prompt_cls)
     recipe = resolve_augment(config, prompt_cls)
     net = load_network(config.network, config.weights)
-    prompt = prompt_cls(
-        data.image_size, net.mean, net.std, out_size=net.input_size, init=config.prompt_init, image_mask=data.prompt_mask, options=options
-    )
+    prompt = prompt_cls(prompt_spec(config, data, net.mean, net.std, net.input_size, options))
     mapping = build_mapping(
         config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
     )

@@ -12,8 +12,8 @@ resolution and add an unconstrained pattern (no sigmoid) on top of it after norm
   never covered.
 * ``fixed_patch``: a ``prompt_size`` square at the top-left corner.
 * ``lowrank``: a rank-``r`` pattern ``B @ A`` over the whole image (LoR-VP, Jin et al., ICLR 2025;
-  ``B [C, S, r]``, ``A [C, r, S]``, 2 * 3 * 224 * 4 = 5,376 values at rank 4), initialised as the
-  CNN low-rank prompt (``B`` zero, ``A`` Kaiming-uniform).
+  ``B [C, S, r]``, ``A [C, r, S]``, 2 * 3 * 224 * 4 = 5,376 values at rank 4): the CNN low-rank
+  prompt's :class:`models.patterns.LowRankPattern` (``B`` zero, ``A`` Kaiming-uniform).
 * ``random_patch``: the same square at a random location, one location per batch. Training
   draws it from the generator given by :meth:`RandomPatchPrompt.use_generator` (the engine's
   per-epoch generator, so a resumed run replays the same locations). Evaluation also uses one
@@ -22,6 +22,12 @@ resolution and add an unconstrained pattern (no sigmoid) on top of it after norm
   sequence of locations and results are reproducible.
 
 Locations range over every placement that keeps the square inside the image.
+
+Initial values follow :mod:`models.patterns`: ``zero``, or ``randn`` from ``N(0, 1)`` for the
+frame and patches (Bahng et al.'s code draws them so) and ``N(0, 0.01^2)`` for the low-rank
+factors, all drawn from the ``generator`` given (the run's ``init_generator(seed, "prompt")``).
+``pattern()`` here is in CLIP's normalized units (the prompt is added after normalizing), and
+:meth:`picture` draws it centred at grey.
 """
 from __future__ import annotations
 
@@ -31,30 +37,43 @@ from torch import nn
 
 from common.choices import Choices
 from common.errors import UserError
-from models.layers import low_rank_factors
+from common.seeding import init_generator
+from models.patterns import LowRankPattern, PromptPicture, initial_values, signed_picture
+
+RANDN_SCALE = 1.0  # --prompt-init randn of the frame and patches: N(0, 1), as Bahng et al.'s code
 
 
-def _init(shape: tuple[int, ...], init: str) -> nn.Parameter:
-    if init == "zero":
-        return nn.Parameter(torch.zeros(shape))
-    if init == "randn":
-        return nn.Parameter(torch.randn(shape))
-    raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
+def _generator(generator: torch.Generator | None) -> torch.Generator:
+    return init_generator(0, "prompt") if generator is None else generator
 
 
-class PaddingPrompt(nn.Module):
+class CLIPPrompt(nn.Module):
+    """Base of the CLIP prompts: ``pattern()`` (``[C, S, S]``, normalized units) and its picture."""
+
+    def pattern(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def picture(self) -> PromptPicture:
+        """The pattern centred at grey, scaled by its largest ``|value|`` (the per-epoch PNG)."""
+        return signed_picture(self.pattern(), units="normalized")
+
+
+class PaddingPrompt(CLIPPrompt):
     """A trainable frame of width ``prompt_size`` added to the border of the image."""
 
-    def __init__(self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3) -> None:
+    def __init__(
+        self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
+        generator = _generator(generator)
         if not 0 < 2 * prompt_size < image_size:
             raise UserError(f"--prompt-size {prompt_size} must be positive and less than half the {image_size}px image")
         inner = image_size - 2 * prompt_size
         self.image_size, self.prompt_size = image_size, prompt_size
-        self.pad_up = _init((channels, prompt_size, image_size), init)
-        self.pad_down = _init((channels, prompt_size, image_size), init)
-        self.pad_left = _init((channels, inner, prompt_size), init)
-        self.pad_right = _init((channels, inner, prompt_size), init)
+        shapes = {"pad_up": (prompt_size, image_size), "pad_down": (prompt_size, image_size), "pad_left": (inner, prompt_size), "pad_right": (inner, prompt_size)}
+        for name, shape in shapes.items():
+            setattr(self, name, nn.Parameter(initial_values((channels, *shape), init, generator, RANDN_SCALE)))
 
     def pattern(self) -> torch.Tensor:
         """The additive pattern ``[C, S, S]``: the frame, zero inside."""
@@ -82,15 +101,17 @@ class ResizePaddingPrompt(PaddingPrompt):
         return F.pad(x, (p, p, p, p)) + self.pattern().to(x.dtype)
 
 
-class FixedPatchPrompt(nn.Module):
+class FixedPatchPrompt(CLIPPrompt):
     """A trainable ``prompt_size`` square added at the top-left corner."""
 
-    def __init__(self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3) -> None:
+    def __init__(
+        self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         if not 0 < prompt_size <= image_size:
             raise UserError(f"--prompt-size {prompt_size} must be between 1 and the image size {image_size}")
         self.image_size, self.prompt_size = image_size, prompt_size
-        self.patch = _init((channels, prompt_size, prompt_size), init)
+        self.patch = nn.Parameter(initial_values((channels, prompt_size, prompt_size), init, _generator(generator), RANDN_SCALE))
 
     def pattern_at(self, top: int, left: int) -> torch.Tensor:
         """The patch placed with its top-left corner at ``(top, left)`` on a zero ``[C, S, S]`` canvas."""
@@ -100,6 +121,10 @@ class FixedPatchPrompt(nn.Module):
     def location(self) -> tuple[int, int]:
         return 0, 0
 
+    def pattern(self) -> torch.Tensor:
+        """The patch at the top-left corner of a zero ``[C, S, S]`` (a random patch is drawn there too)."""
+        return self.pattern_at(0, 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pattern_at(*self.location()).to(x.dtype)
 
@@ -108,9 +133,16 @@ class RandomPatchPrompt(FixedPatchPrompt):
     """The square at a random location per batch (see the module docstring for train vs eval)."""
 
     def __init__(
-        self, image_size: int = 224, prompt_size: int = 30, init: str = "zero", channels: int = 3, seed: int = 0, eval_seed: int = 0
+        self,
+        image_size: int = 224,
+        prompt_size: int = 30,
+        init: str = "zero",
+        channels: int = 3,
+        seed: int = 0,
+        eval_seed: int = 0,
+        generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(image_size, prompt_size, init, channels)
+        super().__init__(image_size, prompt_size, init, channels, generator)
         self.eval_seed = eval_seed
         self.train_generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(eval_seed)
@@ -132,22 +164,29 @@ class RandomPatchPrompt(FixedPatchPrompt):
         return top, left
 
 
-class LowRankPrompt(nn.Module):
+class LowRankPrompt(CLIPPrompt):
     """A trainable pattern of rank ``rank`` per channel, ``B @ A``, added to the whole image."""
 
-    def __init__(self, image_size: int = 224, rank: int = 4, init: str = "zero", channels: int = 3) -> None:
+    def __init__(self, image_size: int = 224, rank: int = 4, init: str = "zero", channels: int = 3, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if not 1 <= rank <= image_size:
-            raise UserError(f"--rank must be between 1 and the image size {image_size}, got {rank}")
-        if init not in ("zero", "randn"):
-            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
-        left, right = low_rank_factors(channels, image_size, rank, init)
-        self.image_size, self.rank = image_size, rank
-        self.left, self.right = nn.Parameter(left), nn.Parameter(right)
+        self.image_size = image_size
+        self.low_rank = LowRankPattern(channels, image_size, rank, init, _generator(generator))
+
+    @property
+    def rank(self) -> int:
+        return self.low_rank.rank
+
+    @property
+    def left(self) -> nn.Parameter:
+        return self.low_rank.left
+
+    @property
+    def right(self) -> nn.Parameter:
+        return self.low_rank.right
 
     def pattern(self) -> torch.Tensor:
         """The additive pattern ``[C, S, S]``."""
-        return torch.bmm(self.left, self.right)
+        return self.low_rank()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pattern().to(x.dtype)
@@ -172,15 +211,19 @@ def clip_prompt_input_size(name: str, image_size: int, prompt_size: int) -> int:
     return image_size - 2 * prompt_size if name == "resize_padding" else image_size
 
 
-def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None) -> nn.Module:
+def build_clip_prompt(
+    name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None, generator: torch.Generator | None = None
+) -> CLIPPrompt:
+    """The prompt ``name``; its initial values drawn from ``generator`` (default: ``init_generator(seed, "prompt")``)."""
     name = CLIP_PROMPT_CHOICES.resolve(name)
     if rank is not None and name != "lowrank":
         raise UserError(f"--rank applies to --prompt lowrank, not --prompt {name}")
+    generator = init_generator(seed, "prompt") if generator is None else generator
     if name == "random_patch":
-        return RandomPatchPrompt(image_size, prompt_size, init, seed=seed)
+        return RandomPatchPrompt(image_size, prompt_size, init, seed=seed, generator=generator)
     if name == "lowrank":
-        return LowRankPrompt(image_size, DEFAULT_RANK if rank is None else rank, init)
-    return CLIP_PROMPTS[name](image_size, prompt_size, init)
+        return LowRankPrompt(image_size, DEFAULT_RANK if rank is None else rank, init, generator=generator)
+    return CLIP_PROMPTS[name](image_size, prompt_size, init, generator=generator)
 
 
 class PromptedCLIPInput(nn.Module):
@@ -194,3 +237,7 @@ class PromptedCLIPInput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(x)
         return x if self.prompt is None else self.prompt(x)
+
+    def picture(self) -> PromptPicture | None:
+        """The prompt's snapshot picture, or None without a prompt."""
+        return None if self.prompt is None else self.prompt.picture()

@@ -3,6 +3,7 @@
 This module lists the prompt modules; importing the package registers each in :data:`PROMPTS`.
 """
 from models.prompts import lowrank, pad, smm, watermark  # noqa: F401  (each registers its prompt)
+from models.prompts.base import PromptSpec, VisualPrompt
 from models.prompts.lowrank import LowRankVisualPrompt
 from models.prompts.pad import ExpansiveVisualPrompt
 from models.prompts.registry import OPTION_FLAGS, PROMPT_CHOICES, PROMPTS, PromptOptions, prompts_reading, register_prompt
@@ -11,5 +12,5 @@ from models.prompts.watermark import WatermarkVisualPrompt
 
 __all__ = [
     "OPTION_FLAGS", "PROMPTS", "PROMPT_CHOICES", "ExpansiveVisualPrompt", "LowRankVisualPrompt", "PromptOptions",
-    "SampleSpecificMaskedPrompt", "WatermarkVisualPrompt", "prompts_reading", "register_prompt",
+    "PromptSpec", "SampleSpecificMaskedPrompt", "VisualPrompt", "WatermarkVisualPrompt", "prompts_reading", "register_prompt",
 ]  # fmt: skip

@@ -10,60 +10,53 @@ Initialisation: ``B`` starts at zero and ``A`` is drawn like a linear layer's we
 (Kaiming-uniform, ``a = sqrt(5)``): the convention of LoRA (Hu et al., ICLR 2022), whose
 low-rank update LoR-VP transfers to the prompt. The first forward pass then sees the plain image
 while the gradient reaching ``B`` (``dL/dP @ A^T``) is non-zero from the first step; were both
-factors zero, neither would ever move. ``--prompt-init randn`` draws both factors from ``N(0, 0.01^2)`` instead.
+factors zero, neither would ever move. ``--prompt-init randn`` draws both factors from ``N(0, 0.01^2)`` instead. Both come from the
+prompt's own generator (:class:`models.prompts.base.PromptSpec`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import nn
 
-from common.errors import UserError
-from models.layers import Normalize, low_rank_factors, resize_square
-from models.prompts.registry import PromptOptions, register_prompt
+from models.layers import resize_square
+from models.patterns import LowRankPattern
+from models.prompts.base import PromptSpec, VisualPrompt
+from models.prompts.registry import register_prompt
 
 
 @register_prompt("lowrank")
-class LowRankVisualPrompt(nn.Module):
+class LowRankVisualPrompt(VisualPrompt):
     """Resize to ``out_size``, add the rank-``r`` pattern ``B @ A`` everywhere, normalize.
 
-    Takes images of ``image_size`` or already of ``out_size``; ``image_mask`` has no effect.
+    Takes images of ``image_size`` or already of ``out_size``; ``spec.image_mask`` has no effect.
+    The factors are :class:`models.patterns.LowRankPattern`, the CLIP low-rank prompt's too.
     """
 
     OPTIONS = ("rank",)
     DEFAULT_AUGMENT = "none"
     CROP_FLIP = "resize32_crop_flip"  # the resize-then-crop recipe of the full-image prompts
 
-    def __init__(
-        self,
-        image_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        out_size: int = 224,
-        init: str = "zero",
-        image_mask: torch.Tensor | None = None,
-        channels: int = 3,
-        options: PromptOptions | None = None,
-    ) -> None:
-        super().__init__()
-        rank = (options or PromptOptions()).rank
-        if not 1 <= rank <= out_size:
-            raise UserError(f"--rank must be between 1 and the {out_size}px input, got {rank}")
-        self.image_size = tuple(image_size)
-        self.out_size, self.rank = out_size, rank
-        if init not in ("zero", "randn"):
-            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
-        left, right = low_rank_factors(channels, out_size, rank, init)
-        self.left = nn.Parameter(left)  # B
-        self.right = nn.Parameter(right)  # A
-        self.normalize = Normalize(mean, std)
+    def __init__(self, spec: PromptSpec) -> None:
+        super().__init__(spec)
+        self.low_rank = LowRankPattern(spec.channels, spec.out_size, spec.options.rank, spec.init, spec.generator)
+
+    @property
+    def rank(self) -> int:
+        return self.low_rank.rank
+
+    @property
+    def left(self) -> torch.nn.Parameter:
+        """``B [C, out, r]``."""
+        return self.low_rank.left
+
+    @property
+    def right(self) -> torch.nn.Parameter:
+        """``A [C, r, out]``."""
+        return self.low_rank.right
 
     def pattern(self) -> torch.Tensor:
-        """The additive pattern ``B @ A`` in pixel space, ``[C, out, out]``."""
-        return torch.bmm(self.left, self.right)
+        """The additive pattern ``B @ A`` in pixel units, ``[C, out, out]``."""
+        return self.low_rank()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) not in (self.image_size, (self.out_size, self.out_size)):
-            raise ValueError(f"prompt built for {self.image_size} or {self.out_size}px images, got {tuple(x.shape[-2:])}")
+        self.check_size(x)
         return self.normalize(resize_square(x, self.out_size) + self.pattern())

@@ -5,14 +5,14 @@ al., ICLR 2024), resized to ``N`` x ``N`` first, so the width of the frame becom
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from common.errors import UserError
-from models.layers import Normalize, resize_square
-from models.prompts.registry import PromptOptions, register_prompt
+from models.layers import resize_square
+from models.patterns import initial_values
+from models.prompts.base import PromptSpec, VisualPrompt
+from models.prompts.registry import register_prompt
 
 
 class _PlaceOnCanvas(torch.autograd.Function):
@@ -44,14 +44,15 @@ class _PlaceOnCanvas(torch.autograd.Function):
     "ILM-VP's expansive prompt: the image unresized in the centre of the network's input, a trainable sigmoid frame around it",
     aliases=("padding", "expansive"),
 )
-class ExpansiveVisualPrompt(nn.Module):
+class ExpansiveVisualPrompt(VisualPrompt):
     """The ILM-VP prompt: the image sits in the centre of a larger canvas.
 
     The canvas is ``out_size`` square; the image (``h x w``, or ``N x N`` after an antialiased
     bilinear resize when ``options.input_size`` is ``N``) has its top-left corner at
     ``((out-h+1)//2, (out-w+1)//2)``. The trainable pattern ``sigmoid(theta)`` fills the frame around the image
     and any image pixels that ``image_mask`` marks writable, so the prompted input stays in
-    ``[0, 1]``; normalization with the network's statistics comes after.
+    ``[0, 1]``; normalization with the network's statistics comes after. ``theta`` starts at zero
+    (a grey frame) or, with ``randn``, from ``N(0, 1)`` as in the ILM-VP code.
 
     ``memory_format`` is the layout of the output (the wrapping model sets channels-last when its
     network runs that way, so no conversion pass follows).
@@ -61,21 +62,13 @@ class ExpansiveVisualPrompt(nn.Module):
     OPTIONS = ("input_size",)
     DEFAULT_AUGMENT = "none"  # ILM-VP trains without augmentation
     CROP_FLIP = "pad_crop_flip"
+    SIGNED = False  # sigmoid(theta) * mask is in [0, 1]: drawn as it is
+    RANDN_SCALE = 1.0  # theta behind a sigmoid, as ILM-VP's code draws it
 
-    def __init__(
-        self,
-        image_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        out_size: int = 224,
-        init: str = "zero",
-        image_mask: torch.Tensor | None = None,
-        channels: int = 3,
-        options: PromptOptions | None = None,
-    ) -> None:
-        super().__init__()
-        self.image_size = tuple(image_size)
-        resize_to = (options or PromptOptions()).input_size
+    def __init__(self, spec: PromptSpec) -> None:
+        super().__init__(spec)
+        out_size, image_mask = spec.out_size, spec.image_mask
+        resize_to = spec.options.input_size
         if resize_to is not None:
             if not 0 < resize_to <= out_size:
                 raise UserError(f"--input-size must be between 1 and the {out_size}px canvas, got {resize_to}")
@@ -87,7 +80,6 @@ class ExpansiveVisualPrompt(nn.Module):
                 f"input size {h}x{w} is larger than the {out_size}x{out_size} prompt canvas; use --image-size {out_size} or less"
             )
         self.placed_size = (h, w)  # the image's size on the canvas
-        self.out_size = out_size
         self.top, self.left = (out_size - h + 1) // 2, (out_size - w + 1) // 2
         self.bottom, self.right = out_size - h - self.top, out_size - w - self.left
         mask = torch.ones(1, out_size, out_size)
@@ -96,22 +88,14 @@ class ExpansiveVisualPrompt(nn.Module):
             raise ValueError(f"image mask must be {h}x{w}, got {tuple(inner.shape)}")
         mask[0, self.top : self.top + h, self.left : self.left + w] = inner
         self.register_buffer("mask", mask)
-        if init == "zero":
-            theta = torch.zeros(channels, out_size, out_size)
-        elif init == "randn":
-            theta = torch.randn(channels, out_size, out_size)
-        else:
-            raise UserError(f"unknown prompt init {init!r}; choose zero or randn")
-        self.theta = nn.Parameter(theta)
-        self.normalize = Normalize(mean, std)
+        self.theta = nn.Parameter(initial_values((spec.channels, out_size, out_size), spec.init, spec.generator, self.RANDN_SCALE))
 
     def pattern(self) -> torch.Tensor:
-        """The additive pattern in pixel space, ``[C, out, out]``, zero where the prompt cannot write."""
+        """``sigmoid(theta) * mask`` in pixel units, ``[C, out, out]``: zero where the prompt cannot write."""
         return torch.sigmoid(self.theta) * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(f"prompt built for {self.image_size} images, got {tuple(x.shape[-2:])}")
+        self.check_size(x, resized_too=False)
         if self.placed_size != self.image_size:
             x = resize_square(x, self.placed_size[0])
         # normalize(pad(x) + pattern) == pad(x * scale) + (pattern * scale + shift): the affine
@@ -119,4 +103,3 @@ class ExpansiveVisualPrompt(nn.Module):
         scale, shift = self.normalize.scale, self.normalize.shift
         canvas = self.pattern() * scale + shift
         return _PlaceOnCanvas.apply(canvas, x * scale, self.top, self.left, self.memory_format)
-

@@ -17,14 +17,15 @@ depends on the other images of a training batch, as in the paper.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from common.errors import UserError
-from models.layers import Normalize, full_pattern, resize_square
-from models.prompts.registry import PromptOptions, register_prompt
+from models.layers import resize_square
+from models.patterns import drawing_from, initial_values
+from models.prompts.base import PromptSpec, VisualPrompt
+from models.prompts.registry import register_prompt
 
 FIRST_WIDTH = 8  # channels of the first stage; each stage doubles them
 
@@ -60,48 +61,51 @@ class MaskNetwork(nn.Sequential):
 
 
 @register_prompt("smm")
-class SampleSpecificMaskedPrompt(nn.Module):
+class SampleSpecificMaskedPrompt(VisualPrompt):
     """Resize, normalize, add ``delta`` times a per-image mask (see the module docstring).
 
     Takes images of ``image_size`` or, after SMM's training crop, already of ``out_size``.
-    ``image_mask`` is accepted for a uniform constructor and has no effect.
+    ``spec.image_mask`` has no effect. The mask network's weights are drawn from
+    ``spec.generator`` (PyTorch's default initialisers, after ``delta``'s draws).
     """
 
     OPTIONS = ("mask_layers", "mask_patch")
     DEFAULT_AUGMENT = "resize32_crop_flip"  # SMM: resize to size + 32, random crop, horizontal flip
     CROP_FLIP = "resize32_crop_flip"
+    GREY = 0.5  # the image whose prompt picture() draws
 
-    def __init__(
-        self,
-        image_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        out_size: int = 224,
-        init: str = "zero",
-        image_mask: torch.Tensor | None = None,
-        channels: int = 3,
-        options: PromptOptions | None = None,
-    ) -> None:
-        super().__init__()
-        options = options or PromptOptions()
-        self.image_size = tuple(image_size)
-        self.out_size = out_size
-        if out_size % options.mask_patch:
-            raise UserError(f"--mask-patch {options.mask_patch} must divide the network's {out_size}px input")
-        self.delta = nn.Parameter(full_pattern(channels, out_size, init))
-        self.mask_network = MaskNetwork(options.mask_layers, options.mask_patch, channels)
-        self.normalize = Normalize(mean, std)
+    def __init__(self, spec: PromptSpec) -> None:
+        super().__init__(spec)
+        options = spec.options
+        if spec.out_size % options.mask_patch:
+            raise UserError(f"--mask-patch {options.mask_patch} must divide the network's {spec.out_size}px input")
+        self.delta = nn.Parameter(initial_values((spec.channels, spec.out_size, spec.out_size), spec.init, spec.generator, self.RANDN_SCALE))
+        with drawing_from(spec.generator):
+            self.mask_network = MaskNetwork(options.mask_layers, options.mask_patch, spec.channels)
 
     def pattern(self) -> torch.Tensor:
-        """The shared pattern ``delta [C, out, out]`` (in normalized units) that the masks reweight."""
-        return self.delta
+        """The shared pattern at mask 1 in pixel units, ``[C, out, out]``: ``delta`` (added after
+        normalizing) times the network's std. Each image gets it reweighted by its own mask."""
+        return self.delta * self.std
+
+    def shown_pattern(self) -> torch.Tensor:
+        """The prompt SMM adds to a uniform mid-grey image, in pixel units: ``std * delta * mask``,
+        the mask computed in eval mode (batch norms use their running statistics; nothing is updated)."""
+        grey = torch.full((1, self.spec.channels, self.out_size, self.out_size), self.GREY, device=self.delta.device)
+        training = self.mask_network.training
+        self.mask_network.eval()
+        try:
+            with torch.no_grad():
+                mask = self.mask(self.normalize(grey))[0]
+        finally:
+            self.mask_network.train(training)
+        return self.pattern() * mask
 
     def mask(self, z: torch.Tensor) -> torch.Tensor:
         """The full-resolution mask ``[B, C, out, out]`` of normalized, resized images ``z``."""
         return patchwise_upsample(self.mask_network(z), self.mask_network.patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) not in (self.image_size, (self.out_size, self.out_size)):
-            raise ValueError(f"prompt built for {self.image_size} or {self.out_size}px images, got {tuple(x.shape[-2:])}")
+        self.check_size(x)
         z = self.normalize(resize_square(x, self.out_size))
         return z + self.delta * self.mask(z)

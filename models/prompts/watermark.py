@@ -16,13 +16,13 @@ placement moves the pattern ``std`` times as far per step (about 0.23x for Image
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from models.layers import Normalize, full_pattern, resize_square
-from models.prompts.registry import PromptOptions, register_prompt
+from models.layers import resize_square
+from models.patterns import initial_values
+from models.prompts.base import PromptSpec, VisualPrompt
+from models.prompts.registry import register_prompt
 
 
 @register_prompt(
@@ -30,42 +30,27 @@ from models.prompts.registry import PromptOptions, register_prompt
     "the image resized to the network's input, a trainable unconstrained pattern added over all of it (BLM's watermarking)",
     aliases=("watermarking",),
 )
-class WatermarkVisualPrompt(nn.Module):
+class WatermarkVisualPrompt(VisualPrompt):
     """Resize to ``out_size``, normalize, add ``delta`` everywhere (see the module docstring).
 
     Inputs of any size are accepted (training views come already cropped to ``out_size``).
-    ``image_mask`` (the pixels of the image a pad prompt may write) is accepted for a uniform
-    constructor and has no effect: the watermark writes every pixel.
+    ``spec.image_mask`` (the pixels of the image a pad prompt may write) has no effect: the
+    watermark writes every pixel.
     """
 
-    OPTIONS: tuple[str, ...] = ()
     DEFAULT_AUGMENT = "resize4_crop"  # BLM trains the watermark on random crops
     CROP_FLIP = "resize4_crop"  # BLM: Resize(out + 4) + RandomCrop(out), no flip
 
-    def __init__(
-        self,
-        image_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        out_size: int = 224,
-        init: str = "zero",
-        image_mask: torch.Tensor | None = None,
-        channels: int = 3,
-        options: PromptOptions | None = None,
-    ) -> None:
-        super().__init__()
-        self.image_size = tuple(image_size)
-        self.out_size = out_size
-        self.delta = nn.Parameter(full_pattern(channels, out_size, init))
-        self.normalize = Normalize(mean, std)
+    def __init__(self, spec: PromptSpec) -> None:
+        super().__init__(spec)
+        self.delta = nn.Parameter(initial_values((spec.channels, spec.out_size, spec.out_size), spec.init, spec.generator, self.RANDN_SCALE))
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         return resize_square(x, self.out_size)
 
     def pattern(self) -> torch.Tensor:
-        """The pattern in pixel space, ``[C, out, out]``: ``delta`` times the normalization's std."""
-        return self.delta / self.normalize.scale[0]
+        """The pattern in pixel units, ``[C, out, out]``: ``delta`` (added after normalizing) times the network's std."""
+        return self.delta * self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.resize(x)) + self.delta
-

@@ -1,0 +1,202 @@
+"""One trial of ``tools/search.py``: an ordinary run of a method script, watched epoch by epoch.
+
+The run is the same command a researcher would type, so its folder is the one
+:meth:`RunConfig.run_path` names and a finished run is read instead of trained again (a partial
+one is continued with ``--resume``). While the run trains, its ``metrics.jsonl`` (rewritten
+atomically after every epoch) is read and each epoch's validation accuracy is reported to Optuna;
+when the pruner says stop, the run is terminated. A run that exits with an error (out of memory, a
+bad flag combination) fails the trial with the run's last ``error:`` line as its reason.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cfg
+from algorithms.settings import RunConfig
+from common.errors import UserError
+from tools.reproduce import FINISHED, PARTIAL, find_script, method_config, run_status
+from tools.search_space import TrialPlan
+
+# flags the search sets itself; given after ``--`` they would be overridden silently
+RESERVED_FLAGS = ("--epochs", "--seed", "--val-fraction", "--results-path", "--resume", "--overwrite", "--run-name", "--prompt",
+                  "--mapping", "--augment", "--input-size", "--eval-only")  # fmt: skip
+IN_USE = "is in use by"  # runner.run_lock's message: another process trains this folder
+
+
+class TrialFailed(Exception):
+    """A run ended with an error; the trial is recorded as failed and the search goes on."""
+
+
+@dataclass
+class RunSpec:
+    """One run: its command (without ``--resume``), folder and resolved settings."""
+
+    method: str
+    command: list[str]
+    run_dir: Path
+    config: RunConfig
+
+    @property
+    def shell(self) -> str:
+        return shlex.join(self.command)
+
+
+@dataclass
+class TrialRunner:
+    results: Path
+    fixed: tuple[str, ...]  # every run's flags: data, network, batch size, ...
+    epochs: int
+    val_fraction: float
+    python: str = sys.executable
+    poll_seconds: float = 1.0
+    log_dir: Path | None = None
+    gpus: queue.Queue | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for flag in self.fixed:
+            if flag.split("=")[0] in RESERVED_FLAGS:
+                raise UserError(f"{flag.split('=')[0]} is set by the search; give it to tools/search.py, not after --")
+
+    def spec(self, plan: TrialPlan, seed: int) -> RunSpec:
+        flags = [*self.fixed, "--epochs", str(self.epochs), "--val-fraction", repr(self.val_fraction), "--seed", str(seed),
+                 "--results-path", str(self.results), *plan.flags]  # fmt: skip
+        config = method_config(plan.method, flags)
+        return RunSpec(plan.method, [self.python, str(find_script(plan.method)), *flags], config.run_path(), config)
+
+    def run(self, spec: RunSpec, trial=None, log_name: str = "run") -> dict:
+        """Train (or read) the run to its end; report each epoch's validation accuracy to ``trial``
+        and stop when it should be pruned (``optuna.TrialPruned``). Returns ``results.json``."""
+        reported = 0
+        while True:
+            status = run_status(spec.run_dir, spec.config.epochs)
+            if status == FINISHED:
+                reported = self._report(spec, trial, reported, prune=False)
+                return read_results(spec.run_dir)
+            if lock_held(spec.run_dir):  # another worker trains the same configuration: follow it
+                reported = self._follow(spec, trial, reported)
+                continue
+            launch = spec.command + (["--resume"] if status == PARTIAL else [])
+            code, error, reported = self._launch(spec, launch, trial, log_name, reported)
+            if code == 0:
+                continue  # now finished
+            if error and IN_USE in error:
+                continue  # lost a race for the folder: follow the winner
+            raise TrialFailed(error or f"exit status {code}")
+
+    def _launch(self, spec: RunSpec, launch: list[str], trial, log_name: str, reported: int) -> tuple[int, str | None, int]:
+        log_dir = self.log_dir or spec.run_dir.parent
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{log_name}.log"
+        gpu = self.gpus.get() if self.gpus is not None else None
+        try:
+            env = dict(os.environ)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            env["VP_SEARCH_RUN_DIR"] = str(spec.run_dir)  # for wrappers of the script; the run itself ignores it
+            with open(log_path, "a") as log:
+                log.write(f"$ {shlex.join(launch)}\n")
+                log.flush()
+                proc = subprocess.Popen(launch, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cfg.REPO_ROOT)
+                try:
+                    while True:
+                        code = proc.poll()
+                        reported = self._report(spec, trial, reported)
+                        if code is not None:
+                            break
+                        time.sleep(self.poll_seconds)
+                except BaseException:  # pruned, interrupted: the run stops with the trial
+                    stop(proc)
+                    raise
+        finally:
+            if gpu is not None:
+                self.gpus.put(gpu)
+        return code, None if code == 0 else last_error(log_path), reported
+
+    def _follow(self, spec: RunSpec, trial, reported: int) -> int:
+        while lock_held(spec.run_dir):
+            reported = self._report(spec, trial, reported, prune=False)
+            time.sleep(self.poll_seconds)
+        return reported
+
+    def _report(self, spec: RunSpec, trial, reported: int, prune: bool = True) -> int:
+        """Report the epochs not yet reported; raise ``optuna.TrialPruned`` if the trial should stop."""
+        if trial is None:
+            return reported
+        rows = read_metrics(spec.run_dir)
+        for row in rows[reported:]:
+            if row.get("val_acc") is None:
+                raise TrialFailed("the run has no validation split (a search selects on validation: --val-fraction > 0)")
+            trial.report(float(row["val_acc"]), int(row["epoch"]))
+            reported += 1
+            last = int(row["epoch"]) >= spec.config.epochs  # a run at its end is complete, not pruned
+            if prune and not last and trial.should_prune():
+                import optuna
+
+                trial.set_user_attr("pruned_at_epoch", int(row["epoch"]))
+                raise optuna.TrialPruned(f"pruned after epoch {row['epoch']} (validation {row['val_acc']:.2f}%)")
+        return reported
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    try:
+        text = (run_dir / "metrics.jsonl").read_text()
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def lock_held(run_dir: Path) -> bool:
+    """Whether a live process holds the run folder's lock (``runner.run_lock``'s file beside it)."""
+    path = run_dir.parent / f".{run_dir.name}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a run (SIGTERM, then SIGKILL after 30 s); its last checkpoint stays for ``--resume``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def last_error(log_path: Path) -> str | None:
+    """The run's last ``error:`` line, else its last line."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [None])[-1]
