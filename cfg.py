@@ -24,3 +24,6 @@ RESULTS_PATH: Path = _path("VP_RESULTS", "results")
 CACHE_PATH: Path = _path("VP_CACHE", "cache")
 # Whether a missing torchvision dataset or weight file may be downloaded (set VP_DOWNLOAD=0 offline).
 DOWNLOAD: bool = os.environ.get("VP_DOWNLOAD", "1").lower() not in ("0", "false", "no")
+# Runs sharing one GPU (tools/reproduce.py --runs-per-gpu sets it for each run it starts): the
+# memory probes (--micro-batch auto, the automatic evaluation batch) plan with this share of free memory.
+RUNS_PER_GPU: int = max(1, int(os.environ.get("VP_RUNS_PER_GPU", "1") or 1))

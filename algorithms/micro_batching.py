@@ -10,6 +10,12 @@ given, and :func:`batch_statistics_modules` finds them.
 ``--micro-batch auto`` picks the largest chunk that fits on a CUDA device from a few probe steps
 (:func:`largest_fitting_chunk` over :func:`probe_fits`). The probe reads memory through a small
 signal object (:class:`CudaMemory` on CUDA), so its logic runs anywhere with another signal.
+
+The no-gradient passes (the mapping's statistics, evaluation) compute each sample on its own, so
+their results do not depend on their batch; on CUDA the automatic ``--eval-batch-size`` runs them at
+the largest batch that fits (:func:`largest_eval_batch`), a fraction of the steps at batch 256.
+With several runs on one GPU (``VP_RUNS_PER_GPU``, :data:`cfg.RUNS_PER_GPU`) each probe plans
+with its share of the free memory.
 """
 from __future__ import annotations
 
@@ -20,11 +26,14 @@ from typing import Protocol
 import torch
 from torch import nn
 
+import cfg
 from common.errors import UserError
 
 # share of the device's free memory a probed chunk may use: the rest absorbs what the probe does
 # not see (allocator fragmentation, the optimizer's first step, other processes growing)
 HEADROOM = 0.9
+# the automatic evaluation batch stops here: it bounds the probe's steps and what a wrong estimate costs
+MAX_EVAL_BATCH = 4096
 BATCH_STATISTICS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -39,10 +48,12 @@ class MemorySignal(Protocol):
 
 
 class CudaMemory:
-    """Peak allocated memory of one CUDA device against ``HEADROOM`` of what was free before the step."""
+    """Peak allocated memory of one CUDA device against ``HEADROOM`` of what was free before the
+    step, divided among ``share`` runs on the device."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, share: int = 1) -> None:
         self.device = device
+        self.share = max(1, share)
         self.budget = 0
 
     def start(self) -> None:
@@ -50,7 +61,7 @@ class CudaMemory:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
         free, _ = torch.cuda.mem_get_info(self.device)
-        self.budget = torch.cuda.memory_allocated(self.device) + int(HEADROOM * free)
+        self.budget = torch.cuda.memory_allocated(self.device) + int(HEADROOM * free / self.share)
 
     def within_budget(self) -> bool:
         torch.cuda.synchronize(self.device)
@@ -59,7 +70,7 @@ class CudaMemory:
 
 def memory_signal(device: torch.device) -> MemorySignal | None:
     """The signal for ``device``, or None where the probe cannot measure (the CPU: memory is the host's)."""
-    return CudaMemory(device) if device.type == "cuda" else None
+    return CudaMemory(device, cfg.RUNS_PER_GPU) if device.type == "cuda" else None
 
 
 def chunk_sizes(batch_size: int) -> list[int]:
@@ -86,6 +97,30 @@ def largest_fitting_chunk(batch_size: int, fits: Callable[[int], bool]) -> int:
         else:
             fails = middle
     return sizes[works]
+
+
+def largest_eval_batch(start: int, limit: int, fits: Callable[[int], bool]) -> int:
+    """The largest batch of ``start * 2**k`` (``limit`` itself last) for which ``fits`` holds,
+    doubling from ``start``; below ``start`` (it does not fit), halving. ``fits`` must be monotone."""
+    size = max(1, min(start, limit))
+    if not fits(size):
+        while size > 1:
+            size //= 2
+            if fits(size):
+                return size
+        raise UserError("--eval-batch-size auto: not even one sample's evaluation fits in the device's memory")
+    while size < limit and fits(bigger := min(limit, 2 * size)):
+        size = bigger
+    return size
+
+
+def auto_eval_batch(step: Callable[[int], None], device: torch.device, start: int, limit: int) -> int | None:
+    """The no-gradient batch for ``device`` from probe passes ``step(n)`` (:func:`largest_eval_batch`,
+    at most :data:`MAX_EVAL_BATCH`), or None where memory cannot be probed (the CPU: keep ``start``)."""
+    memory = memory_signal(device)
+    if memory is None:
+        return None
+    return largest_eval_batch(start, min(limit, MAX_EVAL_BATCH), probe_fits(step, memory))
 
 
 def probe_fits(step: Callable[[int], None], memory: MemorySignal) -> Callable[[int], bool]:

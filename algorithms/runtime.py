@@ -59,3 +59,17 @@ class Runtime:
         """Wait for queued device work, so that a wall-clock time covers it."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+# --compile presets: name -> torch.compile options. "max" autotunes the kernels and captures CUDA
+# graphs of each fixed-shape step (inductor's max-autotune mode): a longer first epoch (one capture
+# per batch shape: training, its last batch, evaluation), then less launch overhead per step
+COMPILE_PRESETS: dict[str, dict] = {"default": {}, "max": {"mode": "max-autotune"}}
+
+
+def compile_options(value: bool | str) -> dict | None:
+    """``--compile``'s value (``config.compile``: True = default, or a preset name) as ``torch.compile``
+    keyword arguments; None: eager."""
+    if value is False or value is None:
+        return None
+    return dict(COMPILE_PRESETS["default" if value is True else value])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cfg
+from common.errors import UserError
 
 # Settings that change where or how a run executes but not what it computes: left out of the
 # hash that names the run folder, so resuming on another device reuses the same folder. Method
@@ -28,7 +29,7 @@ import cfg
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
     "data_path", "log_interval", "compile", "resident_data", "fold_bn", "fast_frozen_ops", "cache_features",
-    "micro_batch", "recompute", "resolved",
+    "micro_batch", "recompute", "resolved", "allow_precision_change",
 }  # fmt: skip
 
 DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
@@ -37,7 +38,9 @@ DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfi
 # Settings added after runs had been made with their default behaviour (few-shot, the SMM,
 # low-rank and rescaled prompts): left out of the identity while unset, so those runs keep their
 # folders (tests/test_help.py pins the folder names of the defaults).
-LATER_SETTINGS = {"shots", "input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay"}
+LATER_SETTINGS = {"shots", "input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay", "arithmetic"}
+
+ARITHMETIC = "arithmetic"  # the key of the resolved device type and precision in RunConfig.identity()
 
 
 def _identifying(key: str, value: Any) -> bool:
@@ -67,6 +70,37 @@ INIT_SEEDING = {"init_seeding": "per_part"}
 # without augmentation keep their identity (tests/test_augment_vocabulary.py pins both).
 AUGMENT_FLAGS = ("augment", "train_augment")  # the method flags (RunConfig.extra) spelling the augmentation
 AUGMENT_DRAWS = "per_sample"  # how augmented runs draw: one stream per (seed, epoch, sample index)
+
+
+PRECISION_SETTINGS = ("precision", ARITHMETIC)  # what --allow-precision-change lets a resumed run change
+
+
+def arithmetic_of(identity: dict[str, Any]) -> str:
+    """What a run's identity says it computed in, as ``<device type>-<precision>`` (``cpu-fp32``)."""
+    if identity.get(ARITHMETIC):
+        return identity[ARITHMETIC]
+    precision = identity.get("precision", "auto")
+    return f"cpu-{'fp32' if precision == 'auto' else precision}"
+
+
+def precision_change(saved: dict[str, Any], now: dict[str, Any], allowed: bool, checkpoint: Any) -> str | None:
+    """Refuse to continue or evaluate ``checkpoint`` (identity ``saved``) in another arithmetic than
+    it was computed in, unless ``allowed``; then the note to print (None: nothing changed).
+
+    fp16 with loss scaling, bf16 and fp32 round differently, and so do a GPU's kernels and a CPU's:
+    a run continued in another one is not the run its folder names.
+    """
+    if not saved:  # a checkpoint written without its settings is not checked
+        return None
+    before, after = arithmetic_of(saved), arithmetic_of(now)
+    if before == after:
+        return None
+    if not allowed:
+        raise UserError(
+            f"checkpoint {checkpoint} was computed in {before}, this run computes in {after}; pass --device/--precision"
+            f" to match, or --allow-precision-change to continue in {after} anyway"
+        )
+    return f"--allow-precision-change: checkpoint {checkpoint} was computed in {before}, continuing in {after}"
 
 
 @dataclass
@@ -108,8 +142,14 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     eval_precision: str = "fp32"  # evaluation and mapping pass: fp32 (no autocast) | train (body at --precision)
+    # what the run computes in, as resolved on its device: "<device type>-<precision>" ("cuda-fp16"),
+    # None on the CPU, where --precision (in the identity) already says it (auto is fp32 there).
+    # Set by the runner (runner.devices.arithmetic); so a CUDA fp16 run and a CPU run of the same
+    # flags get two folders, and the CPU runs made before this setting keep theirs
+    arithmetic: str | None = None
+    allow_precision_change: bool = False  # --resume / --eval-only a checkpoint computed in another arithmetic
     channels_last: bool = True
-    compile: bool = False
+    compile: bool | str = False  # True: torch.compile's default mode; "max": max-autotune (runner.compile_modes)
     fold_bn: bool = True
     fast_frozen_ops: bool = True
     resident_data: bool | None = None

@@ -1,7 +1,8 @@
 """Batches of uint8 images straight from tensors: no per-sample decoding, no worker processes.
 
 The whole uint8 set lives on the device when it fits (CIFAR-10 train is 150 MB); otherwise it
-stays in pinned host memory and each batch is gathered and copied asynchronously one step ahead.
+stays in pinned host memory and each batch is gathered and copied one step ahead, on CUDA on a
+side stream (the consumer's stream waits for that batch's copy alone).
 Precomputed float inputs (:class:`~data.tensors.FeatureSet`) are batched the same way.
 """
 from __future__ import annotations
@@ -14,6 +15,10 @@ import torch
 from common.seeding import epoch_generator
 from data.cache import is_memory_mapped, release_pages
 from data.tensors import FeatureSet, ImageTensorSet
+
+# a gathered batch: (images, labels) on the device, the event its copy records on CUDA (None
+# elsewhere) and the pinned host tensors the copy reads
+Fetched = tuple[torch.Tensor, torch.Tensor, "torch.cuda.Event | None", "tuple[torch.Tensor, torch.Tensor] | None"]
 
 # Sets up to this size are copied to GPU memory once; larger ones stream from pinned memory.
 DEVICE_RESIDENT_BYTES = 4 * 2**30
@@ -72,6 +77,7 @@ class BatchLoader:
         self.num_samples = len(data)
         self._order: tuple[int, torch.Tensor] | None = None  # (epoch, this rank's visiting order)
         self._host_mapped = self.mapped and self.images.device.type == "cpu"
+        self._copy_stream: torch.cuda.Stream | None = None  # created on the first streamed CUDA batch
         self._release_every = max(1, RELEASE_EVERY_BYTES // max(1, batch_size * inputs[0].numel() * inputs.element_size()))
 
     def set_epoch(self, epoch: int) -> None:
@@ -122,12 +128,12 @@ class BatchLoader:
             for step, idx in enumerate(order_dev.split(self.batch_size)):
                 yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
                 self._release_pages(step)
-        else:
+        else:  # the next batch is gathered and copied while the consumer computes on this one
             pending = self._fetch(batches[0]) if len(batches) else None
             for i in range(len(batches)):
                 current = pending
                 pending = self._fetch(batches[i + 1]) if i + 1 < len(batches) else None
-                yield current
+                yield self._hand_over(current)
                 self._release_pages(i)
         if self._host_mapped:
             release_pages(self.images)
@@ -136,12 +142,32 @@ class BatchLoader:
         if self._host_mapped and (step + 1) % self._release_every == 0:
             release_pages(self.images)
 
-    def _fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fetch(self, idx: torch.Tensor) -> Fetched:
         images = self.images.index_select(0, idx)
         labels = self.labels.index_select(0, idx)
-        if self.device.type == "cuda":
-            images = images.pin_memory()
-        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        if self.device.type != "cuda":
+            return images.to(self.device), labels.to(self.device), None, None
+        # CUDA: copy from pinned memory on a side stream, so the copy runs beside the consumer's
+        # kernels on the default stream instead of queueing behind them (issue 23)
+        host = images.pin_memory(), labels.pin_memory()
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            on_device = tuple(t.to(self.device, non_blocking=True) for t in host)
+            ready = torch.cuda.Event()
+            ready.record(self._copy_stream)
+        return on_device[0], on_device[1], ready, host  # the pinned host tensors live until the copy is waited for
+
+    def _hand_over(self, fetched: Fetched) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch, safe to use on the consumer's (current) stream."""
+        images, labels, ready, _host = fetched
+        if ready is not None:
+            consumer = torch.cuda.current_stream(self.device)
+            consumer.wait_event(ready)
+            # memory allocated on the copy stream and used on the consumer's: not reused before the consumer is done
+            images.record_stream(consumer)
+            labels.record_stream(consumer)
+        return images, labels
 
 
 def to_float01(images: torch.Tensor) -> torch.Tensor:

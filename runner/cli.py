@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -13,14 +14,14 @@ import cfg
 from algorithms.engine import StopRequested, Trainer, check_same_data, data_identity, schedule_warnings
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
-from algorithms.settings import RunConfig
+from algorithms.settings import RunConfig, precision_change
 from common.errors import UserError
 from common.files import load_checkpoint
 from common.seeding import seed_everything
 from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args
-from runner.devices import setup_runtime, shutdown_runtime
-from runner.run_dir import NoRunError, RunDir, runs_on_other_data
+from runner.devices import arithmetic, setup_runtime, shutdown_runtime
+from runner.run_dir import NoRunError, RunDir, runs_in_other_arithmetic, runs_on_other_data
 
 # the exit status of a run that stopped on request with a checkpoint to continue from (EX_TEMPFAIL)
 EXIT_STOPPED = 75
@@ -79,6 +80,7 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
     config = checked_config(config, family)  # names and flag combinations, before anything loads
     data_root = data_root_for(config)
     runtime = setup_runtime(config.device, config.precision, family.cuda_precision, config.eval_precision)
+    config = replace(config, arithmetic=arithmetic(runtime.device.type, runtime.precision))  # part of the run's identity
     if runtime.is_main and family.trains_epochs:
         for warning in schedule_warnings(config):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -136,7 +138,14 @@ def other_data_hint(config: RunConfig) -> str:
     """For "nothing to resume": the folders holding these settings trained on other data."""
     others = runs_on_other_data(config.run_path(), config.to_dict(), config.data_location)
     if not others:
-        return ""
+        computed = runs_in_other_arithmetic(config.run_path(), config.to_dict())
+        if not computed:
+            return ""
+        folder, other = computed[0]
+        return (
+            f"; {folder} holds a run of these settings computed in {other}: continue it on that device and precision,"
+            f" or here with --run-name {folder.name} --allow-precision-change"
+        )
     folder, location = others[0]
     return f"; {folder} holds a run of these settings on the data in {location}, this command reads {config.data_location}"
 
@@ -185,6 +194,9 @@ def evaluate_checkpoint(trainer: Trainer, run_dir: RunDir, config: RunConfig, wr
     else:
         path = run_dir.file(BEST) if run_dir.file(BEST).exists() else run_dir.file(CHECKPOINT)
     state = load_checkpoint(path)
+    note = precision_change(state.get("config", {}), config.identity(), config.allow_precision_change, path)
+    if note and trainer.runtime.is_main:
+        print(note, flush=True)
     if write:  # the run's own checkpoint; --checkpoint FILE may be evaluated on any data
         check_same_data(state.get("data"), trainer.data, path)
     trainer.load_model_state(state["model"], str(path))

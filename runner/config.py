@@ -18,6 +18,7 @@ from pathlib import Path
 import cfg
 from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
 from algorithms.methods import FAMILIES, Family, get_method, resolve_settings
+from algorithms.runtime import COMPILE_PRESETS
 from algorithms.settings import RunConfig
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
 from common.choices import Choices
@@ -128,7 +129,10 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="per process: under torchrun the global batch is nproc x N (default: the dataset's; with --mapping blm/blmplus "
                         "BLM's: 256, 64 on dtd and oxfordpets)")  # fmt: skip
-    g.add_argument("--eval-batch-size", type=positive_int, default=None, metavar="N", help="evaluation batch (default: twice --batch-size)")
+    g.add_argument("--eval-batch-size", type=eval_batch_value, default=None, metavar="N|auto",
+                   help="batch of the no-gradient passes (evaluation, the mapping's statistics; their results do not depend on it)."
+                        " auto: on CUDA the largest that fits in free memory, from a short probe (at most 4096); elsewhere, and with"
+                        " --micro-batch, twice --batch-size (at most the chunk) (default: auto)")  # fmt: skip
     g.add_argument("--seed", type=int, default=base.seed, metavar="S", help="seed of initialisation, batch order and augmentation (not of the subsets)")
     if family.trains_epochs:
         add_method_arguments(p.add_argument_group("method"), base, family)
@@ -142,7 +146,9 @@ def build_parser(method: str) -> ArgumentParser:
                         "body at --precision (faster on GPUs; predictions whose top logits are closer than its rounding may change), "
                         "logits float32")  # fmt: skip
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="run the network in NCHW instead of channels-last")
-    g.add_argument("--compile", action="store_true", help="torch.compile the network")
+    g.add_argument("--compile", nargs="?", const=True, default=False, type=compile_value, metavar="PRESET",
+                   help="torch.compile the network (the same math up to float rounding; the first epoch compiles). --compile max: autotuned kernels and CUDA graphs"
+                        " of each fixed-shape step (mode max-autotune; a longer first epoch, docs/speed.md)")  # fmt: skip
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep the frozen network's batch norms instead of folding them into the convolutions")  # fmt: skip
     g.add_argument("--no-fast-frozen-ops", dest="fast_frozen_ops", action="store_false",
@@ -167,6 +173,9 @@ def build_parser(method: str) -> ArgumentParser:
         g.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pth")
         g.add_argument("--eval-only", action="store_true", help="evaluate a saved checkpoint and exit")
         g.add_argument("--checkpoint", default=None, metavar="FILE", help="with --eval-only: the file to evaluate (default: best.pth)")
+        g.add_argument("--allow-precision-change", action="store_true",
+                       help="with --resume or --eval-only: continue or evaluate a checkpoint computed in another device type or precision"
+                            " (fp16 on CUDA, say, on a CPU); refused without it")  # fmt: skip
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
     if family.trains_epochs:
@@ -201,6 +210,25 @@ def add_method_arguments(g: argparse._ArgumentGroup, base: RunConfig, family: Fa
         g.add_argument("--prompt", type=name_type(family.prompts), default=base.prompt, metavar="NAME",
                        help=family.prompts.help("visual prompt design (an alias is stored as its name)"))  # fmt: skip
         g.add_argument("--prompt-init", choices=["zero", "randn"], default=base.prompt_init, help="initial prompt parameters")
+def compile_value(text: str) -> bool | str:
+    """``--compile PRESET``: ``default`` (stored as True, as a bare ``--compile``) or ``max``."""
+    if text not in COMPILE_PRESETS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COMPILE_PRESETS)}, got {text!r}")
+    return True if text == "default" else text
+
+
+def eval_batch_value(text: str) -> int | None:
+    """``--eval-batch-size``: a positive number of samples, or ``auto`` (stored as unset, so a run
+    that names it keeps the folder of one that does not)."""
+    if text == "auto":
+        return None
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of samples or auto, got {text!r}") from None
+    return positive_int(text)
+
+
 def micro_batch_value(text: str) -> int | str:
     """``--micro-batch``: a positive number of samples or ``auto``."""
     if text == "auto":

@@ -76,6 +76,27 @@ def resolve_eval_precision(eval_precision: str, precision: str) -> str | None:
     return None if eval_precision == "train" or precision == "fp32" else "fp32"
 
 
+def arithmetic(device_type: str, precision: str) -> str | None:
+    """A run's :attr:`~algorithms.settings.RunConfig.arithmetic`: None on the CPU (its ``--precision``
+    says it; the CPU runs made before this setting keep their folders), else ``<type>-<precision>``."""
+    return None if device_type == "cpu" else f"{device_type}-{precision}"
+
+
+def planned_arithmetic(device: str, precision: str, cuda_auto: str = "bf16") -> str | None:
+    """The arithmetic a run of these flags will resolve to on this machine, without starting it
+    (for tools that compute run folders). An explicit ``cuda`` on a machine without CUDA (a login
+    node writing a job array) plans for a GPU with bf16."""
+    try:
+        resolved = resolve_device(device)
+    except UserError:
+        resolved = torch.device("cuda") if device.startswith("cuda") else torch.device("cpu")
+    if resolved.type == "cpu":
+        return arithmetic("cpu", precision)
+    if not torch.cuda.is_available():
+        return arithmetic("cuda", cuda_auto if precision == "auto" else precision)
+    return arithmetic(resolved.type, resolve_precision(precision, resolved, cuda_auto))
+
+
 def setup_runtime(device: str = "auto", precision: str = "auto", cuda_auto: str = "bf16", eval_precision: str = "fp32") -> Runtime:
     """Start the process group when launched by torchrun, pick the device and precisions."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

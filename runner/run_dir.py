@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts
-from algorithms.settings import result_settings
+from algorithms.settings import PRECISION_SETTINGS, arithmetic_of, result_settings
 from common.errors import UserError
 from common.files import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from runner.run_lock import RunLock
@@ -340,3 +340,20 @@ def runs_on_other_data(path: Path, config: dict[str, Any], location: str) -> lis
             found.append((saved.parent, other))
     return found
 
+
+
+def runs_in_other_arithmetic(path: Path, config: dict[str, Any]) -> list[tuple[Path, str]]:
+    """Run folders beside ``path`` with the result settings of ``config`` but for the precision they
+    were computed in (a CUDA run, looked for on a CPU): ``(folder, its arithmetic)``."""
+    wanted = {k: v for k, v in result_settings(config).items() if k not in PRECISION_SETTINGS}
+    found = []
+    for saved in sorted(path.parent.glob("*/config.json")):
+        if saved.parent.name.startswith(".") or saved.parent == path:
+            continue
+        try:
+            written = result_settings(json.loads(saved.read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if {k: v for k, v in written.items() if k not in PRECISION_SETTINGS} == wanted:
+            found.append((saved.parent, arithmetic_of(written)))
+    return found

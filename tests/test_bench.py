@@ -86,3 +86,39 @@ def test_bench_memory_mode_runs_each_configuration_in_its_own_process(tmp_path):
         assert row["median_peak_memory_mb"] > 0 and row["median_epoch_seconds"] > 0 and len(row["test_acc"]) == 1
     assert [(r["micro_batch"], r["recompute"]) for r in report["memory_rows"]] == [(5, False), (5, True)]
     assert report["table"] in proc.stdout and len(report["table"].splitlines()) == 4
+
+
+def test_a_multi_epoch_benchmark_reports_the_median_of_all_but_the_first_epoch_and_says_so():
+    from tools.benchmark.engine_epoch import timed_epochs
+    from tools.benchmark.report import table
+
+    def row(epoch: int, seconds: float) -> dict:
+        return {"epoch": epoch, "epoch_seconds": seconds, "mapping_seconds": seconds / 4, "train_seconds": seconds / 2,
+                "eval_seconds": seconds / 4, "train_images_per_s": 1000 / seconds, "test_acc": 10.0 * epoch}  # fmt: skip
+
+    first_slow = [row(1, 60.0), row(2, 6.0), row(3, 8.0), row(4, 7.0)]
+    got = timed_epochs(first_slow)
+    assert got["timed"] == "median of epochs 2-4 of 4" and got["epoch_seconds"] == 7.0  # not 60, not the mean
+    assert got["phase_seconds"] == {"mapping": 1.75, "train": 3.5, "test": 1.75} and got["test_acc"] == 40.0
+    assert timed_epochs(first_slow[:3])["epoch_seconds"] == 7.0  # median of 6 and 8
+    two = timed_epochs(first_slow[:2])
+    assert two["timed"] == "epoch 2 of 2" and two["epoch_seconds"] == 6.0
+    assert timed_epochs(first_slow[:1])["timed"] == "epoch 1 of 1" and timed_epochs(first_slow[:1])["epoch_seconds"] == 60.0
+    cpu = {"epoch_cpu_seconds": 10.0}
+    floor = {"forward_images_per_s": 1.0, "train_images_per_s": 1.0, "epoch_seconds": 5.0, **cpu}
+    full = {**got, "images_per_s": 1.0, "peak_memory_mb": 1.0, **cpu}
+    lines = table([{"network": "n", "pretrained": True, "precision": "bf16", "floor": floor, "full": full, "straightforward": None}]).splitlines()
+    assert lines[0].endswith("| engine epoch timed |") and lines[2].endswith("| median of epochs 2-4 of 4 |")
+    assert lines[0].count("|") == lines[2].count("|") and "| 7.0 (1.8/3.5/1.8) |" in lines[2]
+
+
+def test_bench_times_three_epochs_on_cuda_and_one_elsewhere(monkeypatch):
+    import torch
+
+    from tools.bench import default_epochs
+
+    assert default_epochs("cuda") == default_epochs("cuda:1") == 3 and default_epochs("cpu") == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_epochs("auto") == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_epochs("auto") == 1

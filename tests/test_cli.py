@@ -288,3 +288,43 @@ def test_crop_decoding_reaches_the_run(tmp_path, folder_dataset):
     assert torch.equal(data.train.images[0], torch.from_numpy(read_image(first, (24, 24), "crop").transpose(2, 0, 1).copy()))
     squashed = load_dataset("folder", folder_dataset, image_size=24)
     assert not torch.equal(squashed.train.images, data.train.images)  # bilinear vs bicubic: another input
+
+
+def test_a_checkpoint_computed_in_fp16_is_not_resumed_or_evaluated_in_fp32_unless_allowed(tmp_path, cifar_root, capsys, monkeypatch):
+    """A CUDA fp16 checkpoint faked on the CPU: its saved identity says cuda-fp16 (issue 23)."""
+    args = tiny_args(tmp_path / "res", cifar_root)
+    with monkeypatch.context() as m:
+        _interrupt_after_first_epoch(m)
+        assert main("ilm_vp", args) == 130
+    run = run_dir_of(tmp_path / "res")
+    for name in ("ckpt.pth", "best.pth"):
+        state = torch.load(run / name, weights_only=False)
+        state["config"]["arithmetic"] = "cuda-fp16"
+        if name == "ckpt.pth":
+            state["scaler"] = {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 3}
+        torch.save(state, run / name)
+    capsys.readouterr()
+    assert main("ilm_vp", args + ["--resume"]) == 2
+    line = _error(capsys)
+    assert line.startswith("error: checkpoint ") and "computed in cuda-fp16, this run computes in cpu-fp32" in line
+    assert main("ilm_vp", args + ["--eval-only"]) == 2
+    assert "computed in cuda-fp16" in _error(capsys)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # nothing was trained
+    assert main("ilm_vp", args + ["--resume", "--allow-precision-change"]) == 0
+    assert "--allow-precision-change: checkpoint" in capsys.readouterr().out
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_nothing_to_resume_names_the_run_of_these_settings_computed_on_a_gpu(tmp_path, cifar_root, capsys):
+    args = tiny_args(tmp_path / "res", cifar_root, "--epochs", "1", "--scheduler", "constant")
+    assert main("ilm_vp", args) == 0
+    run = run_dir_of(tmp_path / "res")
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["arithmetic"] = "cuda-fp16"  # as a CUDA run of the same flags writes it
+    (run / "config.json").write_text(json.dumps(config))
+    gpu_run = run.rename(run.parent / "seed7-0000cuda")
+    capsys.readouterr()
+    assert main("ilm_vp", args + ["--resume"]) == 2
+    line = _error(capsys)
+    assert line.startswith("error: nothing to resume in ")
+    assert f"{gpu_run} holds a run of these settings computed in cuda-fp16" in line and "--run-name seed7-0000cuda --allow-precision-change" in line

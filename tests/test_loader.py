@@ -35,6 +35,18 @@ def test_streamed_loader_yields_the_resident_batches(shuffle, world_size):
                 assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the side copy stream is CUDA's (tools/gpu_check.py runs it too)")
+def test_on_cuda_batches_copied_on_the_side_stream_equal_the_resident_ones():
+    cuda = torch.device("cuda")
+    data = image_set(1000)
+    resident = BatchLoader(data, 64, cuda, shuffle=True, seed=3, resident=True)
+    streamed = BatchLoader(data, 64, cuda, shuffle=True, seed=3, resident=False)
+    for (xa, ya), (xb, yb) in zip(batches(resident), batches(streamed)):
+        # a kernel on the consumer's stream right after the hand-over sees the copied batch
+        assert xb.device.type == "cuda" and torch.equal(xa.float() * 2, xb.float() * 2) and torch.equal(ya, yb)
+    assert streamed._copy_stream is not None and streamed._copy_stream != torch.cuda.current_stream()
+
+
 def test_shards_cover_the_set_exactly_for_eval_and_evenly_for_training():
     data = image_set(23)
     # evaluation: every sample exactly once over the ranks, no padding

@@ -223,12 +223,68 @@ def test_auto_probes_real_training_steps_and_leaves_no_trace(tmp_path, cifar_roo
     assert trainer.chunk == 6  # batch 16: 16, 8 fail; ceil(16/3) = 6 fits
     assert 16 in seen and 6 in seen
     assert "--micro-batch auto: chunks of 6 for batches of 16" in capsys.readouterr().out
-    assert trainer.test_loader.batch_size == 6
+    assert trainer.test_loader.batch_size == trainer.stats_loader.batch_size == 6  # with --micro-batch: bounded by the chunk
     assert torch.equal(trainer.model.input_transform.theta.detach(), theta)
     assert all(p.grad is None for p in trainer.model.parameters())
     assert torch.equal(torch.random.get_rng_state(), rng_reference)  # the probe drew nothing from the run's stream
     trainer.refresh_mapping(0)
     trainer.train_epoch(0)  # trains in chunks of 6 without running out of memory
+
+
+# ---------------------------------------------------------------------------------------------
+# The no-grad passes at any batch (--eval-batch-size, issue 23)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 32, 33, 64, 100, 500, 4096])
+def test_largest_eval_batch_doubles_up_to_the_limit_and_halves_below_the_start(limit):
+    tried: list[int] = []
+    got = micro_batching.largest_eval_batch(32, 1000, threshold_fits(limit, tried))
+    candidates = [32 * 2**k for k in range(5)] + [1000] if limit >= 32 else [32 >> k for k in range(6)]
+    assert got == max(c for c in candidates if c <= limit)
+    assert len(tried) <= 7
+    assert micro_batching.largest_eval_batch(32, 20, threshold_fits(limit, [])) == (20 if limit >= 20 else got)
+
+
+def test_largest_eval_batch_fails_clearly_when_nothing_fits():
+    with pytest.raises(UserError, match="--eval-batch-size auto: not even one sample"):
+        micro_batching.largest_eval_batch(16, 100, lambda n: False)
+
+
+def test_mapping_statistics_and_test_counts_do_not_depend_on_the_eval_batch(tmp_path, cifar_root):
+    """Batch 7 (uneven last batch) against 500 (one batch): the no-grad passes give the same counts."""
+    counts = {}
+    for size in ("7", "500"):
+        trainer = make_trainer(tmp_path / size, cifar_root, "--prompt-init", "randn", "--eval-batch-size", size)
+        assert trainer.test_loader.batch_size == int(size)
+        test_counts = trainer._new_stats()
+        acc = trainer.evaluate(trainer.test_loader, source_counts=test_counts)
+        counts[size] = (trainer.gather_statistics(0), test_counts, acc)
+    assert counts["7"][2] == counts["500"][2]
+    for a, b in zip(counts["7"][:2], counts["500"][:2]):
+        assert int(a.sum()) in (50, 20) and torch.equal(a, b)
+
+
+def test_a_run_with_the_automatic_eval_batch_matches_batch_7(tmp_path, cifar_root, monkeypatch, capsys):
+    """The auto probe on CPU with a fake device (40 samples fit): same mappings and accuracies as batch 7."""
+    assert main("ilm_vp", tiny_args(tmp_path / "seven", cifar_root, "--prompt-init", "randn", "--eval-batch-size", "7")) == 0
+    monkeypatch.setattr(micro_batching, "memory_signal", lambda device: FakeMemory(per_sample=1, budget=10**9))
+    original = nn.Conv2d.forward
+
+    def conv_forward(self, x):
+        if x.shape[0] > 40:
+            raise torch.OutOfMemoryError("fake: CUDA out of memory")
+        return original(self, x)
+
+    monkeypatch.setattr(nn.Conv2d, "forward", conv_forward)
+    assert main("ilm_vp", tiny_args(tmp_path / "auto", cifar_root, "--prompt-init", "randn")) == 0
+    assert "--eval-batch-size auto: 32 on cpu" in capsys.readouterr().out  # 32 fits, 50 (the limit) does not
+    (seven,), (auto,) = ([p.parent for p in (tmp_path / n).rglob("config.json")] for n in ("seven", "auto"))
+    rows = {n: [json.loads(line) for line in (f / "metrics.jsonl").read_text().splitlines()] for n, f in (("7", seven), ("auto", auto))}
+    for a, b in zip(rows["7"], rows["auto"]):
+        assert a["test_acc"] == b["test_acc"] and a["train_loss"] == b["train_loss"] and a["mapping_changes"] == b["mapping_changes"]
+    for epoch in ("epoch_001.json", "epoch_002.json"):
+        assert json.loads((seven / "mappings" / epoch).read_text()) == json.loads((auto / "mappings" / epoch).read_text())
+    assert json.loads((auto / "results.json").read_text())["eval_batch_size"] == 32
 
 
 def test_auto_on_cpu_runs_the_whole_batch_with_a_note(tmp_path, cifar_root, capsys):

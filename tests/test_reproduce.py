@@ -197,3 +197,37 @@ def test_the_few_shot_preset_runs_16_shots_of_dtd10_per_seed():
     flags = jobs[0].flags(Path("/r"), "/data")
     assert flags[flags.index("--shots") + 1] == "16" and flags[flags.index("--subset-seed") + 1] == flags[flags.index("--seed") + 1]
     assert jobs[0].variant == rp.BEYOND_FEWSHOT_BEST and "linear_probing" in {j.variant for j in jobs}
+
+
+def entry_python(tmp_path: Path) -> str:
+    """An 'interpreter' that runs the method script's main with the test network registered."""
+    import sys
+
+    path = tmp_path / "entry_python"
+    entry = Path(__file__).resolve().parent / "torchrun_entry.py"
+    path.write_text(f'#!/bin/bash\nexec {shlex.quote(sys.executable)} {shlex.quote(str(entry))} ilm_vp "${{@:2}}"\n')
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_a_run_launched_beside_another_gives_the_results_it_gets_alone(tmp_path, cifar_root):
+    """--runs-per-gpu 2 on the CPU: two processes at once; seed 1's results equal its run alone."""
+    python = entry_python(tmp_path)
+    alone = rp.plan([tiny_job(cifar_root, 1, "--prompt-init", "randn")], tmp_path / "alone", python=python)
+    assert rp.launch_local(alone, gpus=[], runs_per_gpu=1) == []
+    jobs = [tiny_job(cifar_root, seed, "--prompt-init", "randn") for seed in (1, 2, 1)]  # seed 1 twice: one folder, run once
+    shared = rp.plan(jobs, tmp_path / "shared", python=python)
+    assert rp.launch_local(shared, gpus=[], runs_per_gpu=2) == []
+    assert "VP_RUNS_PER_GPU" not in os.environ
+    assert (shared[0].run_dir / "launcher.log").read_text().count("$ ") == 1  # the repeat did not start
+    timing = {"total_seconds", "mean_epoch_seconds"}
+
+    def results(run_dir: Path) -> dict:
+        return {k: v for k, v in json.loads((run_dir / "results.json").read_text()).items() if k not in timing}
+
+    assert shared[0].run_dir.name == alone[0].run_dir.name
+    assert results(shared[0].run_dir) == results(alone[0].run_dir)
+    rows = [[json.loads(line) for line in (p.run_dir / "metrics.jsonl").read_text().splitlines()] for p in (alone[0], shared[0])]
+    for a, b in zip(*rows):
+        assert (a["train_loss"], a["test_acc"], a["mapping_changes"]) == (b["train_loss"], b["test_acc"], b["mapping_changes"])
+    assert results(shared[1].run_dir)["seed"] == 2

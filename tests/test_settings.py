@@ -5,8 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from algorithms.settings import DATA_LOCATION, RunConfig, result_settings
+from algorithms.settings import ARITHMETIC, DATA_LOCATION, RunConfig, arithmetic_of, precision_change, result_settings
+from common.errors import UserError
 
 
 def test_the_data_location_is_part_of_the_identity_and_costs_no_file_access(tmp_path):
@@ -64,3 +66,67 @@ def test_batch_dependence_is_resolved_while_parsing_and_the_hash_needs_no_import
 def test_an_unresolved_config_refuses_to_guess_its_batch_dependence():
     with pytest.raises(ValueError, match="resolve_settings"):
         RunConfig(method="ilm_vp", prompt="smm", micro_batch=8).identity()
+
+
+# ---------------------------------------------------------------------------------------------
+# The arithmetic a run computes in (issue 23): part of the identity off the CPU
+
+# today's folder hashes, computed before the arithmetic joined the identity: a CPU run keeps its folder
+CPU_FOLDERS = {
+    ("ilm_vp", ()): "7ebbb4a9",
+    ("ilm_vp", ("--precision", "bf16")): "a1d3625a",
+    ("ilm_vp", ("--eval-batch-size", "500")): "0bc7683e",
+    ("ilm_vp", ("--compile",)): "7ebbb4a9",
+    ("ilm_tp_vp", ("--precision", "bf16")): "b19bb48f",
+    ("linear_probing", ("--eval-batch-size", "500")): "8c7259f9",
+    ("full_finetune", ()): "60a9dac1",
+    ("smm_vp", ("--precision", "bf16")): "940fa464",  # moved once, by its per-part initialisation (init_seeding), not by the arithmetic
+}
+
+
+@pytest.mark.parametrize("method, flags", list(CPU_FOLDERS))
+def test_cpu_runs_keep_their_folders_once_the_arithmetic_is_resolved(method, flags):
+    from dataclasses import replace
+
+    from runner.config import build_parser, config_from_args
+    from runner.devices import arithmetic, planned_arithmetic
+
+    config = config_from_args(method, build_parser(method).parse_args(["--data-path", "/datasets", *flags]))
+    resolved = planned_arithmetic("cpu", config.precision)
+    assert resolved is None and arithmetic("cpu", "bf16") is None
+    assert replace(config, arithmetic=resolved).config_hash() == CPU_FOLDERS[(method, flags)]
+
+
+def test_a_cuda_run_and_a_cpu_run_of_the_same_flags_get_two_folders(tmp_path):
+    from runner.devices import arithmetic
+
+    cpu = RunConfig(method="ilm_vp", data_path=str(tmp_path))
+    fp16 = RunConfig(**{**cpu.to_dict(), "arithmetic": arithmetic("cuda", "fp16")})
+    bf16 = RunConfig(**{**cpu.to_dict(), "arithmetic": arithmetic("cuda", "bf16")})
+    assert fp16.identity()[ARITHMETIC] == "cuda-fp16" and ARITHMETIC not in cpu.identity()
+    assert len({cpu.config_hash(), fp16.config_hash(), bf16.config_hash()}) == 3
+    # asking to continue in another precision is not a setting of the run
+    assert RunConfig(**{**fp16.to_dict(), "allow_precision_change": True}).config_hash() == fp16.config_hash()
+
+
+def test_planned_arithmetic_of_an_explicit_gpu_on_a_machine_without_one():
+    from runner.devices import planned_arithmetic
+
+    if torch.cuda.is_available():
+        pytest.skip("plans for this machine's GPU")
+    assert planned_arithmetic("cuda", "auto", cuda_auto="fp16") == "cuda-fp16"
+    assert planned_arithmetic("cuda:1", "bf16") == "cuda-bf16"
+    assert planned_arithmetic("auto", "auto") is None
+
+
+def test_a_precision_change_is_refused_unless_allowed():
+    cpu = RunConfig(method="ilm_vp").identity()
+    fp16 = {**cpu, ARITHMETIC: "cuda-fp16"}
+    assert arithmetic_of(cpu) == "cpu-fp32" and arithmetic_of({**cpu, "precision": "bf16"}) == "cpu-bf16"
+    assert precision_change(cpu, {**cpu, "precision": "fp32"}, False, "x") is None  # auto is fp32 on a CPU
+    with pytest.raises(UserError, match="checkpoint ck.pth was computed in cuda-fp16, this run computes in cpu-fp32"):
+        precision_change(fp16, cpu, False, "ck.pth")
+    with pytest.raises(UserError, match="--allow-precision-change"):
+        precision_change(cpu, {**cpu, "precision": "bf16"}, False, "ck.pth")
+    note = precision_change(fp16, cpu, True, "ck.pth")
+    assert note and "cuda-fp16" in note and "cpu-fp32" in note

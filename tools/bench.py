@@ -82,6 +82,15 @@ def network_weights(name: str, tmp: Path) -> tuple[str | None, bool]:
     return str(path), False
 
 
+def default_epochs(device: str) -> int:
+    """Three epochs on CUDA (the median of epochs 2 and 3 is reported), one elsewhere (a CPU epoch
+    has nothing to tune, and takes minutes)."""
+    import torch
+
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return 3 if on_cuda else 1
+
+
 def build_cli():
     """The driver's flags (imported here only: a measurement process imports nothing it does not measure)."""
     from runner.config import add_hidden_alias, tool_parser
@@ -97,8 +106,11 @@ def build_cli():
     samples = p.add_argument("--max-test-samples", type=int, default=512, metavar="N", help="class-balanced CIFAR-10 test subset")
     add_hidden_alias(p, samples, "--test-samples")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch")
-    p.add_argument("--eval-batch-size", type=int, default=None, metavar="N", help="evaluation batch (default: twice --batch-size, the engine's default)")
-    p.add_argument("--epochs", type=int, default=1, metavar="N", help="engine epochs; the last one is reported")
+    p.add_argument("--eval-batch-size", type=int, default=None, metavar="N", help="evaluation batch of the floor and the engine (default: the floor twice --batch-size; the engine its default,"
+                        " auto: on CUDA the largest that fits)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="engine epochs: one is reported alone, of more the median of all but the first (on a GPU the first"
+                        " includes cuDNN's tuning of each new shape) (default: 3 on CUDA, 1 elsewhere)")  # fmt: skip
     p.add_argument("--floor-steps", type=int, default=5, metavar="N", help="timed steps per floor measurement (median)")
     p.add_argument("--floor-warmup", type=int, default=2, metavar="N", help="untimed steps before them")
     p.add_argument("--data-path", default=None, metavar="DIR", help="a root holding cifar10/{train,test}/<class>/ (default: searched)")
@@ -131,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.epochs is None:
+        args.epochs = default_epochs(args.device)
     started = dt.datetime.now()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vp-bench-") as tmp_name:
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "network": network, "weights": weights, "device": args.device, "data_root": str(data_root),
                 "n_train": args.max_train_samples, "n_test": args.max_test_samples, "batch_size": args.batch_size,
                 "eval_batch_size": args.eval_batch_size or 2 * args.batch_size, "epochs": args.epochs,
+                "engine_eval_batch_size": args.eval_batch_size or "auto",
                 "floor_steps": args.floor_steps, "floor_warmup": args.floor_warmup, "input_size": 224,
                 "channels_last": not args.no_channels_last, "compile": args.compile, "fold_bn": not args.no_fold_bn, "results": str(tmp / "runs"),
                 "workers": args.workers,

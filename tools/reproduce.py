@@ -24,23 +24,23 @@ import importlib.util
 import itertools
 import json
 import os
-import queue
 import shlex
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
-from algorithms.methods import METHOD_CHOICES, METHODS, get_method  # noqa: E402
+from algorithms.methods import FAMILIES, METHOD_CHOICES, METHODS, get_method  # noqa: E402
 from algorithms.settings import RunConfig
 from common.errors import UserError  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
 from models.networks import NETWORKS  # noqa: E402
 from runner.config import build_parser, config_from_args, name_type, tool_parser  # noqa: E402
+from runner.devices import planned_arithmetic  # noqa: E402
+from runner.gpu_share import RUN_MEMORY_GIB, distinct, resolve_runs_per_gpu, run_environment, run_in_slots, runs_per_gpu_value, slots  # noqa: E402
 
 # The 13 datasets of Table 1 (Chen et al., CVPR 2023), in the paper's order.
 TABLE1_DATASETS = (
@@ -235,7 +235,10 @@ def method_config(method: str, argv: list[str]) -> RunConfig:
         args = build_parser(method).parse_args(argv)
     except UserError as exc:  # the parser reports a bad flag as a UserError
         raise UserError(f"{method} does not accept the flags {shlex.join(argv)}: {exc}") from exc
-    return config_from_args(method, args)
+    config = config_from_args(method, args)
+    # the arithmetic joins a run's identity: plan it as the run will resolve it on this machine
+    family = FAMILIES[get_method(method).family]
+    return replace(config, arithmetic=planned_arithmetic(config.device, config.precision, family.cuda_precision))
 
 
 FINISHED, PARTIAL, NEW = "finished", "partial", "new"
@@ -293,44 +296,37 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def launch_local(planned: list[PlannedJob], gpus: list[str]) -> list[tuple[PlannedJob, int]]:
-    """Run the unfinished jobs, one per GPU at a time (sequentially without GPUs); each job's
-    output goes to ``<run folder>/launcher.log``. Returns the failures as (job, exit code)."""
+def launch_local(planned: list[PlannedJob], gpus: list[str], runs_per_gpu: int = 1) -> list[tuple[PlannedJob, int]]:
+    """Run the unfinished jobs, ``runs_per_gpu`` at a time on each GPU (that many at once on the CPU
+    without GPUs), each its own process (:mod:`runner.gpu_share`); each job's output goes to
+    ``<run folder>/launcher.log``. Two jobs of one run folder never run: the repeat is skipped.
+    Returns the failures as (job, exit code)."""
     from tqdm import tqdm
 
-    todo = [p for p in planned if p.status != FINISHED]
-    free: queue.Queue = queue.Queue()
-    for gpu in gpus or [None]:
-        free.put(gpu)
+    todo, repeats = distinct([p for p in planned if p.status != FINISHED], key=lambda p: p.run_dir)
+    for p in repeats:
+        tqdm.write(f"skipped {p.label}: the same run folder as an earlier job")
 
-    def execute(p: PlannedJob) -> int:
-        gpu = free.get()
+    def execute(p: PlannedJob, gpu: str | None) -> int:
         try:
-            env = dict(os.environ)
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
             p.run_dir.mkdir(parents=True, exist_ok=True)
             with open(p.run_dir / "launcher.log", "a") as log:
                 log.write(f"$ {shlex.join(p.launch)}\n")
                 log.flush()
+                env = run_environment(gpu, runs_per_gpu)
                 return subprocess.run(p.launch, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cfg.REPO_ROOT).returncode
         except OSError as exc:
             tqdm.write(f"cannot start {p.label}: {exc}")
             return 127
-        finally:
-            free.put(gpu)
 
-    failures = []
-    with ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool, tqdm(total=len(todo), desc="runs", unit="run") as bar:
-        futures = {pool.submit(execute, p): p for p in todo}
-        for future in as_completed(futures):
-            p, code = futures[future], future.result()
+    with tqdm(total=len(todo), desc="runs", unit="run") as bar:
+
+        def done(p: PlannedJob, code: int) -> None:
             if code != 0:
-                failures.append((p, code))
                 tqdm.write(f"FAILED ({code}) {p.label}: see {p.run_dir / 'launcher.log'}")
             bar.update(1)
-            bar.set_postfix(failed=len(failures))
-    return failures
+
+        return run_in_slots(todo, slots(gpus, runs_per_gpu), execute, done)
 
 
 SLURM_TEMPLATE = """#!/bin/bash
@@ -401,11 +397,15 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help=f"training seeds (default: the preset's, else {' '.join(map(str, PAPER_SEEDS))})")
     p.add_argument("--train-fractions", nargs="+", type=float, metavar="F", help="also sweep --train-fraction (default: the preset's, else none)")
     p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
-                   help="local: run here, one job per GPU; slurm: write a job array; print: the commands")  # fmt: skip
+                   help="local: run here, --runs-per-gpu jobs per GPU; slurm: write a job array; print: the commands")  # fmt: skip
     p.add_argument("--results-path", default=None, metavar="DIR", help=f"results root passed to every run (default: {cfg.RESULTS_PATH})")
     p.add_argument("--data-path", default=None, metavar="DIR", help="data root passed to every run (default: each run's VP_DATA)")
     p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter in the generated commands")
-    p.add_argument("--gpus", nargs="*", metavar="ID", help="local: GPU ids to use, one job each (default: the visible ones)")
+    p.add_argument("--gpus", nargs="*", metavar="ID", help="local: GPU ids to use (default: the visible ones)")
+    p.add_argument("--runs-per-gpu", type=runs_per_gpu_value, default=1, metavar="N|auto",
+                   help="local: runs at once on each GPU (on the CPU without GPUs: at once in all), each its own process;"
+                        " auto: free memory / --run-memory-gib, 1 to 8 (1 without CUDA). Sharing never changes a run's result")  # fmt: skip
+    p.add_argument("--run-memory-gib", type=float, default=RUN_MEMORY_GIB, metavar="GIB", help="local: one run's GPU memory, for --runs-per-gpu auto")
     g = p.add_argument_group("slurm")
     g.add_argument("--slurm-dir", default=None, metavar="DIR", help="where the .sbatch and .jobs.tsv go (default: <results>/slurm)")
     g.add_argument("--slurm-name", default=None, metavar="NAME", help="job name and file stem (default: the preset, or 'grid')")
@@ -467,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {written[0]} and {written[1]}; submit with: sbatch {shlex.quote(str(written[0]))}", file=sys.stderr)
             return 0
         gpus = visible_gpus() if args.gpus is None else args.gpus
-        failures = launch_local(planned, gpus)
+        runs_per_gpu = resolve_runs_per_gpu(args.runs_per_gpu, gpus, args.run_memory_gib)
+        if runs_per_gpu > 1:
+            print(f"{runs_per_gpu} runs at once per {'GPU' if gpus else 'machine (no GPU)'}", file=sys.stderr)
+        failures = launch_local(planned, gpus, runs_per_gpu)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from algorithms.settings import DATA_LOCATION, RunConfig
+from algorithms.settings import DATA_LOCATION, PRECISION_SETTINGS, RunConfig, precision_change
 from common.errors import UserError
 from data.registry import TargetData
 
@@ -35,16 +35,19 @@ def check_same_data(saved: dict | None, data: TargetData, checkpoint) -> None:
     )
 
 
-def check_same_settings(checkpoint: dict[str, Any], config: RunConfig, path: str) -> None:
-    """Refuse to continue a checkpoint written with other result-determining settings.
+def check_same_settings(checkpoint: dict[str, Any], config: RunConfig, path: str) -> str | None:
+    """Refuse to continue a checkpoint written with other result-determining settings; returns the
+    note to print when ``--allow-precision-change`` lets it continue in another arithmetic.
 
     Where the data is read may differ (a pinned ``--run-name``, a moved copy): what was read is
-    checked by :func:`check_same_data`.
+    checked by :func:`check_same_data`. The arithmetic is checked on its own (:func:`precision_change`).
     """
     saved, now = checkpoint.get("config", {}), config.identity()
-    differing = sorted(k for k in set(saved) | set(now) if k != DATA_LOCATION and saved.get(k) != now.get(k))
+    ignored = {DATA_LOCATION, *PRECISION_SETTINGS}
+    differing = sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
     if differing:
         raise UserError(f"checkpoint {path} was written with other settings ({', '.join(differing)}); start a new run instead")
+    return precision_change(saved, now, config.allow_precision_change, path)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -61,10 +64,11 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 
 def load_optimization_state(checkpoint: dict[str, Any], optimizer, scheduler, scaler, path: str) -> None:
-    """Optimizer, schedule and loss scaler back as they were after the checkpoint's last step."""
+    """Optimizer, schedule and loss scaler (unless None) back as they were after the checkpoint's last step."""
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        if scaler is not None:
+            scaler.load_state_dict(checkpoint["scaler"])
     except (KeyError, ValueError, RuntimeError) as exc:
         raise UserError(f"checkpoint {path} has an incompatible optimizer state ({exc})") from exc

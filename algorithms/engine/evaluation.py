@@ -12,6 +12,7 @@ from dataclasses import replace
 import torch
 from tqdm import tqdm
 
+from algorithms import micro_batching
 from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
@@ -117,3 +118,24 @@ def precompute_inputs(
     evaluated = runtime.eval_precision or runtime.precision
     val = None if data.val is None else outputs(data.val, "val", evaluated)
     return replace(data, train=outputs(data.train, "train", runtime.precision), test=outputs(data.test, "test", evaluated), val=val)
+
+
+def auto_eval_batch(model, train_loader: BatchLoader, data: TargetData, runtime: Runtime, start: int, note, info: dict) -> int:
+    """``--eval-batch-size`` unset (and no ``--micro-batch``, which bounds it): on CUDA the largest
+    batch whose no-grad pass fits (results do not depend on it); elsewhere ``start``, twice the
+    training batch. The probed size is noted and recorded in ``info`` (results.json)."""
+    limit = max(len(data.train), len(data.test), len(data.val) if data.val is not None else 0)
+
+    @torch.no_grad()
+    def probe(n: int) -> None:  # one evaluation forward pass on n samples (training images repeated), leaving no trace
+        images, _ = next(iter(train_loader))
+        model.eval()
+        with runtime.eval_autocast():
+            model(to_float01(images[torch.arange(n, device=images.device) % len(images)]), return_source=True)
+
+    probed = micro_batching.auto_eval_batch(probe, runtime.device, start, limit)
+    if probed is None:
+        return start
+    note(f"--eval-batch-size auto: {probed} on {runtime.device} (the largest no-grad batch that fits, probed)")
+    info["eval_batch_size"] = probed
+    return probed

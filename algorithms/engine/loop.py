@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from algorithms.engine import checkpoint as ckpt
 from algorithms.engine.chunking import probe_training_step, resolve_chunk
-from algorithms.engine.evaluation import evaluation_batch_size, top1_accuracy
+from algorithms.engine.evaluation import auto_eval_batch, evaluation_batch_size, top1_accuracy
 from algorithms.engine.experiment import Experiment
 from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
 from algorithms.engine.hooks import EpochContext, MappingRefit
@@ -31,7 +31,7 @@ from algorithms.engine.interruption import EpochProgress, StopRequested
 from algorithms.engine.reporting import epoch_line, epoch_scalars, prediction_counts, run_summary
 from algorithms.engine.schedule import build_optimizer, build_scheduler
 from algorithms.outputs import BEST, CHECKPOINT, RunOutputs
-from algorithms.runtime import Runtime
+from algorithms.runtime import Runtime, compile_options
 from algorithms.settings import RunConfig
 from common.seeding import epoch_generator
 from data.augment_draws import AugmentDraws
@@ -53,14 +53,17 @@ class Trainer:
         self.model = model.to(self.device)
         self.mapping = self.model.label_mapping
         self.step, self.hooks = experiment.step, list(experiment.hooks)
-        if config.compile:
-            self.model.network.compile()
+        compile_kwargs = compile_options(config.compile)  # --compile [max]
+        if compile_kwargs is not None:
+            self.model.network.compile(**compile_kwargs)
         common = dict(device=self.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size, resident=config.resident_data)
         self.train_loader = BatchLoader(data.train, batch, shuffle=True, **common)
         self.show_bars = runtime.is_main
         self.chunk = resolve_chunk(config, self.model, batch, self.train_loader.shard_size, self.device, self._probe_step, self._note)
         if isinstance(config.micro_batch, str):  # auto: the probed chunk bounds evaluation too
             eval_batch = min(eval_batch, self.chunk)
+        if config.eval_batch_size is None and config.micro_batch is None:  # on CUDA the largest no-grad batch that fits
+            eval_batch = auto_eval_batch(self.model, self.train_loader, data, runtime, eval_batch, self._note, experiment.info)
         self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
         self.test_loader = BatchLoader(data.test, eval_batch, shuffle=False, **common)
         self.val_loader = BatchLoader(data.val, eval_batch, shuffle=False, **common) if data.val is not None else None
@@ -150,10 +153,14 @@ class Trainer:
     def resume(self) -> None:
         saved = self.outputs.load(CHECKPOINT)
         path = str(self.outputs.location(CHECKPOINT))
-        ckpt.check_same_settings(saved, self.config, path)
+        precision_note = ckpt.check_same_settings(saved, self.config, path)
+        if precision_note:
+            self._note(precision_note)
         ckpt.check_same_data(saved.get("data"), self.data, path)
         ckpt.load_model_state(self.model, saved["model"], path)
-        ckpt.load_optimization_state(saved, self.optimizer, self.scheduler, self.scaler, path)
+        # fp16's loss scale carries over only between fp16 runs
+        keep_scale = not (precision_note and bool(saved["scaler"]) != self.scaler.is_enabled())
+        ckpt.load_optimization_state(saved, self.optimizer, self.scheduler, self.scaler if keep_scale else None, path)
         self.history, self.best = list(saved["history"]), dict(saved["best"])
         for hook in self.hooks:
             hook.load_state_dict(saved, self.device)

@@ -11,7 +11,7 @@ def table(rows: list[dict]) -> str:
         "| network | precision | floor fwd / train img/s | floor epoch s | full epoch s (map/train/test) | full img/s"
         " | full peak MB | straightforward epoch s (map/train/test) | straightforward peak MB | full/floor | straightforward/full"
         " | CPU-s floor / full / straightforward | CPU full/floor | CPU straightforward/full"
-        " | straightforward network alone s | bound: network alone/floor |"
+        " | straightforward network alone s | bound: network alone/floor | engine epoch timed |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -28,6 +28,7 @@ def table(rows: list[dict]) -> str:
         cpu_cells += (
             f" {alone['epoch_seconds']:.1f} | {alone['epoch_seconds'] / fl['epoch_seconds']:.2f}x |" if alone else " - | - |"
         )
+        cpu_cells += f" {fu.get('timed', 'the last epoch')} |"
         lines.append(
             f"| {r['network']}{'' if r['pretrained'] else ' (random init)'} | {r['precision']}"
             f" | {fl['forward_images_per_s']:.1f} / {fl['train_images_per_s']:.1f} | {fl['epoch_seconds']:.1f}"
