@@ -79,8 +79,11 @@ CPU_FOLDERS = {
     ("ilm_vp", ("--compile",)): "7ebbb4a9",
     ("ilm_tp_vp", ("--precision", "bf16")): "b19bb48f",
     ("linear_probing", ("--eval-batch-size", "500")): "8c7259f9",
-    ("full_finetune", ()): "60a9dac1",
-    ("smm_vp", ("--precision", "bf16")): "940fa464",  # moved once, by its per-part initialisation (init_seeding), not by the arithmetic
+    ("full_finetune", ()): "046b7245",  # augmented: moved by the per-sample augmentation draws (60a9dac1 before), not by the arithmetic
+    ("full_finetune", ("--augment", "none")): "419e9ea2",
+    # moved by its per-part initialisation (init_seeding, 940fa464 before that) and, augmented by default,
+    # by the per-sample augmentation draws; not by the arithmetic
+    ("smm_vp", ("--precision", "bf16")): "91d5cf8a",
 }
 
 
