@@ -63,6 +63,14 @@ def result_settings(config: dict[str, Any]) -> dict[str, Any]:
 RANDOM_START_PROMPTS = frozenset({"lowrank", "smm"})
 INIT_SEEDING = {"init_seeding": "per_part"}
 
+# Augmented runs draw each sample's augmentation from its own stream (seed, epoch, sample index)
+# since the per-sample streams came in, which changed their results: their identity holds the
+# resolved recipe (``resolved["augment"]``, data.augment_recipes) and this scheme instead of the
+# flag as spelled, so they got new folders and every spelling of one recipe shares one. Runs
+# without augmentation keep their identity (tests/test_augment_vocabulary.py pins both).
+AUGMENT_FLAGS = ("augment", "train_augment")  # the method flags (RunConfig.extra) spelling the augmentation
+AUGMENT_DRAWS = "per_sample"  # how augmented runs draw: one stream per (seed, epoch, sample index)
+
 
 PRECISION_SETTINGS = ("precision", ARITHMETIC)  # what --allow-precision-change lets a resumed run change
 
@@ -161,7 +169,8 @@ class RunConfig:
     # facts that follow from the settings above, filled while parsing by the method's family
     # (algorithms.methods.resolve_settings): saved in config.json, never part of the identity
     # since they are functions of it. "batch_dependent": whether what the run trains depends on
-    # how a batch is split into chunks (batch norms in training mode, a random draw per forward call)
+    # how a batch is split into chunks (batch norms in training mode, a random draw per forward call);
+    # "augment": the training augmentation as a canonical recipe (data.augment_recipes), "none" for none
     resolved: dict[str, Any] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------------
@@ -196,7 +205,19 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result, with where the data is read (``data_location``)."""
-        return {**result_settings(self.to_dict()), **self.chunking_settings(), **self.seeding_settings(), DATA_LOCATION: self.data_location}
+        settings = result_settings(self.to_dict())
+        augment = self.augment_settings()
+        if augment:  # named by the resolved recipe, however --augment was spelt
+            settings["extra"] = {k: v for k, v in settings["extra"].items() if k not in AUGMENT_FLAGS}
+        return {**settings, **augment, **self.chunking_settings(), **self.seeding_settings(), DATA_LOCATION: self.data_location}
+
+    def augment_settings(self) -> dict[str, Any]:
+        """The resolved augmentation recipe and how it is drawn, for an augmented run; else nothing.
+
+        A config built in code without :func:`algorithms.methods.resolve_settings` has no resolved
+        recipe and is named as without augmentation (the command line always resolves it)."""
+        recipe = self.resolved.get("augment", "none")
+        return {} if recipe == "none" else {"augment": recipe, "augment_draws": AUGMENT_DRAWS}
 
     def seeding_settings(self) -> dict[str, Any]:
         """:data:`INIT_SEEDING` where the initial prompt is random (so its result changed when

@@ -75,6 +75,7 @@ class BatchLoader:
             self.images = inputs.pin_memory() if pin else inputs
             self.labels = data.labels
         self.num_samples = len(data)
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, this rank's visiting order)
         self._host_mapped = self.mapped and self.images.device.type == "cpu"
         self._copy_stream: torch.cuda.Stream | None = None  # created on the first streamed CUDA batch
         self._release_every = max(1, RELEASE_EVERY_BYTES // max(1, batch_size * inputs[0].numel() * inputs.element_size()))
@@ -83,6 +84,18 @@ class BatchLoader:
         self.epoch = epoch
 
     def _indices(self) -> torch.Tensor:
+        """This rank's dataset indices in visiting order for the current epoch (CPU int64)."""
+        if self._order is not None and self._order[0] == self.epoch:
+            return self._order[1]
+        self._order = (self.epoch, self._draw_indices())
+        return self._order[1]
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """The dataset indices (CPU int64) of the samples of this rank's batch ``step`` of the current
+        epoch: what keys each sample's augmentation stream (:class:`~data.augment_draws.AugmentDraws`)."""
+        return self._indices()[step * self.batch_size : (step + 1) * self.batch_size]
+
+    def _draw_indices(self) -> torch.Tensor:
         if self.shuffle:
             order = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, self.epoch))
         else:

@@ -1,5 +1,5 @@
-"""data/augment.py and --augment: TrivialAugment against torchvision, SMM's crop, per-prompt recipes,
-training batches only, and a resumed run that replays the augmentation exactly."""
+"""data/augment.py, data/trivialaugment.py and --augment: TrivialAugment against torchvision, SMM's crop,
+per-prompt recipes, training batches only, and a resumed run that replays the augmentation exactly."""
 from __future__ import annotations
 
 import pytest
@@ -13,32 +13,29 @@ from algorithms.engine import Trainer
 from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
 from common.errors import UserError
-from data.augment import (
-    AUGMENTATIONS,
-    TRIVIALAUGMENT_OPS,
-    build_augment,
-    compose,
-    draw_trivialaugment,
-    smm_crop_flip,
-    trivialaugment,
-)
+from data.augment import RESIZE_MARGIN_SMM, compose, resize_crop_recipe
+from data.augment_draws import AugmentDraws
 from data.registry import SubsetSpec, load_dataset
+from data.trivialaugment import TRIVIALAUGMENT_OPS, draw_trivialaugment, trivialaugment
 from runner.cli import main
 from runner.devices import setup_runtime
 from runner.run_dir import RunDir
 
+smm_crop_flip = resize_crop_recipe(RESIZE_MARGIN_SMM, flip=True)
+
 
 def test_trivialaugment_equals_torchvision_trivialaugmentwide_image_by_image():
-    """Image ``i`` gets exactly what the ``i``-th call of torchvision's transform gives from the same stream."""
+    """Image ``i`` gets exactly what torchvision's transform gives it from image ``i``'s own stream."""
     x = torch.rand(8, 3, 24, 24)
     augment = trivialaugment()
     seen = set()
-    for seed in range(40):
-        ours = augment(x, torch.Generator().manual_seed(seed))
-        torch.manual_seed(seed)
-        reference = torch.cat([T.TrivialAugmentWide()(x[i : i + 1]) for i in range(len(x))])
-        assert torch.equal(ours, reference), seed
-        seen |= {name for name, _ in draw_trivialaugment(len(x), torch.Generator().manual_seed(seed))}
+    for epoch in range(40):
+        draws = AugmentDraws(3, epoch, torch.arange(8))
+        ours = augment(x, draws)
+        for i, key in enumerate(draws.keys.tolist()):
+            torch.manual_seed(key % 2**63)  # the seed of image i's generator
+            assert torch.equal(ours[i : i + 1], T.TrivialAugmentWide()(x[i : i + 1])), (epoch, i)
+            seen |= {name for name, _ in draw_trivialaugment(1, torch.Generator().manual_seed(key % 2**63))}
     assert seen == set(TRIVIALAUGMENT_OPS)  # every op was exercised
 
 
@@ -54,42 +51,37 @@ def test_trivialaugment_op_space_is_the_wide_one():
 def test_trivialaugment_is_seeded_and_leaves_its_input_alone():
     x = torch.rand(6, 3, 16, 16)
     copy = x.clone()
-    a = trivialaugment()(x, torch.Generator().manual_seed(1))
+    a = trivialaugment()(x, AugmentDraws.first(6, seed=1))
     assert torch.equal(x, copy) and not torch.equal(a, x)
-    assert torch.equal(a, trivialaugment()(x, torch.Generator().manual_seed(1)))
+    assert torch.equal(a, trivialaugment()(x, AugmentDraws.first(6, seed=1)))
 
 
-def reference_smm_crop_flip(x: torch.Tensor, generator: torch.Generator, out: int) -> torch.Tensor:
-    """Resize to out + 32, then per image: slice the crop and mirror it, drawing in the same order."""
+def reference_smm_crop_flip(x: torch.Tensor, draws: AugmentDraws, out: int) -> torch.Tensor:
+    """Resize to out + 32, then per image: slice the crop and mirror it, from the same 3 uniforms each."""
     big = F.interpolate(x, size=(out + 32, out + 32), mode="bilinear", align_corners=False, antialias=True)
-    offsets = torch.randint(0, 33, (len(x), 2), generator=generator)
-    flips = torch.rand(len(x), generator=generator) < 0.5
+    u = draws.uniform(3)
     crops = []
     for i in range(len(x)):
-        top, left = int(offsets[i, 0]), int(offsets[i, 1])
+        top, left = int(u[i, 0] * 33), int(u[i, 1] * 33)
         crop = big[i, :, top : top + out, left : left + out]
-        crops.append(crop.flip(-1) if flips[i] else crop)
+        crops.append(crop.flip(-1) if u[i, 2] < 0.5 else crop)
     return torch.stack(crops)
 
 
 def test_smm_recipe_resizes_to_input_plus_32_then_crops_and_flips():
     x = torch.rand(10, 3, 16, 16)
-    ours = smm_crop_flip((16, 16), 40)(x, torch.Generator().manual_seed(5))
+    ours = smm_crop_flip((16, 16), 40)(x, AugmentDraws.first(10, seed=5))
     assert ours.shape == (10, 3, 40, 40)
-    assert torch.equal(ours, reference_smm_crop_flip(x, torch.Generator().manual_seed(5), 40))
-    with pytest.raises(ValueError):
-        smm_crop_flip((16, 16))
+    assert torch.equal(ours, reference_smm_crop_flip(x, AugmentDraws.first(10, seed=5), 40))
 
 
-def test_compose_applies_in_order_from_one_stream():
+def test_compose_applies_in_order_continuing_each_samples_stream():
     x = torch.rand(4, 3, 16, 16)
     both = compose(None, trivialaugment(), smm_crop_flip((16, 16), 24))
-    g = torch.Generator().manual_seed(3)
-    expected = smm_crop_flip((16, 16), 24)(trivialaugment()(x, g), g)
-    assert torch.equal(both(x, torch.Generator().manual_seed(3)), expected)
+    d = AugmentDraws.first(4, seed=3)
+    expected = smm_crop_flip((16, 16), 24)(trivialaugment()(x, d), d)
+    assert torch.equal(both(x, AugmentDraws.first(4, seed=3)), expected)
     assert compose(None, None) is None
-    assert {"none", "pad_crop_flip", "smm_crop_flip", "resized_crop_flip", "trivialaugment"} <= set(AUGMENTATIONS)
-    assert build_augment("none", (16, 16)) is None
 
 
 def build(cifar_root, tmp_path, prompt: str, augment):
@@ -105,20 +97,30 @@ def build(cifar_root, tmp_path, prompt: str, augment):
 @pytest.mark.parametrize(
     "prompt, flag, recipe",
     [
-        ("pad", None, "none"), ("watermark", None, "resize_crop"), ("smm", None, "smm_crop_flip"), ("lowrank", None, "none"),
-        ("pad", "crop_flip", "pad_crop_flip"), ("lowrank", "crop_flip", "smm_crop_flip"), ("smm", "none", "none"),
-        ("pad", "trivialaugment", "trivialaugment+pad_crop_flip"), ("smm", "trivialaugment", "trivialaugment+smm_crop_flip"),
+        ("pad", None, "none"), ("watermark", None, "resize4_crop"), ("smm", None, "resize32_crop_flip"), ("lowrank", None, "none"),
+        ("pad", "crop_flip", "pad_crop_flip"), ("lowrank", "crop_flip", "resize32_crop_flip"), ("smm", "none", "none"),
+        ("watermark", "crop_flip", "resize4_crop"),
+        ("pad", "trivialaugment", "trivialaugment_wide+pad_crop_flip"), ("smm", "trivialaugment", "trivialaugment_wide+resize32_crop_flip"),
+        ("watermark", "trivialaugment", "trivialaugment_wide+resize4_crop"),
         ("watermark", False, "none"), ("pad", True, "pad_crop_flip"),  # the old on/off values still read
+        ("watermark", "resize32_crop_flip", "resize32_crop_flip"), ("pad", "trivialaugment_wide", "trivialaugment_wide"),
+        ("smm", "smm_crop_flip+trivialaugment", "resize32_crop_flip+trivialaugment_wide"),  # ACAVP's order
     ],
 )  # fmt: skip
 def test_each_prompt_keeps_its_papers_recipe_by_default(prompt, flag, recipe, tmp_path, cifar_root):
     *_, experiment = build(cifar_root, tmp_path, prompt, flag)
-    assert experiment.info["augment_recipe"] == recipe and (experiment.train_augment is None) == (recipe == "none")
+    assert experiment.info["augment"] == recipe and (experiment.train_augment is None) == (recipe == "none")
 
 
-def test_unknown_augment_is_a_user_error(tmp_path, cifar_root):
-    with pytest.raises(UserError, match="unknown --augment 'mixup'"):
-        build(cifar_root, tmp_path, "pad", "mixup")
+@pytest.mark.parametrize(
+    "prompt, flag, message",
+    [("pad", "mixup", "unknown --augment 'mixup'"), ("pad", "pad_crop_flip+mixup", "unknown --augment"),
+     ("smm", "none+pad_crop_flip", "none cannot be chained"),
+     ("pad", "resize32_crop_flip", "--prompt pad takes the image at its own size")],
+)  # fmt: skip
+def test_a_bad_augment_is_a_user_error(prompt, flag, message, tmp_path, cifar_root):
+    with pytest.raises(UserError, match=message):
+        build(cifar_root, tmp_path, prompt, flag)
 
 
 @pytest.mark.parametrize("prompt", ["pad", "smm"])
@@ -126,9 +128,9 @@ def test_trivialaugment_touches_training_batches_only(prompt, tmp_path, cifar_ro
     config, data, runtime, experiment = build(cifar_root, tmp_path, prompt, "trivialaugment")
     calls = []
 
-    def spy_augment(x, generator):
+    def spy_augment(x, draws):
         calls.append(x.shape[0])
-        return augment(x, generator)
+        return augment(x, draws)
 
     augment = experiment.train_augment
     experiment.train_augment = spy_augment

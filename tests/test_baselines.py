@@ -18,6 +18,7 @@ from algorithms.methods.baselines import head_input
 from algorithms.settings import RunConfig
 from common.errors import UserError
 from data.augment import RandomResizedCropFlip, random_resized_crop_boxes, resized_crop
+from data.augment_draws import AugmentDraws
 from data.registry import load_dataset
 from models.layers import ResizeNormalize
 from models.networks import SourceNetwork, register_network
@@ -77,7 +78,7 @@ def test_resized_crop_equals_crop_then_bilinear_resize_and_flip():
 
 
 def test_crop_boxes_lie_in_the_image_with_torchvision_scale_and_ratio():
-    boxes = random_resized_crop_boxes(4000, 32, 48, torch.Generator().manual_seed(0))
+    boxes = random_resized_crop_boxes(AugmentDraws.first(4000).uniform(22), 32, 48)
     top, left, h, w = boxes.unbind(1)
     assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
     assert (top + h <= 32).all() and (left + w <= 48).all()
@@ -90,16 +91,16 @@ def test_crop_boxes_lie_in_the_image_with_torchvision_scale_and_ratio():
 
 def test_crop_boxes_fall_back_to_a_centre_crop_with_clamped_ratio():
     # a 2:1..3:1 crop of the full area never fits a square image: torchvision's fallback
-    boxes = random_resized_crop_boxes(5, 30, 30, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(2.0, 3.0))
+    boxes = random_resized_crop_boxes(AugmentDraws.first(5).uniform(22), 30, 30, scale=(1.0, 1.0), ratio=(2.0, 3.0))
     assert boxes.tolist() == [[7, 0, 15, 30]] * 5
 
 
-def test_augmentation_is_reproducible_from_the_generator():
+def test_augmentation_is_reproducible_from_the_draws():
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     augment = RandomResizedCropFlip()
-    a = augment(x, torch.Generator().manual_seed(5))
-    b = augment(x, torch.Generator().manual_seed(5))
-    c = augment(x, torch.Generator().manual_seed(6))
+    a = augment(x, AugmentDraws.first(8, seed=5))
+    b = augment(x, AugmentDraws.first(8, seed=5))
+    c = augment(x, AugmentDraws.first(8, seed=6))
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -197,9 +198,9 @@ def test_augmentation_runs_on_training_batches_only_and_evaluation_is_determinis
     calls = []
     augment = experiment.train_augment
 
-    def spy(x, generator):
+    def spy(x, draws):
         calls.append(x.shape[0])
-        return augment(x, generator)
+        return augment(x, draws)
 
     experiment.train_augment = spy
     trainer = Trainer(config, experiment, data, runtime, RunDir(tmp_path / "run", enabled=False))
@@ -325,11 +326,13 @@ def test_feature_cache_is_off_under_augmentation_and_for_fine_tuning(cifar_root,
     _, _, _, finetune = build("full_finetune", cifar_root)
     assert finetune.precompute is None and finetune.info["feature_cache"] is False
     capsys.readouterr()
-    assert main("linear_probing", tiny_args(tmp_path, cifar_root, "--train-augment", "crop_flip", "--cache-features")) == 2
+    assert main("linear_probing", tiny_args(tmp_path, cifar_root, "--train-augment", "crop_flip", "--cache-features")) == 2  # the old flag
+    assert main("linear_probing", tiny_args(tmp_path, cifar_root, "--augment", "trivialaugment_wide", "--cache-features")) == 2
     assert main("full_finetune", tiny_args(tmp_path, cifar_root, "--cache-features")) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
-        "error: --cache-features needs --train-augment none: with crop_flip the features change every epoch",
+        "error: --cache-features needs --augment none: with random_resized_crop_flip the features change every epoch",
+        "error: --cache-features needs --augment none: with trivialaugment_wide the features change every epoch",
         "error: full_finetune trains the whole network; --cache-features applies to linear probing only",
     ]
 

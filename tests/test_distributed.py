@@ -64,3 +64,33 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root
         assert a["train_samples"] == b["train_samples"] == 50
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["mapping_changes"] == b["mapping_changes"]
+
+
+@pytest.mark.parametrize("flags", [("--prompt", "watermark"), ("--augment", "pad_crop_flip")])
+def test_two_processes_match_one_with_augmentation(tmp_path, cifar_root, flags):
+    """Augmented prompts without batch statistics: each sample's augmentation is drawn from its own
+    stream (seed, epoch, dataset index), so 2 ranks x 8 reproduce 1 process x 16 (watermark: BLM's
+    resize4_crop by default; pad with the CIFAR crop and flip)."""
+    common = ["--epochs", "2", "--milestones", "0.9", "0.95", *flags]
+    assert main("ilm_vp", tiny_args(tmp_path / "one", cifar_root, *common)) == 0
+    dist_args = tiny_args(tmp_path / "two", cifar_root, *common)
+    dist_args[dist_args.index("--batch-size") + 1] = "8"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *dist_args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    one, two = run_folder(tmp_path / "one"), run_folder(tmp_path / "two")
+    config = json.loads((one / "config.json").read_text())
+    assert config["resolved"]["augment"] != "none"
+    a, b = (torch.load(f / "ckpt.pth", map_location="cpu", weights_only=False) for f in (one, two))
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, atol=1e-4, rtol=1e-4)
+    results = [json.loads((f / "results.json").read_text()) for f in (one, two)]
+    for key in ("best_test_acc", "final_test_acc"):
+        if key in results[0]:
+            assert results[0][key] == results[1][key]
+    for x, y in zip(a["history"], b["history"]):
+        assert x["test_acc"] == y["test_acc"] and x["train_acc"] == y["train_acc"]
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)

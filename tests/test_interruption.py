@@ -18,7 +18,7 @@ from runner.cli import main
 ENTRY = Path(__file__).resolve().parent / "signal_entry.py"
 
 # lm-source train: the mapping's statistics are collected inside the epoch; TrivialAugment and the
-# watermark's crops draw from the epoch's generator; SGD with momentum has optimizer state
+# watermark's crops draw from per-sample streams (seed, epoch, index); SGD with momentum has optimizer state
 ARGS = ("--prompt", "watermark", "--augment", "trivialaugment", "--lm-source", "train", "--optimizer", "sgd",
         "--lr", "1", "--epochs", "3", "--scheduler", "cosine")  # fmt: skip
 

@@ -121,6 +121,16 @@ def test_micro_batch_separates_settings_only_where_it_changes_the_result(tmp_pat
     assert cells[("svhn", "resnet18", "full_finetune")].other_settings == 1  # batch norms see chunks: two
 
 
+def test_spellings_of_one_augmentation_are_one_setting(tmp_path):
+    """--augment crop_flip (the watermark's old spelling) and resize4_crop are one recipe; none is another."""
+    fake_run(tmp_path, "ilm_vp", "svhn", "resnet18", 1, 50.0, prompt="watermark", extra={"augment": "crop_flip"})
+    fake_run(tmp_path, "ilm_vp", "svhn", "resnet18", 2, 52.0, prompt="watermark", extra={"augment": "resize4_crop"})
+    fake_run(tmp_path, "ilm_vp", "svhn", "resnet18", 3, 54.0, prompt="watermark", extra={"augment": "none"})
+    cells = mt.build_cells(mt.collect_runs(tmp_path), None, [1, 2])
+    cell = cells[("svhn", "resnet18", "ilm_vp")]
+    assert cell.n == 2 and cell.other_settings == 1
+
+
 def test_preset_lists_cells_without_any_run(results):
     expected = mt.expected_cells("table1-resnet18", datasets=["flowers102"])
     assert len(expected) == 5

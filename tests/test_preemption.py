@@ -1,7 +1,6 @@
 """Stop by signal (common/preemption.py), the runner's exit path and ``--requeue`` (runner/requeue.py)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path

@@ -171,6 +171,6 @@ def test_smm_script_end_to_end_counts_the_prompt_parameters(tmp_path, cifar_root
     results = json.loads((run / "results.json").read_text())
     delta = 3 * 64 * 64
     assert results["prompt_params"] == delta + 26499 and results["mask_params"] == 26499 and results["mapping_params"] == 0
-    assert results["trainable_params"] == delta + 26499 and results["augment"] == "crop_flip" and results["augment_recipe"] == "smm_crop_flip"
+    assert results["trainable_params"] == delta + 26499 and results["augment"] == "resize32_crop_flip"
     config = json.loads((run / "config.json").read_text())["config"]
     assert config["prompt"] == "smm" and config["mapping"] == "blmplus"

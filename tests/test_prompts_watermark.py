@@ -12,7 +12,9 @@ from test_cli import run_dir_of
 from algorithms.engine import Trainer
 from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
-from data.augment import build_augment, crop_padding_for, random_crop_flip
+from data.augment import crop_padding_for, random_crop_flip
+from data.augment_draws import AugmentDraws
+from data.augment_recipes import build_recipe
 from data.registry import SubsetSpec, load_dataset
 from models.prompts import PROMPTS, PromptSpec
 from models.prompts.watermark import WatermarkVisualPrompt
@@ -64,9 +66,9 @@ def test_watermark_of_an_input_sized_image_is_not_resized_and_takes_any_size():
 
 def test_resize_crop_is_blms_resize_228_then_random_crop_224():
     x = torch.rand(6, 3, 10, 10)
-    views = build_augment("resize_crop", (10, 10), out_size=8)(x, torch.Generator().manual_seed(1))
+    views = build_recipe("resize4_crop", (10, 10), out_size=8)(x, AugmentDraws.first(6, seed=1))
     big = F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False, antialias=True)  # out + 4
-    offsets = torch.randint(0, 5, (6, 2), generator=torch.Generator().manual_seed(1))
+    offsets = (AugmentDraws.first(6, seed=1).uniform(2) * 5).long()  # 2 uniforms per sample: no flip
     for i in range(6):  # per-sample reference: the same draws, sliced one by one
         top, left = offsets[i].tolist()
         assert torch.equal(views[i], big[i, :, top : top + 8, left : left + 8])
@@ -74,11 +76,12 @@ def test_resize_crop_is_blms_resize_228_then_random_crop_224():
     assert views.shape == (6, 3, 8, 8)
 
 
-def reference_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
-    """Per-sample slicing, drawing the same random numbers in the same order."""
+def reference_crop_flip(x: torch.Tensor, draws: AugmentDraws, padding: int) -> torch.Tensor:
+    """Per-sample slicing, from the same 3 uniforms per sample (top, left, flip)."""
     b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
-    flips = torch.rand(b, generator=generator) < 0.5
+    u = draws.uniform(3)
+    offsets = (u[:, :2] * (2 * padding + 1)).long()
+    flips = u[:, 2] < 0.5
     out = []
     for i in range(b):
         padded = F.pad(x[i], (padding,) * 4)
@@ -90,11 +93,11 @@ def reference_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: in
 
 def test_random_crop_flip_matches_a_per_sample_reference():
     x = torch.rand(16, 3, 8, 6)
-    fast = random_crop_flip(x, torch.Generator().manual_seed(3), padding=2)
-    slow = reference_crop_flip(x, torch.Generator().manual_seed(3), padding=2)
+    fast = random_crop_flip(x, AugmentDraws.first(16, seed=3), padding=2)
+    slow = reference_crop_flip(x, AugmentDraws.first(16, seed=3), padding=2)
     assert torch.equal(fast, slow)
     assert not torch.equal(fast, x)
-    assert torch.equal(random_crop_flip(x, torch.Generator().manual_seed(3), padding=2), fast)  # seeded
+    assert torch.equal(random_crop_flip(x, AugmentDraws.first(16, seed=3), padding=2), fast)  # seeded
     assert crop_padding_for((32, 32)) == 4 and crop_padding_for((224, 224)) == 28 and crop_padding_for((4, 4)) == 1
 
 
@@ -110,13 +113,12 @@ def build(cifar_root, tmp_path, prompt: str, augment: bool | None):
 
 @pytest.mark.parametrize(
     "prompt,flag,expected,recipe",
-    [("watermark", None, True, "resize_crop"), ("pad", None, False, "none"), ("watermark", False, False, "none"), ("pad", True, True, "pad_crop_flip")],
+    [("watermark", None, True, "resize4_crop"), ("pad", None, False, "none"), ("watermark", False, False, "none"), ("pad", True, True, "pad_crop_flip")],
 )
 def test_augment_defaults_to_on_for_watermark_only(prompt, flag, expected, recipe, tmp_path, cifar_root):
     *_, experiment = build(cifar_root, tmp_path, prompt, flag)  # True/False: the former on/off flag
     assert (experiment.train_augment is not None) == expected
-    assert experiment.info["augment"] == ("crop_flip" if expected else "none")
-    assert experiment.info["augment_recipe"] == recipe
+    assert experiment.info["augment"] == recipe
 
 
 def test_augmentation_runs_on_training_batches_only_and_evaluation_is_deterministic(tmp_path, cifar_root):
@@ -124,9 +126,9 @@ def test_augmentation_runs_on_training_batches_only_and_evaluation_is_determinis
     seen = []
     augment = experiment.train_augment
 
-    def spy(x, generator):
+    def spy(x, draws):
         seen.append(x.shape[0])
-        return augment(x, generator)
+        return augment(x, draws)
 
     experiment.train_augment = spy
     run_dir = RunDir(config.run_path())
@@ -142,7 +144,7 @@ def test_watermark_end_to_end(tmp_path, cifar_root):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "watermark")) == 0
     run = run_dir_of(tmp_path / "res")
     config = json.loads((run / "config.json").read_text())
-    assert config["config"]["prompt"] == "watermark" and config["resolved"]["augment"] == "crop_flip"
+    assert config["config"]["prompt"] == "watermark" and config["resolved"]["augment"] == "resize4_crop"
     ckpt = torch.load(run / "ckpt.pth", map_location="cpu", weights_only=False)
     delta = ckpt["model"]["input_transform.delta"]
     assert delta.shape == (3, 64, 64) and delta.abs().sum() > 0  # trained from zero

@@ -48,9 +48,10 @@ def test_batch_dependence_is_resolved_while_parsing_and_the_hash_needs_no_import
 
     args = ["--prompt", "smm", "--micro-batch", "8", "--data-path", str(tmp_path)]
     parsed = config_from_args("ilm_vp", build_parser("ilm_vp").parse_args(args))
-    assert parsed.resolved == {"batch_dependent": True} and parsed.identity()["micro_batch"] == 8
+    assert parsed.resolved == {"batch_dependent": True, "augment": "resize32_crop_flip"} and parsed.identity()["micro_batch"] == 8
+    assert parsed.identity()["augment"] == "resize32_crop_flip"  # SMM's recipe, from the same import-free config.json
     pad = config_from_args("ilm_vp", build_parser("ilm_vp").parse_args(["--micro-batch", "8", "--data-path", str(tmp_path)]))
-    assert pad.resolved == {"batch_dependent": False} and "micro_batch" not in pad.identity()
+    assert pad.resolved == {"batch_dependent": False, "augment": "none"} and "micro_batch" not in pad.identity()
     saved = tmp_path / "config.json"
     saved.write_text(json.dumps(parsed.to_dict()))
     code = (
@@ -78,8 +79,11 @@ CPU_FOLDERS = {
     ("ilm_vp", ("--compile",)): "7ebbb4a9",
     ("ilm_tp_vp", ("--precision", "bf16")): "b19bb48f",
     ("linear_probing", ("--eval-batch-size", "500")): "8c7259f9",
-    ("full_finetune", ()): "60a9dac1",
-    ("smm_vp", ("--precision", "bf16")): "940fa464",  # moved once, by its per-part initialisation (init_seeding), not by the arithmetic
+    ("full_finetune", ()): "046b7245",  # augmented: moved by the per-sample augmentation draws (60a9dac1 before), not by the arithmetic
+    ("full_finetune", ("--augment", "none")): "419e9ea2",
+    # moved by its per-part initialisation (init_seeding, 940fa464 before that) and, augmented by default,
+    # by the per-sample augmentation draws; not by the arithmetic
+    ("smm_vp", ("--precision", "bf16")): "91d5cf8a",
 }
 
 

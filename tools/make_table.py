@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cfg  # noqa: E402
 from algorithms.methods import resolve_settings  # noqa: E402  (each family's rule for what is part of a run's identity)
-from algorithms.settings import INIT_SEEDING, RunConfig, result_settings  # noqa: E402
+from algorithms.settings import AUGMENT_FLAGS, INIT_SEEDING, RunConfig, result_settings  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from runner.config import add_hidden_alias, tool_parser  # noqa: E402
 from tools.reproduce import (  # noqa: E402
@@ -85,7 +85,12 @@ def read_run(path: Path) -> Run | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     identity = {k: v for k, v in result_settings(config).items() if k != "seed"}
-    identity.update(resolve_settings(RunConfig.from_dict(config)).chunking_settings())  # chunks change what some runs train
+    resolved = resolve_settings(RunConfig.from_dict(config))
+    identity.update(resolved.chunking_settings())  # chunks change what some runs train
+    augment = resolved.augment_settings()
+    if augment:  # one recipe, however --augment was spelt (as the run folder)
+        identity["extra"] = {k: v for k, v in identity["extra"].items() if k not in AUGMENT_FLAGS}
+        identity.update(augment)
     # a random-start run made since initialisations have their own generators records it (resolved)
     identity.update({k: v for k, v in (written.get("resolved") or {}).items() if k in INIT_SEEDING})
     location = (written.get("data") or {}).get("location")

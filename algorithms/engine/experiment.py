@@ -16,10 +16,11 @@ import torch
 from algorithms.engine.hooks import EpochHook, MappingRefit
 from algorithms.engine.step import TrainingStep
 from algorithms.runtime import Runtime
+from data.augment_draws import AugmentDraws
 from data.registry import TargetData
 from models.reprogrammer import ReprogrammingModel
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Augment = Callable[[torch.Tensor, AugmentDraws], torch.Tensor]  # (float batch, its per-sample draws) -> augmented batch
 # called right before every optimizer step, with gradients unscaled and summed over chunks and ranks
 OptimizerHook = Callable[[torch.optim.Optimizer], None]
 

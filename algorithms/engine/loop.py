@@ -34,6 +34,7 @@ from algorithms.runtime import Runtime, compile_options
 from algorithms.settings import RunConfig
 from common import preemption, progress
 from common.seeding import epoch_generator
+from data.augment_draws import AugmentDraws
 from data.loader import BatchLoader, to_float01
 from data.registry import TargetData
 
@@ -212,8 +213,8 @@ class Trainer:
             if step < first:  # done before the stop: the order depends only on (seed, epoch)
                 continue
             x = to_float01(images)
-            if self.experiment.train_augment is not None:  # drawn for the whole batch, before it is split
-                x = self.experiment.train_augment(x, augment_gen)
+            if self.experiment.train_augment is not None:  # drawn per sample (seed, epoch, index), before the batch is split
+                x = self.experiment.train_augment(x, AugmentDraws(self.config.seed, epoch, self.train_loader.batch_indices(step), augment_gen))
             batch_loss = self.optimize(x, labels, sums)
             self.guard.observe(step, batch_loss)
             if step % self.config.log_interval == 0:

@@ -4,7 +4,7 @@ Both replace the network's final linear layer with a new K-way one and feed it t
 to the network's input size and normalized (:class:`~models.transforms.ResizeNormalize`); the
 label mapping is the identity. They differ only in what trains: linear probing trains the head
 on a frozen network kept in eval mode, fine-tuning trains every weight. The training
-augmentation (``--train-augment``) applies to training batches only; evaluation is deterministic.
+augmentation (``--augment``, the prompts' vocabulary) applies to training batches only; evaluation is deterministic.
 
 Without augmentation the frozen network's features are a function of the image alone, so linear
 probing computes them once (``--cache-features``, the default there) and trains the head on them:
@@ -25,13 +25,14 @@ from algorithms.methods.registry import MethodSpec, register_family, register_me
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.errors import UserError
-from data.augment import ALIASES, AUGMENTATIONS, build_augment
+from data.augment_recipes import NONE, build_recipe, recipe_help, resolve_recipe
 from data.registry import TargetData
 from models.layers import Float32Linear, ResizeNormalize
 from models.networks import SubmoduleAt, final_linear_layer, load_network, replace_module
 from models.reprogrammer import ReprogrammingModel
 
-TRAIN_AUGMENTATIONS = sorted({*AUGMENTATIONS, *ALIASES})
+# what the baselines' --train-augment values meant before the recipes had their own names
+LEGACY_AUGMENT = {"crop_flip": "random_resized_crop_flip", "trivialaugment": "trivialaugment_wide"}
 
 
 def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
@@ -47,21 +48,24 @@ def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
 
 
 def add_baseline_arguments(group) -> None:
-    group.add_argument("--train-augment", choices=TRAIN_AUGMENTATIONS, default="none",
-                       help="training-batch augmentation (data/augment.py): crop_flip = resized_crop_flip, a random resized crop + horizontal flip;"
-                            " pad_crop_flip, smm_crop_flip: the prompts' recipes; trivialaugment: TrivialAugment (wide) alone")  # fmt: skip
+    group.add_argument("--augment", dest="train_augment", default=NONE, metavar="RECIPE",
+                       help=recipe_help("training-batch augmentation", "earlier spellings: crop_flip = random_resized_crop_flip; trivialaugment = trivialaugment_wide"))  # fmt: skip
+    # the former flag, still accepted; not in --help
+    group.add_argument("--train-augment", dest="train_augment", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     group.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=None,
-                       help="linear probing: compute the frozen network's features once and train the head on them, with the same result (default: on unless --train-augment is set)")  # fmt: skip
+                       help="linear probing: compute the frozen network's features once and train the head on them, with the same result (default: on unless --augment is set)")  # fmt: skip
 
 
 def check_baseline(config: RunConfig, train_network: bool) -> None:
     """The flag combinations these methods refuse, before any data or network loads."""
     if config.mapping != "identity":
         raise UserError(f"{config.method} trains a new head with one output per target class; --mapping does not apply (got {config.mapping!r})")
-    augment_name = config.extra.get("train_augment", "none")
-    if augment_name not in TRAIN_AUGMENTATIONS:
-        raise UserError(f"unknown --train-augment {augment_name!r}; choose from {', '.join(TRAIN_AUGMENTATIONS)}")
-    use_feature_cache(config, train_network, augment_name)
+    use_feature_cache(config, train_network, baseline_augment(config))
+
+
+def baseline_augment(config: RunConfig) -> str:
+    """``--augment`` (stored as ``train_augment``, its former flag) as a canonical recipe."""
+    return resolve_recipe(config.extra.get("train_augment", NONE), LEGACY_AUGMENT)
 
 
 def use_feature_cache(config: RunConfig, train_network: bool, augment_name: str) -> bool:
@@ -70,7 +74,7 @@ def use_feature_cache(config: RunConfig, train_network: bool, augment_name: str)
     if requested and train_network:
         raise UserError(f"{config.method} trains the whole network; --cache-features applies to linear probing only")
     if requested and augment_name != "none":
-        raise UserError(f"--cache-features needs --train-augment none: with {augment_name} the features change every epoch")
+        raise UserError(f"--cache-features needs --augment none: with {augment_name} the features change every epoch")
     # evaluating a checkpoint is one pass over the data: caching would only add the training set
     return requested is not False and not train_network and augment_name == "none" and not config.eval_only
 
@@ -120,9 +124,7 @@ def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experime
         raise UserError(f"{config.method} trains a new {data.num_classes}-way head; --mapping does not apply (got {config.mapping!r})")
     if config.recompute and train_network:
         raise UserError(f"--recompute is for frozen networks; {config.method} trains its network (its batch norms would update twice)")
-    augment_name = config.extra.get("train_augment", "none")
-    if augment_name not in TRAIN_AUGMENTATIONS:
-        raise UserError(f"unknown --train-augment {augment_name!r}; choose from {', '.join(TRAIN_AUGMENTATIONS)}")
+    augment_name = baseline_augment(config)
     net = load_network(config.network, config.weights)
     head_name, old_head = final_linear_layer(net.model)
     replace_module(net.model, head_name, new_head(old_head.in_features, data.num_classes, config.seed))
@@ -142,8 +144,8 @@ def _build(config: RunConfig, data: TargetData, train_network: bool) -> Experime
     return Experiment(
         model=model,
         source_names=list(data.class_names),
-        train_augment=build_augment(augment_name, data.image_size, net.input_size),
-        info={"head": head_name, "input_size": net.input_size, "feature_cache": cache},
+        train_augment=build_recipe(augment_name, data.image_size, net.input_size),
+        info={"augment": augment_name, "head": head_name, "input_size": net.input_size, "feature_cache": cache},
         precompute=cached_features(model, head_name, config.resident_data) if cache else None,
     )
 
@@ -156,7 +158,13 @@ def build_full_finetune(config: RunConfig, data: TargetData, runtime: Runtime) -
     return _build(config, data, train_network=True)
 
 
-register_family("linear_probe", build_linear_probe, add_baseline_arguments, check=lambda config: check_baseline(config, train_network=False))
+register_family(
+    "linear_probe",
+    build_linear_probe,
+    add_baseline_arguments,
+    check=lambda config: check_baseline(config, train_network=False),
+    augment_recipe=baseline_augment,
+)
 # the trained network's batch norms normalise over the batch: --micro-batch changes what they see
 register_family(
     "full_finetune",
@@ -164,6 +172,7 @@ register_family(
     add_baseline_arguments,
     check=lambda config: check_baseline(config, train_network=True),
     batch_dependent=lambda config: True,
+    augment_recipe=baseline_augment,
 )
 
 register_method(MethodSpec("linear_probing", "linear_probe", "Linear probing: a new K-way head on the frozen network (Chen et al., CVPR 2023, Table 1).",
@@ -171,4 +180,4 @@ register_method(MethodSpec("linear_probing", "linear_probe", "Linear probing: a 
                             "milestones": [0.5, 0.72], "mapping": "identity", "train_augment": "none"}))  # fmt: skip
 register_method(MethodSpec("full_finetune", "full_finetune", "Full fine-tuning: every weight trains, new K-way head (Chen et al., CVPR 2023, Table 1).",
                            {"epochs": 200, "lr": 1e-4, "optimizer": "adam", "weight_decay": 5e-4, "scheduler": "cosine",
-                            "mapping": "identity", "train_augment": "crop_flip"}))  # fmt: skip
+                            "mapping": "identity", "train_augment": "random_resized_crop_flip"}))  # fmt: skip

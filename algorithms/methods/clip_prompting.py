@@ -28,6 +28,7 @@ from algorithms.settings import RunConfig
 from common import progress
 from common.argtypes import int_in, positive_float, positive_int
 from common.errors import UserError
+from data.augment_draws import AugmentDraws
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, find_weights, load_clip
@@ -160,8 +161,8 @@ def prompt_augment(prompt: nn.Module) -> Augment | None:
     if not isinstance(prompt, RandomPatchPrompt):
         return None
 
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        prompt.use_generator(generator)
+    def augment(x: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+        prompt.use_generator(draws.epoch_generator)  # one location per batch, from (seed, epoch)
         return x
 
     return augment

@@ -46,6 +46,8 @@ class Family:
     weights: Callable[[RunConfig], None] | None = None
     # fills settings that follow from other flags, before the run's identity is computed
     complete: Callable[[RunConfig], None] | None = None
+    # the run's training augmentation as a canonical recipe (data.augment_recipes); None: never augments
+    augment_recipe: Callable[[RunConfig], str] | None = None
 
     @property
     def trains_epochs(self) -> bool:
@@ -78,6 +80,7 @@ def register_family(
     batch_dependent: BatchRule | None = None,
     weights: Callable[[RunConfig], None] | None = None,
     complete: Callable[[RunConfig], None] | None = None,
+    augment_recipe: Callable[[RunConfig], str] | None = None,
 ) -> None:
     """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
     training mode) or draws something random per forward call must say so, since a training step
@@ -86,7 +89,7 @@ def register_family(
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
     if weights is None and networks is NETWORKS:
         weights = network_weights
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights, complete)
+    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights, complete, augment_recipe)
 
 
 def network_weights(config: RunConfig) -> None:
@@ -105,8 +108,13 @@ def resolve_settings(config: RunConfig) -> RunConfig:
     Done once, while parsing, so that a run's folder name and behaviour depend on its settings
     alone, never on which modules happened to be imported.
     """
-    rule = FAMILIES[get_method(config.method).family].batch_dependent
-    return replace(config, resolved={**config.resolved, "batch_dependent": bool(rule is not None and rule(config))})
+    family = FAMILIES[get_method(config.method).family]
+    rule, augment = family.batch_dependent, family.augment_recipe
+    resolved = {
+        "batch_dependent": bool(rule is not None and rule(config)),
+        "augment": augment(config) if augment is not None else "none",  # a bad --augment: one UserError
+    }
+    return replace(config, resolved={**config.resolved, **resolved})
 
 
 def get_method(name: str) -> MethodSpec:

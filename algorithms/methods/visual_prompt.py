@@ -18,13 +18,11 @@ from algorithms.settings import RunConfig
 from common.argtypes import positive_float, positive_int
 from common.errors import UserError
 from common.seeding import init_generator
-from data.augment import Augment, build_augment, compose
+from data.augment_recipes import CHAIN, NONE, build_recipe, recipe_help, recipe_resizes, resolve_recipe
 from data.registry import TargetData
 from models.networks import load_network
 from models.prompts import OPTION_FLAGS, PROMPT_CHOICES, PROMPTS, PromptOptions, PromptSpec, prompts_reading
 from models.reprogrammer import ReprogrammingModel
-
-AUGMENT_CHOICES = ("none", "crop_flip", "trivialaugment")
 
 
 def prompt_options(config: RunConfig, prompt_cls: type[nn.Module]) -> PromptOptions:
@@ -38,27 +36,34 @@ def prompt_options(config: RunConfig, prompt_cls: type[nn.Module]) -> PromptOpti
     return PromptOptions(**given)
 
 
+# The spellings whose meaning follows the prompt (none; its paper's crop; TrivialAugment then it):
+# the augmentation axis of tools/search.py, which applies one value to every prompt. Any recipe of
+# data.augment_recipes is accepted by --augment as well.
+AUGMENT_CHOICES = ("none", "crop_flip", "trivialaugment")
+
+
+def prompt_legacy_augment(prompt_cls: type[nn.Module]) -> dict[str, str]:
+    """``--augment``'s spellings of earlier versions for this prompt: ``crop_flip`` was its paper's
+    crop-and-flip recipe (``CROP_FLIP``), ``trivialaugment`` TrivialAugment then that recipe."""
+    crop = getattr(prompt_cls, "CROP_FLIP", None)
+    return {"crop_flip": crop, "trivialaugment": f"trivialaugment_wide{CHAIN}{crop}"} if crop else {}
+
+
 def resolve_augment(config: RunConfig, prompt_cls: type[nn.Module]) -> str:
-    """``--augment`` resolved: the prompt's paper default when not given (True/False: the old on/off flag)."""
+    """``--augment`` as a canonical recipe (:mod:`data.augment_recipes`): the prompt's paper default
+    when not given; True/False, the old on/off flag, mean ``crop_flip`` and ``none``.
+
+    A recipe whose output has the network's input size needs a prompt taking full-size images
+    (one whose own recipe resizes too); the pad prompt frames the image at its own size."""
     name = config.extra.get("augment")
     if name is None:
-        return getattr(prompt_cls, "DEFAULT_AUGMENT", "none")
+        return getattr(prompt_cls, "DEFAULT_AUGMENT", NONE)
     if isinstance(name, bool):
-        return "crop_flip" if name else "none"
-    if name not in AUGMENT_CHOICES:
-        raise UserError(f"unknown --augment {name!r}; choose from {', '.join(AUGMENT_CHOICES)}")
-    return name
-
-
-def training_augment(choice: str, prompt_cls: type[nn.Module], image_size: tuple[int, int], out_size: int) -> tuple[Augment | None, str]:
-    """The training-batch augmentation for ``--augment choice`` and its recipe names (for config.json).
-
-    ``crop_flip`` is the prompt's own crop-and-flip recipe; ``trivialaugment`` is TrivialAugment
-    followed by that recipe (TrivialAugment at the data's resolution, the cheaper end).
-    """
-    recipes = {"none": [], "crop_flip": [prompt_cls.CROP_FLIP], "trivialaugment": ["trivialaugment", prompt_cls.CROP_FLIP]}[choice]
-    augment = compose(*(build_augment(r, image_size, out_size) for r in recipes))
-    return augment, "+".join(recipes) or "none"
+        name = "crop_flip" if name else NONE
+    recipe = resolve_recipe(name, prompt_legacy_augment(prompt_cls))
+    if recipe_resizes(recipe) and not recipe_resizes(getattr(prompt_cls, "CROP_FLIP", NONE)):
+        raise UserError(f"--augment {name}: its views have the network's input size, and --prompt {config.prompt} takes the image at its own size")
+    return recipe
 
 
 def count(params) -> int:
@@ -75,7 +80,7 @@ def prompt_spec(config: RunConfig, data: TargetData, mean, std, out_size: int, o
 def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
     prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
     options = prompt_options(config, prompt_cls)
-    choice = resolve_augment(config, prompt_cls)
+    recipe = resolve_augment(config, prompt_cls)
     net = load_network(config.network, config.weights)
     prompt = prompt_cls(prompt_spec(config, data, net.mean, net.std, net.input_size, options))
     mapping = build_mapping(
@@ -83,14 +88,14 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
     )
     model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
                                fast_frozen_ops=config.fast_frozen_ops, recompute=config.recompute)  # fmt: skip
-    augment, recipe = training_augment(choice, prompt_cls, data.image_size, net.input_size)
+    augment = build_recipe(recipe, data.image_size, net.input_size)
     groups, info = parameter_groups(config, prompt, mapping)
     return Experiment(
         model=model,
         source_names=net.class_names,
         train_augment=augment,
         param_groups=groups,
-        info={"augment": choice, "augment_recipe": recipe, **info},
+        info={"augment": recipe, **info},
     )
 
 
@@ -127,12 +132,12 @@ def prompts_with_mask() -> list[str]:
 
 def add_visual_prompt_arguments(group) -> None:
     defaults = PromptOptions()
-    defaults_augment = ", ".join(f"{name} {getattr(cls, 'DEFAULT_AUGMENT', 'none')}" for name, cls in sorted(PROMPTS.items()))
-    group.add_argument("--augment", choices=AUGMENT_CHOICES, default=None,
-                       help="training-batch augmentation: none; crop_flip = the prompt's paper recipe (pad: zero-pad 4 per 32 px + random crop + flip;"
-                            " watermark: BLM's resize to input+4 + random crop; smm, lowrank: resize to input+32 + random crop + flip);"
-                            f" trivialaugment = TrivialAugment (wide) then crop_flip (default per prompt: {defaults_augment})")  # fmt: skip
-    group.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="same as --augment none")
+    defaults_augment = ", ".join(f"{name} {getattr(cls, 'DEFAULT_AUGMENT', NONE)}" for name, cls in sorted(PROMPTS.items()))
+    legacy = ", ".join(f"{name} {cls.CROP_FLIP}" for name, cls in sorted(PROMPTS.items()) if hasattr(cls, "CROP_FLIP"))
+    group.add_argument("--augment", default=None, metavar="RECIPE",
+                       help=recipe_help(f"training-batch augmentation (default per prompt: {defaults_augment})",
+                                        f"earlier spellings: crop_flip = the prompt's paper recipe ({legacy}); trivialaugment = trivialaugment_wide then it"))  # fmt: skip
+    group.add_argument("--no-augment", dest="augment", action="store_const", const=NONE, help="same as --augment none")
     group.add_argument("--mapping-lr", type=positive_float, default=None, metavar="LR",
                        help="learning rate of a trainable mapping (--mapping linear) (default: --lr)")  # fmt: skip
     group.add_argument("--input-size", type=positive_int, default=None, metavar="N",
@@ -179,6 +184,7 @@ register_family(
     check=check_visual_prompt,
     cuda_precision="fp16",
     batch_dependent=has_mask_network,
+    augment_recipe=lambda config: resolve_augment(config, PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]),
 )
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}

@@ -33,7 +33,7 @@ class LowRankVisualPrompt(VisualPrompt):
 
     OPTIONS = ("rank",)
     DEFAULT_AUGMENT = "none"
-    CROP_FLIP = "smm_crop_flip"  # the resize-then-crop recipe of the full-image prompts
+    CROP_FLIP = "resize32_crop_flip"  # the resize-then-crop recipe of the full-image prompts
 
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)

@@ -5,9 +5,10 @@ A prompt is a :class:`models.prompts.base.VisualPrompt` mapping images in ``[0, 
 :class:`models.prompts.base.PromptSpec` (sizes, statistics, init, generator and ``options``).
 ``options`` (:class:`PromptOptions`) carries the per-prompt flags; a prompt lists the fields it
 reads in its class attribute ``OPTIONS``, so a flag given to a prompt that ignores it is an error
-rather than a silent no-op. Two more class attributes describe the prompt's training recipe:
-``DEFAULT_AUGMENT`` (``--augment`` when not given: ``none`` or ``crop_flip``) and ``CROP_FLIP``
-(the crop-and-flip recipe of its paper, a name in ``data.augment``). A prompt holding a small
+rather than a silent no-op. Two more class attributes describe the prompt's training recipe, as
+names of ``data.augment_recipes``: ``DEFAULT_AUGMENT`` (``--augment`` when not given) and
+``CROP_FLIP`` (the crop-and-flip recipe of its paper: what ``--augment crop_flip`` meant before
+the recipes had names of their own). A prompt holding a small
 trained network of its own exposes it as ``mask_network``, whose parameters get their own
 learning rate. ``models/prompts/base.py`` says what ``pattern()`` means and how to write one.
 

@@ -70,8 +70,8 @@ class SampleSpecificMaskedPrompt(VisualPrompt):
     """
 
     OPTIONS = ("mask_layers", "mask_patch")
-    DEFAULT_AUGMENT = "crop_flip"  # SMM: resize to size + 32, random crop, horizontal flip
-    CROP_FLIP = "smm_crop_flip"
+    DEFAULT_AUGMENT = "resize32_crop_flip"  # SMM: resize to size + 32, random crop, horizontal flip
+    CROP_FLIP = "resize32_crop_flip"
     GREY = 0.5  # the image whose prompt picture() draws
 
     def __init__(self, spec: PromptSpec) -> None:

@@ -7,7 +7,7 @@ normalized input. ``delta`` is unconstrained and there is no clamp, the additive
 et al. (2022) over the whole image. ``delta`` starts at zero, so the first forward pass sees the
 plain resized image. This is the "watermarking" input transform that the BLM paper (Cai et al.,
 NeurIPS 2024) pairs with its mappings, next to padding; BLM trains it on ``Resize(228)`` +
-``RandomCrop(224)`` views (:func:`data.augment.resize_crop`, the default training augmentation).
+``RandomCrop(224)`` views (``--augment resize4_crop``, the default training augmentation).
 
 Adding ``delta`` after normalization rather than before is a reparametrisation (``delta`` here is
 ``delta_pixel / std``), but Adam's steps are per coordinate, so with the same learning rate this
@@ -38,8 +38,8 @@ class WatermarkVisualPrompt(VisualPrompt):
     watermark writes every pixel.
     """
 
-    DEFAULT_AUGMENT = "crop_flip"  # BLM trains the watermark on random crops
-    CROP_FLIP = "resize_crop"  # BLM: Resize(out + 4) + RandomCrop(out), no flip
+    DEFAULT_AUGMENT = "resize4_crop"  # BLM trains the watermark on random crops
+    CROP_FLIP = "resize4_crop"  # BLM: Resize(out + 4) + RandomCrop(out), no flip
 
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)
