@@ -36,7 +36,7 @@ def main() -> int:
     table = json.loads(os.environ.get("FAKE_RUNS", "{}"))
     entry = table.get(method, table.get(f"{prompt}/{mapping}", table.get("default", {})))
     with open(os.environ["FAKE_LOG"], "a") as log:
-        log.write(json.dumps({"argv": argv, "pid": os.getpid()}) + "\n")
+        log.write(json.dumps({"argv": argv, "pid": os.getpid(), "runs_per_gpu": os.environ.get("VP_RUNS_PER_GPU"), "t": time.time()}) + "\n")
     if "fail" in entry:
         print(entry["fail"], file=sys.stderr)
         return 2

@@ -179,6 +179,19 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_p
     assert "error: CUDA out of memory (a test)" in capsys.readouterr().err  # in the progress line
 
 
+def test_runs_per_gpu_runs_that_many_trials_at_once_and_tells_each_run(tmp_path, monkeypatch, cifar_root):
+    """On the CPU (no GPU), --runs-per-gpu 2 is two trials at a time, each run told it shares its device with one more."""
+    runs = {"default": {"val": [20, 30], "sleep": 0.5}}
+    python, log = fake_python(tmp_path, monkeypatch, runs)
+    argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "--mappings", "ilm", "blm", "--trials", "2",
+                     "--epochs", "2", "--final-seeds", "0", "--runs-per-gpu", "2")  # fmt: skip
+    assert search.main(argv) == 0
+    starts = [json.loads(line) for line in Path(log).read_text().splitlines()]
+    assert len(starts) >= 2 and {s["runs_per_gpu"] for s in starts} == {"2"}
+    # each run lasts at least 2 x 0.5 s: the second started while the first was still running
+    assert abs(starts[1]["t"] - starts[0]["t"]) < 1.0
+
+
 def worker(tmp_path: Path, argv: list[str], name: str) -> subprocess.Popen:
     err = open(tmp_path / f"{name}.err", "w")
     return subprocess.Popen([sys.executable, str(REPO / "tests" / "search_entry.py"), str(REPO / "tools" / "search.py"), *argv],

@@ -37,6 +37,7 @@ from algorithms.methods.visual_prompt import AUGMENT_CHOICES  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from models.prompts import PROMPT_CHOICES  # noqa: E402
 from runner.config import name_type, tool_parser  # noqa: E402
+from runner.gpu_share import resolve_runs_per_gpu, runs_per_gpu_value, slots  # noqa: E402
 from tools.reproduce import BEYOND_DATASETS, dataset_label, visible_gpus  # noqa: E402
 from tools.search_space import DEFAULT_INPUT_SIZES, DEFAULT_LR_FACTOR, DEFAULT_SCHEDULERS, SPACES, Space, TrialPlan, build_space, recipe, suggest  # noqa: E402
 from tools.search_trial import TrialFailed, TrialRunner  # noqa: E402
@@ -72,6 +73,9 @@ def build_cli() -> argparse.ArgumentParser:
     g.add_argument("--trials", type=int, default=24, metavar="N", help="finished trials in the study (completed, pruned or failed) (default: 24)")
     g.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds (default: none)")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="trials at a time in this process (one per GPU if there are GPUs) (default: 1)")
+    g.add_argument("--runs-per-gpu", type=runs_per_gpu_value, default=None, metavar="N|auto",
+                   help="trials at a time on each GPU (auto: from free memory); sets --workers to GPUs x N; without GPUs, N at once on the CPU"
+                        " (default: --workers)")  # fmt: skip
     g.add_argument("--pruner", choices=PRUNERS, default="hyperband", help="early stopping over epochs (default: hyperband)")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: 0)")
     g.add_argument("--trial-seed", type=int, default=1, metavar="S", help="training seed of the trials; the final runs use S, S+1, ... (default: 1)")
@@ -306,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         study_dir.mkdir(parents=True, exist_ok=True)
         runner.log_dir = study_dir / "logs"
         gpus = visible_gpus()
+        if args.runs_per_gpu is not None:  # several trials share each GPU: one run process per slot
+            runner.runs_per_gpu = resolve_runs_per_gpu(args.runs_per_gpu, gpus)
+            places = slots(gpus, runner.runs_per_gpu)
+            args.workers = len(places)
+        else:
+            places = [gpus[k % len(gpus)] for k in range(args.workers)] if gpus else []
         if gpus:
             runner.gpus = queue.Queue()
-            for k in range(args.workers):
-                runner.gpus.put(gpus[k % len(gpus)])
+            for gpu in places:
+                runner.gpus.put(gpu)
         settings = {"space": space.describe(), "fixed": list(runner.fixed), "epochs": args.epochs, "val_fraction": args.val_fraction,
                     "trial_seed": args.trial_seed}  # fmt: skip
         study = open_study(storage, name, args, settings)

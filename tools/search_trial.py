@@ -23,6 +23,7 @@ from pathlib import Path
 import cfg
 from algorithms.settings import RunConfig
 from common.errors import UserError
+from runner.gpu_share import run_environment
 from tools.reproduce import FINISHED, PARTIAL, find_script, method_config, run_status
 from tools.search_space import TrialPlan
 
@@ -60,6 +61,7 @@ class TrialRunner:
     poll_seconds: float = 1.0
     log_dir: Path | None = None
     gpus: queue.Queue | None = field(default=None, repr=False)
+    runs_per_gpu: int = 1  # runs sharing one GPU (told to each run, whose memory probes plan with its share)
 
     def __post_init__(self) -> None:
         for flag in self.fixed:
@@ -98,9 +100,7 @@ class TrialRunner:
         log_path = log_dir / f"{log_name}.log"
         gpu = self.gpus.get() if self.gpus is not None else None
         try:
-            env = dict(os.environ)
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
+            env = run_environment(gpu, self.runs_per_gpu)
             env["VP_SEARCH_RUN_DIR"] = str(spec.run_dir)  # for wrappers of the script; the run itself ignores it
             with open(log_path, "a") as log:
                 log.write(f"$ {shlex.join(launch)}\n")
