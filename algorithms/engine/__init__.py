@@ -2,8 +2,9 @@
 
 ``experiment`` (what a family hands over), ``step`` (a chunk's loss: the family's), ``hooks``
 (per-epoch refits: the mapping's), ``schedule`` (optimizer and learning rates), ``chunking``
-(``--micro-batch``), ``evaluation`` (no-grad passes and reported accuracies), ``checkpoint``
-(what is saved and checked), ``reporting`` (epoch line, summary) and ``loop`` (the epochs).
+(``--micro-batch``), ``loaders`` (a run's batches), ``evaluation`` (no-grad passes and reported
+accuracies), ``checkpoint`` (what is saved and checked), ``guard`` (non-finite losses),
+``interruption`` (a stop inside an epoch), ``reporting`` (epoch line, summary) and ``loop`` (the epochs).
 """
 from algorithms.engine.checkpoint import check_same_data, data_identity
 from algorithms.engine.evaluation import PROTOCOL, evaluation_batch_size, precompute_inputs, stacked_outputs, top1_accuracy, val_selection

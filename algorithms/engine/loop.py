@@ -21,12 +21,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from algorithms.engine import checkpoint as ckpt
-from algorithms.engine.chunking import probe_training_step, resolve_chunk
-from algorithms.engine.evaluation import auto_eval_batch, evaluation_batch_size, top1_accuracy
+from algorithms.engine.evaluation import evaluation_batch_size, top1_accuracy
 from algorithms.engine.experiment import Experiment
 from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
 from algorithms.engine.hooks import EpochContext, MappingRefit
 from algorithms.engine.interruption import EpochProgress
+from algorithms.engine.loaders import build_loaders
 from algorithms.engine.reporting import epoch_line, epoch_scalars, prediction_counts, run_summary
 from algorithms.engine.schedule import build_optimizer, build_scheduler
 from algorithms.outputs import BEST, CHECKPOINT, RunOutputs
@@ -41,11 +41,9 @@ from data.registry import TargetData
 
 class Trainer:
     def __init__(self, config: RunConfig, experiment: Experiment, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> None:
-        batch = data.batch_size
-        eval_batch = evaluation_batch_size(config, batch)
         model = experiment.model
         if experiment.precompute is not None:
-            done = experiment.precompute(data, runtime, eval_batch)
+            done = experiment.precompute(data, runtime, evaluation_batch_size(config, data.batch_size))
             model, data = done.model, done.data
             experiment.info.update(done.info)
         self.config, self.experiment, self.data, self.runtime, self.outputs = config, experiment, data, runtime, outputs
@@ -56,19 +54,10 @@ class Trainer:
         compile_kwargs = compile_options(config.compile)  # --compile [max]
         if compile_kwargs is not None:
             self.model.network.compile(**compile_kwargs)
-        common = dict(device=self.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size, resident=config.resident_data)
-        self.train_loader = BatchLoader(data.train, batch, shuffle=True, **common)
         self.show_bars = runtime.is_main
-        self.chunk = resolve_chunk(config, self.model, batch, self.train_loader.shard_size, self.device, self._probe_step, self._note)
-        if isinstance(config.micro_batch, str):  # auto: the probed chunk bounds evaluation too
-            eval_batch = min(eval_batch, self.chunk)
-        if config.eval_batch_size is None and config.micro_batch is None:  # on CUDA the largest no-grad batch that fits
-            eval_batch = auto_eval_batch(self.model, self.train_loader, data, runtime, eval_batch, self._note, experiment.info)
-        self.stats_loader = BatchLoader(data.train, eval_batch, shuffle=False, **common)
-        self.test_loader = BatchLoader(data.test, eval_batch, shuffle=False, **common)
-        self.val_loader = BatchLoader(data.val, eval_batch, shuffle=False, **common) if data.val is not None else None
-        if config.micro_batch is not None:
-            experiment.info["micro_batch"] = self.chunk
+        loaders = build_loaders(config, self.model, self.step, data, runtime, self._note, experiment.info)
+        self.train_loader, self.stats_loader, self.test_loader, self.val_loader = loaders.train, loaders.stats, loaders.test, loaders.val
+        self.chunk = loaders.chunk
         if config.recompute:
             experiment.info["stages_recomputed"] = experiment.model.rewrites.get("stages_recomputed", 0)
         params = self.model.trainable_parameters()
@@ -107,9 +96,6 @@ class Trainer:
 
     def _bar(self, loader, desc: str):
         return progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=self.show_bars)
-
-    def _probe_step(self, n: int) -> None:
-        probe_training_step(self.model, self.step, next(iter(self.train_loader)), n, self.runtime)
 
     def _grad_sync(self, last_chunk: bool) -> contextlib.AbstractContextManager:
         """Under DDP the gradients are all-reduced once per step: with the last chunk's backward."""
