@@ -70,3 +70,21 @@ def yes_no(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive_int_or(word: str, what: str) -> Callable[[str], int | str]:
+    """A positive number of ``what`` or the literal ``word`` (``--micro-batch 32|auto``, ``--runs-per-gpu 2|auto``)."""
+
+    def parse(text: str) -> int | str:
+        if text == word:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive number of {what} or {word}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{what} or {word}"
+    return parse

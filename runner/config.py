@@ -21,13 +21,14 @@ from algorithms.methods import FAMILIES, Family, get_method, resolve_settings
 from algorithms.runtime import COMPILE_PRESETS
 from algorithms.settings import RunConfig
 from common import preemption, progress
-from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval, yes_no
+from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, positive_int_or, unit_interval, yes_no
 from common.choices import Choices
 from common.errors import UserError
 from data.image_io import DECODE_MODES
 from data.registry import DATASETS
 from runner.devices import EVAL_PRECISIONS, PRECISIONS
 
+micro_batch_value = positive_int_or("auto", "samples")  # --micro-batch N|auto
 VAL_FRACTION = float_in(0.0, 1.0, high_open=True)  # [0, 1): 0 = no validation split
 LISTED = "  "  # help lines starting with this are kept as lines (one per listed name)
 _DEFAULT_NOTE = re.compile(r"\s*\(default[^)]*\)")
@@ -257,17 +258,6 @@ def session_flags(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name, default) for name, default in SESSION_FLAGS.items()}
 
 
-def micro_batch_value(text: str) -> int | str:
-    """``--micro-batch``: a positive number of samples or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of samples or auto, got {text!r}")
-    return value
 
 
 def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
@@ -315,6 +305,13 @@ def add_hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
         *flags, dest=action.dest, type=action.type, nargs=action.nargs, choices=action.choices,
         default=argparse.SUPPRESS, help=argparse.SUPPRESS,
     )  # fmt: skip
+
+
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """A tool's own flags and, after ``--``, the flags it passes on to every run it starts."""
+    if "--" not in argv:
+        return argv, []
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
 
 
 def tool_parser(description: str) -> ArgumentParser:

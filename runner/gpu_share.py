@@ -12,12 +12,13 @@ search) can hand it a list of commands.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import queue
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TypeVar
+
+from common.argtypes import positive_int_or
 
 T = TypeVar("T")
 
@@ -28,18 +29,10 @@ RUN_MEMORY_GIB = 12.0
 # --runs-per-gpu auto never starts more than this many on one GPU: past it the runs only queue for the chip
 MAX_AUTO_RUNS = 8
 
+# ``--runs-per-gpu``: a positive number or ``auto``
+runs_per_gpu_value = positive_int_or(AUTO, "runs")
 
-def runs_per_gpu_value(text: str) -> int | str:
-    """``--runs-per-gpu``: a positive number or ``auto``."""
-    if text == AUTO:
-        return AUTO
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of runs or auto, got {text!r}")
-    return value
+
 
 
 def torch_index(gpu: str, visible: str | None) -> int:

@@ -39,7 +39,7 @@ from common import progress  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
 from models.networks import NETWORKS  # noqa: E402
-from runner.config import build_parser, config_from_args, name_type, tool_parser  # noqa: E402
+from runner.config import build_parser, config_from_args, name_type, split_passthrough, tool_parser  # noqa: E402
 from runner.devices import planned_arithmetic  # noqa: E402
 from runner.gpu_share import RUN_MEMORY_GIB, distinct, resolve_runs_per_gpu, run_environment, run_in_slots, runs_per_gpu_value, slots  # noqa: E402
 
@@ -454,8 +454,7 @@ def jobs_from_args(args: argparse.Namespace, extra: list[str]) -> list[Job]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, extra = split_passthrough(argv)
     try:
         args = build_cli().parse_args(own)
         results = Path(args.results_path).expanduser().resolve() if args.results_path else cfg.RESULTS_PATH

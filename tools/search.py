@@ -36,7 +36,7 @@ from algorithms.mappings import MAPPING_CHOICES  # noqa: E402
 from algorithms.methods.visual_prompt import AUGMENT_CHOICES  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from models.prompts import PROMPT_CHOICES  # noqa: E402
-from runner.config import name_type, tool_parser  # noqa: E402
+from runner.config import name_type, split_passthrough, tool_parser  # noqa: E402
 from runner.gpu_share import resolve_runs_per_gpu, runs_per_gpu_value, slots  # noqa: E402
 from tools.reproduce import BEYOND_DATASETS, dataset_label, visible_gpus  # noqa: E402
 from tools.search_space import DEFAULT_INPUT_SIZES, DEFAULT_LR_FACTOR, DEFAULT_SCHEDULERS, SPACES, Space, TrialPlan, build_space, recipe, suggest  # noqa: E402
@@ -289,8 +289,7 @@ def strip_flags(argv: list[str], drop: dict[str, int]) -> tuple[list[str], list[
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, extra = split_passthrough(argv)
     try:
         args = build_cli().parse_args(own)
         check_numbers(args)
