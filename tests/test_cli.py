@@ -423,6 +423,11 @@ def test_missing_clip_weights_are_reported_before_decoding(tmp_path, undecodable
     except UserError:
         pass
     args = ["--dataset", "folder", "--data-path", str(undecodable_folder), "--results-path", str(tmp_path / "r"), "--clip-pretrained", tag, "--device", "cpu"]
-    for method in ("ilm_tp_vp", "clip_linear_probe"):
-        assert main(method, args + (["--epochs", "1", "--scheduler", "constant"] if method != "clip_linear_probe" else [])) == 2
+    attributes = tmp_path / "attributes"
+    attributes.mkdir()
+    for kind in ("des", "dist"):  # AttrVR reads its attribute files (checked before anything loads) for the folder's classes
+        (attributes / f"folder_{kind}.json").write_text(json.dumps({c: ["a sentence of more than twenty characters"] for c in ("Rose_Red", "tulip", "daisy-white")}))
+    for method in ("ilm_tp_vp", "clip_linear_probe", "attrvr"):
+        flags = {"clip_linear_probe": [], "attrvr": ["--epochs", "1", "--attributes", str(attributes)]}.get(method, ["--epochs", "1", "--scheduler", "constant"])
+        assert main(method, args + flags) == 2
         assert _error(capsys).startswith(f"error: CLIP weights for ViT-B-32 ({tag}) not found offline")
