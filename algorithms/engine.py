@@ -72,6 +72,9 @@ class Experiment:
     param_groups: list[dict] | None = None
     info: dict = field(default_factory=dict)  # method facts for config.json / results.json
     precompute: Precompute | None = None  # replace the images by what a frozen part computes from them
+    # called right before every optimizer step, gradients unscaled and summed over chunks (ACAVP's
+    # gradient normalisation on CLIP); the engine package's Experiment.optimizer_hooks
+    optimizer_hooks: list[Callable[[torch.optim.Optimizer], None]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,6 +488,10 @@ class Trainer:
                     correct += (target_logits.argmax(dim=1) == yc).sum()
                     if stats is not None:
                         accumulate_statistic(stats, self.mapping.source_statistic(source_logits.detach().float()), yc)
+            if self.experiment.optimizer_hooks:  # optimizer hooks see the true (unscaled) gradients
+                self.scaler.unscale_(self.optimizer)
+                for hook in self.experiment.optimizer_hooks:
+                    hook(self.optimizer)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()

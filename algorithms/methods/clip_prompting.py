@@ -22,16 +22,18 @@ from torch import nn
 from tqdm import tqdm
 
 from algorithms.engine import Experiment, evaluation_batch_size, top1_accuracy
+from algorithms.gradient_rules import ACAVP_CLIP_VALUE, normalise_and_clip
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import int_in, positive_int
 from common.errors import UserError
+from data.augment import compose, smm_crop_flip, trivialaugment
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, load_clip
-from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
+from models.clip.prompts import CLIP_PROMPT_CHOICES, AffineColourAdditiveCLIPPrompt, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
 from models.reprogrammer import ReprogrammingModel
@@ -116,7 +118,8 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
     prompt = build_clip_prompt(
-        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank")
+        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank"),
+        mean=clip.mean, std=clip.std,
     )
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(PromptedCLIPInput(preprocess, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
@@ -127,8 +130,13 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
             prompt.use_generator(generator)  # locations follow (seed, epoch): resume replays them
             return x
 
+    hooks = []
+    if isinstance(prompt, AffineColourAdditiveCLIPPrompt):  # ACAVP's CLIP recipe: TrivialAugment, normalised and clipped gradients
+        augment = compose(trivialaugment(), smm_crop_flip((clip.image_size, clip.image_size), clip.image_size))
+        hooks.append(normalise_and_clip([prompt.affine, prompt.gain, prompt.prompt], [prompt.affine, prompt.gain]))
+        info.update(augment_recipe="trivialaugment+smm_crop_flip", gradient_rule=f"unit L2 norm per parameter; gain, affine clipped to +-{ACAVP_CLIP_VALUE:g}")
     source_names = [fill(t, c) for t in templates for c in names]
-    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info)
+    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info, optimizer_hooks=hooks)
 
 
 def clip_input_side(config: RunConfig) -> int:
@@ -168,4 +176,13 @@ register_method(MethodSpec(
     "clip_visual_prompt",
     "SINGLE-TP-VP: CLIP visual prompt with one fixed text template and the identity mapping (Bahng et al., 2022).",
     {**_CLIP_DEFAULTS, "mapping": "identity", "text_prompts": "single"},
+))
+# ACAVP on CLIP (Enomoto, NeurIPS 2025): the zero-shot classifier with one template (identity
+# mapping), SGD lr 40 on unit-norm gradients (gain and affine also clipped), cosine, batch 256,
+# 1000 epochs, TrivialAugment then resize-crop-flip on training images.
+register_method(MethodSpec(
+    "acavp_clip",
+    "clip_visual_prompt",
+    "ACAVP on CLIP: affine warp, colour gain, additive prompt; normalised gradients, TrivialAugment, one template (Enomoto, NeurIPS 2025).",
+    {**_CLIP_DEFAULTS, "prompt": "acavp", "mapping": "identity", "text_prompts": "single", "epochs": 1000, "batch_size": 256},
 ))

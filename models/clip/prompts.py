@@ -9,6 +9,9 @@ resolution and add an unconstrained pattern (no sigmoid) on top of it after norm
 * ``lowrank``: a rank-``r`` pattern ``B @ A`` over the whole image (LoR-VP, Jin et al., ICLR 2025;
   ``B [C, S, r]``, ``A [C, r, S]``, 2 * 3 * 224 * 4 = 5,376 values at rank 4), initialised as the
   CNN low-rank prompt (``B`` zero, ``A`` Kaiming-uniform).
+* ``acavp``: ACAVP's affine warp, colour gain and additive prompt in the empty band (Enomoto,
+  NeurIPS 2025), the transform of :mod:`models.affine_colour` shared with the CNN prompt. It works
+  in ``[0, 1]`` pixel space, so it undoes CLIP's normalization, transforms, and normalizes again.
 * ``random_patch``: the same square at a random location, one location per batch. Training
   draws it from the generator given by :meth:`RandomPatchPrompt.use_generator` (the engine's
   per-epoch generator, so a resumed run replays the same locations). Evaluation also uses one
@@ -20,13 +23,16 @@ Locations range over every placement that keeps the square inside the image.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.choices import Choices
 from common.errors import UserError
-from models.layers import low_rank_factors
+from models.affine_colour import AffineColourAdditive
+from models.layers import Normalize, full_pattern, low_rank_factors
 
 
 def _init(shape: tuple[int, ...], init: str) -> nn.Parameter:
@@ -133,12 +139,25 @@ class LowRankPrompt(nn.Module):
         return x + self.pattern().to(x.dtype)
 
 
-CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt, "lowrank": LowRankPrompt}
+class AffineColourAdditiveCLIPPrompt(AffineColourAdditive):
+    """ACAVP on the CLIP-normalized image: back to [0, 1], warp, gain, fill the empty band, normalize."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], init: str = "zero", channels: int = 3, pivot: str = "corner") -> None:
+        super().__init__(image_size, channels, pivot, prompt_init=full_pattern(channels, image_size, init))
+        self.normalize = Normalize(mean, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = (x - self.normalize.shift) / self.normalize.scale  # CLIP's normalization undone: [0, 1] pixels
+        return self.normalize(self.transform(pixels.float())).to(x.dtype)
+
+
+CLIP_PROMPTS = {"padding": PaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt, "lowrank": LowRankPrompt, "acavp": AffineColourAdditiveCLIPPrompt}
 CLIP_PROMPT_DESCRIPTIONS = {
     "padding": "Bahng et al.'s frame of width --prompt-size added to the border of the CLIP-normalized 224 image",
     "fixed_patch": "Bahng et al.'s --prompt-size square added at the top-left corner",
     "random_patch": "Bahng et al.'s --prompt-size square added at a random location per batch",
     "lowrank": "LoR-VP's pattern of rank --rank per channel added to the whole image",
+    "acavp": "ACAVP: the image affinely warped (7 bounded scalars), a per-pixel colour gain, a trainable pattern where the warp left it empty",
 }
 CLIP_PROMPT_ALIASES = {"pad": "padding"}  # the CNN scripts' name for their frame prompt, stored as padding
 # ``--prompt`` of the CLIP methods
@@ -146,12 +165,20 @@ CLIP_PROMPT_CHOICES = Choices("prompt", lambda: CLIP_PROMPT_DESCRIPTIONS, lambda
 DEFAULT_RANK = 4
 
 
-def build_clip_prompt(name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None) -> nn.Module:
+def build_clip_prompt(
+    name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+) -> nn.Module:
+    """The prompt ``name``; ``mean`` and ``std`` (CLIP's statistics) are needed by ``acavp`` only."""
     name = CLIP_PROMPT_CHOICES.resolve(name)
     if rank is not None and name != "lowrank":
         raise UserError(f"--rank applies to --prompt lowrank, not --prompt {name}")
     if name == "random_patch":
         return RandomPatchPrompt(image_size, prompt_size, init, seed=seed)
+    if name == "acavp":
+        if mean is None or std is None:
+            raise ValueError("the acavp prompt needs CLIP's mean and std")
+        return AffineColourAdditiveCLIPPrompt(image_size, mean, std, init)
     if name == "lowrank":
         return LowRankPrompt(image_size, DEFAULT_RANK if rank is None else rank, init)
     return CLIP_PROMPTS[name](image_size, prompt_size, init)
