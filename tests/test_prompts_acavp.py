@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from clip_helpers import private_cache  # noqa: F401  (a fixture)
 from conftest import tiny_args
 
 from algorithms import engine
@@ -189,11 +190,11 @@ def test_the_recipe_defaults_and_the_engine_calls_the_gradient_rule_before_every
         return wrapped
 
     monkeypatch.setattr(visual_prompt, "normalise_and_clip", recording)
-    assert main("acavp_vp", tiny_args(tmp_path / "res", cifar_root, "--epochs", "1", "--gradient-rule", "normalised")) == 0
+    assert main("acavp_vp", tiny_args(tmp_path / "res", cifar_root, "--epochs", "1")) == 0  # normalised by default
     (run,) = [p.parent for p in (tmp_path / "res").rglob("config.json")]
     config = json.loads((run / "config.json").read_text())["config"]
     assert (config["prompt"], config["mapping"], config["optimizer"], config["momentum"], config["scheduler"]) == ("acavp", "flm", "sgd", 0.9, "cosine")
-    assert config["lr"] == visual_prompt.ACAVP_CNN_LR
+    assert config["lr"] == visual_prompt.ACAVP_CNN_LR and config["extra"]["gradient_rule"] == "normalised"
     results = json.loads((run / "results.json").read_text())
     assert results["augment_recipe"] == "trivialaugment+smm_crop_flip"
     assert results["prompt_params"] == 7 + 2 * 3 * 64 * 64
@@ -231,3 +232,18 @@ def test_the_written_out_inverse_inverts_the_forward_matrix():
 
     values = affine_values(torch.tensor([0.7, 0.5, -1.5, -0.4, 0.3, 0.8, -0.2]), 64)
     torch.testing.assert_close(inverse_matrix(values) @ forward_matrix(values), torch.eye(2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.usefixtures("private_cache")
+def test_acavp_clip_end_to_end_on_a_tiny_clip(tmp_path, cifar_root):
+    from clip_helpers import run_dir_of as clip_run_dir
+    from clip_helpers import tiny_clip_args
+
+    results = tmp_path / "res"
+    assert main("acavp_clip", tiny_clip_args(results, cifar_root, "--epochs", "1", "--no-zero-shot", "--batch-size", "8")) == 0
+    run = clip_run_dir(results, "acavp_clip")
+    out = json.loads((run / "results.json").read_text())
+    assert out["trainable_params"] == 7 + 2 * 3 * 32 * 32  # at the tiny CLIP's 32 px
+    assert out["augment_recipe"] == "trivialaugment+smm_crop_flip" and out["gradient_rule"].startswith("unit L2 norm")
+    state = torch.load(run / "ckpt.pth", weights_only=False)["model"]
+    assert not torch.equal(state["input_transform.prompt.affine"], torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]))

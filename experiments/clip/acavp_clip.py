@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """ACAVP on CLIP: affine, colour and additive visual prompting, one text template (Enomoto, NeurIPS 2025).
 
-    python experiments/clip/acavp_vp.py --network ViT-B/32 --dataset cifar10
+    python experiments/clip/acavp_clip.py --network ViT-B/32 --dataset cifar10
 """
 import sys
 from pathlib import Path
