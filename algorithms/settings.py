@@ -36,9 +36,9 @@ DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfi
 
 
 # Settings added after runs had been made with their default behaviour (few-shot, the SMM,
-# low-rank and rescaled prompts): left out of the identity while unset, so those runs keep their
+# low-rank, rescaled and ACAVP prompts): left out of the identity while unset, so those runs keep their
 # folders (tests/test_help.py pins the folder names of the defaults).
-LATER_SETTINGS = {"shots", "input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay", "arithmetic"}
+LATER_SETTINGS = {"shots", "input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay", "arithmetic", "warp_pivot", "gradient_rule"}
 
 ARITHMETIC = "arithmetic"  # the key of the resolved device type and precision in RunConfig.identity()
 

@@ -169,7 +169,7 @@ def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
     assert main("single_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--template-number", "81")) == 2
     assert "argument --template-number: must be an integer in 0..80, got 81" in capsys.readouterr().err
     assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "expansive")) == 2  # a CNN prompt
-    assert "unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch, resize_padding" in capsys.readouterr().err
+    assert "unknown prompt 'expansive'; choose from acavp, fixed_patch, lowrank, padding, random_patch, resize_padding" in capsys.readouterr().err
 
 
 def test_a_linear_mapping_gets_its_own_learning_rate_and_only_its_runs_change_identity():

@@ -104,7 +104,7 @@ def test_bad_prompt_settings_are_user_errors():
         PaddingPrompt(32, 16)
     with pytest.raises(UserError, match="prompt-size"):
         FixedPatchPrompt(32, 40)
-    with pytest.raises(UserError, match="unknown prompt 'expansive'; choose from fixed_patch, lowrank, padding, random_patch, resize_padding"):
+    with pytest.raises(UserError, match="unknown prompt 'expansive'; choose from acavp, fixed_patch, lowrank, padding, random_patch, resize_padding"):
         build_clip_prompt("expansive", 32, 4, "zero")  # the CNN prompt's other name
     assert isinstance(build_clip_prompt("pad", 32, 4, "zero"), PaddingPrompt)  # the CNN frame's name: CLIP's frame
     with pytest.raises(UserError, match="init"):

@@ -111,9 +111,16 @@ BEYOND_PROMPTS = (
     Variant("lowrank+ilm", "ilm_vp", ("--prompt", "lowrank")),
     Variant("pad@192+ilm", "ilm_vp", ("--prompt", "pad", "--input-size", "192")),
 )
+# ACAVP (acavp_vp: SGD, cosine, FLM) with TrivialAugment (its default) and with the same crop and
+# flip without it
+BEYOND_ACAVP = (
+    Variant("acavp+flm", "acavp_vp", ("--augment", "crop_flip")),
+    Variant("acavp+flm+ta", "acavp_vp", ("--augment", "trivialaugment")),
+)
 BEYOND_VARIANTS = (
     *BEYOND_PROMPTS,
     *(Variant(f"{v.label}+ta", v.method, (*v.flags, "--augment", "trivialaugment")) for v in BEYOND_PROMPTS),
+    *BEYOND_ACAVP,
     Variant("linear_probing", "linear_probing", reference=True),
 )
 BEYOND_BY_LABEL = {v.label: v for v in BEYOND_VARIANTS}
@@ -135,7 +142,7 @@ PRESETS: dict[str, Preset] = {
         ("gtsrb",), ("resnet18",), ("ilm_vp", "flm_vp"), train_fractions=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
     ),  # fmt: skip
     "beyond": Preset(
-        "docs/beyond.md: pad/watermark/SMM/low-rank/rescaled prompts with ILM and BLM+, TrivialAugment, linear probing; "
+        "docs/beyond.md: pad/watermark/SMM/low-rank/rescaled prompts with ILM and BLM+, ACAVP, TrivialAugment, linear probing; "
         "EfficientNet-Lite0 on CIFAR-10 (1000/500) and DTD-10 (128 px), 5 epochs x 3 seeds",
         tuple(BEYOND_DATASETS), ("efficientnet_lite0",), variants=BEYOND_VARIANTS,
         dataset_flags=BEYOND_DATASETS, common_flags=BEYOND_COMMON,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
+from algorithms.gradient_rules import ACAVP_CLIP_VALUE, normalise_and_clip
 from algorithms.mappings import build_mapping
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
@@ -29,10 +30,11 @@ from common import progress
 from common.argtypes import int_in, positive_float, positive_int
 from common.errors import UserError
 from data.augment_draws import AugmentDraws
+from data.augment_recipes import build_recipe
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, find_weights, load_clip
-from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt, clip_prompt_input_size
+from models.clip.prompts import CLIP_PROMPT_CHOICES, AffineColourAdditiveCLIPPrompt, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt, clip_prompt_input_size
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
 from models.reprogrammer import ReprogrammingModel
@@ -146,13 +148,28 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
     prompt = build_clip_prompt(
-        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank")
+        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank"),
+        mean=clip.mean, std=clip.std,
     )
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(prompted_input(clip, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     source_names = [fill(t, c) for t in templates for c in names]
     groups = clip_parameter_groups(config, prompt, mapping)
-    return Experiment(model=model, source_names=source_names, train_augment=prompt_augment(prompt), info=info, param_groups=groups)
+    augment, hooks = prompt_augment(prompt), []
+    if isinstance(prompt, AffineColourAdditiveCLIPPrompt):  # ACAVP's CLIP recipe: TrivialAugment, normalised and clipped gradients
+        augment = build_recipe(ACAVP_CLIP_RECIPE, (clip.image_size, clip.image_size), clip.image_size)
+        hooks.append(normalise_and_clip([prompt.affine, prompt.gain, prompt.prompt], [prompt.affine, prompt.gain]))
+        info.update(augment=ACAVP_CLIP_RECIPE, gradient_rule=f"unit L2 norm per parameter; gain, affine clipped to +-{ACAVP_CLIP_VALUE:g}")
+    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info, param_groups=groups, optimizer_hooks=hooks)
+
+
+# ACAVP's training views for CLIP (Enomoto, 2025): resize (+32), random crop and flip, then TrivialAugment
+ACAVP_CLIP_RECIPE = "resize32_crop_flip+trivialaugment_wide"
+
+
+def clip_augment_recipe(config: RunConfig) -> str:
+    """The recipe a CLIP prompt run trains on (its run identity): ACAVP's, else none."""
+    return ACAVP_CLIP_RECIPE if config.prompt == "acavp" else "none"
 
 
 def prompt_augment(prompt: nn.Module) -> Augment | None:
@@ -195,6 +212,7 @@ register_family(
     weights=clip_weights,
     cuda_precision="fp16",
     batch_dependent=lambda config: config.prompt == "random_patch",
+    augment_recipe=clip_augment_recipe,
 )
 
 # Chen et al. (2023) and Bahng et al. (2022): SGD lr 40, momentum 0.9, no weight decay, cosine
@@ -215,4 +233,13 @@ register_method(MethodSpec(
     "clip_visual_prompt",
     "SINGLE-TP-VP: CLIP visual prompt with one fixed text template and the identity mapping (Bahng et al., 2022).",
     {**_CLIP_DEFAULTS, "mapping": "identity", "text_prompts": "single"},
+))
+# ACAVP on CLIP (Enomoto, NeurIPS 2025): the zero-shot classifier with one template (identity
+# mapping), SGD lr 40 on unit-norm gradients (gain and affine also clipped), cosine, batch 256,
+# 1000 epochs, TrivialAugment then resize-crop-flip on training images.
+register_method(MethodSpec(
+    "acavp_clip",
+    "clip_visual_prompt",
+    "ACAVP on CLIP: affine warp, colour gain, additive prompt; normalised gradients, TrivialAugment, one template (Enomoto, NeurIPS 2025).",
+    {**_CLIP_DEFAULTS, "prompt": "acavp", "mapping": "identity", "text_prompts": "single", "epochs": 1000, "batch_size": 256},
 ))

@@ -14,6 +14,9 @@ resolution and add an unconstrained pattern (no sigmoid) on top of it after norm
 * ``lowrank``: a rank-``r`` pattern ``B @ A`` over the whole image (LoR-VP, Jin et al., ICLR 2025;
   ``B [C, S, r]``, ``A [C, r, S]``, 2 * 3 * 224 * 4 = 5,376 values at rank 4): the CNN low-rank
   prompt's :class:`models.patterns.LowRankPattern` (``B`` zero, ``A`` Kaiming-uniform).
+* ``acavp``: ACAVP's affine warp, colour gain and additive prompt in the empty band (Enomoto,
+  NeurIPS 2025), the transform of :mod:`models.affine_colour` shared with the CNN prompt. It works
+  in ``[0, 1]`` pixel space, so it undoes CLIP's normalization, transforms, and normalizes again.
 * ``random_patch``: the same square at a random location, one location per batch. Training
   draws it from the generator given by :meth:`RandomPatchPrompt.use_generator` (the engine's
   per-epoch generator, so a resumed run replays the same locations). Evaluation also uses one
@@ -31,6 +34,8 @@ factors, all drawn from the ``generator`` given (the run's ``init_generator(seed
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +43,9 @@ from torch import nn
 from common.choices import Choices
 from common.errors import UserError
 from common.seeding import init_generator
-from models.patterns import LowRankPattern, PromptPicture, initial_values, signed_picture
+from models.affine_colour import AffineColourAdditive
+from models.layers import Normalize
+from models.patterns import ADDITIVE_RANDN_SCALE, LowRankPattern, PromptPicture, initial_values, signed_picture
 
 RANDN_SCALE = 1.0  # --prompt-init randn of the frame and patches: N(0, 1), as Bahng et al.'s code
 
@@ -192,13 +199,41 @@ class LowRankPrompt(CLIPPrompt):
         return x + self.pattern().to(x.dtype)
 
 
-CLIP_PROMPTS = {"padding": PaddingPrompt, "resize_padding": ResizePaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt, "lowrank": LowRankPrompt}
+class AffineColourAdditiveCLIPPrompt(AffineColourAdditive, CLIPPrompt):
+    """ACAVP on the CLIP-normalized image: back to [0, 1], warp, gain, fill the empty band, normalize.
+
+    ``pattern()`` here is in CLIP's normalized units like the other CLIP prompts': what the prompt
+    makes of a mid-grey image, minus that grey (so the snapshot shows the change, centred at grey).
+    """
+
+    def __init__(
+        self, image_size: int, mean: Sequence[float], std: Sequence[float], init: str = "zero", channels: int = 3, pivot: str = "corner",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        start = initial_values((channels, image_size, image_size), init, _generator(generator), ADDITIVE_RANDN_SCALE)
+        super().__init__(image_size, channels, pivot, prompt_init=start)
+        self.normalize = Normalize(mean, std)
+
+    def pattern(self) -> torch.Tensor:
+        grey = AffineColourAdditive.pattern(self)  # [0, 1] pixels
+        return (grey - 0.5) * self.normalize.scale[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = (x - self.normalize.shift) / self.normalize.scale  # CLIP's normalization undone: [0, 1] pixels
+        return self.normalize(self.transform(pixels.float())).to(x.dtype)
+
+
+CLIP_PROMPTS = {
+    "padding": PaddingPrompt, "resize_padding": ResizePaddingPrompt, "fixed_patch": FixedPatchPrompt, "random_patch": RandomPatchPrompt,
+    "lowrank": LowRankPrompt, "acavp": AffineColourAdditiveCLIPPrompt,
+}  # fmt: skip
 CLIP_PROMPT_DESCRIPTIONS = {
     "padding": "Bahng et al.'s frame of width --prompt-size added to the border of the CLIP-normalized 224 image",
     "resize_padding": "AttrVR's frame: the image resized to 224 - 2 x --prompt-size (192 at 16), zero-padded to 224, a frame added there",
     "fixed_patch": "Bahng et al.'s --prompt-size square added at the top-left corner",
     "random_patch": "Bahng et al.'s --prompt-size square added at a random location per batch",
     "lowrank": "LoR-VP's pattern of rank --rank per channel added to the whole image",
+    "acavp": "ACAVP: the image affinely warped (7 bounded scalars), a per-pixel colour gain, a trainable pattern where the warp left it empty",
 }
 CLIP_PROMPT_ALIASES = {"pad": "padding"}  # the CNN scripts' name for their frame prompt, stored as padding
 # ``--prompt`` of the CLIP methods
@@ -212,15 +247,21 @@ def clip_prompt_input_size(name: str, image_size: int, prompt_size: int) -> int:
 
 
 def build_clip_prompt(
-    name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None, generator: torch.Generator | None = None
+    name: str, image_size: int, prompt_size: int, init: str, seed: int = 0, rank: int | None = None, generator: torch.Generator | None = None,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
 ) -> CLIPPrompt:
-    """The prompt ``name``; its initial values drawn from ``generator`` (default: ``init_generator(seed, "prompt")``)."""
+    """The prompt ``name``; its initial values drawn from ``generator`` (default: ``init_generator(seed, "prompt")``);
+    ``mean`` and ``std`` (CLIP's statistics) are needed by ``acavp`` only."""
     name = CLIP_PROMPT_CHOICES.resolve(name)
     if rank is not None and name != "lowrank":
         raise UserError(f"--rank applies to --prompt lowrank, not --prompt {name}")
     generator = init_generator(seed, "prompt") if generator is None else generator
     if name == "random_patch":
         return RandomPatchPrompt(image_size, prompt_size, init, seed=seed, generator=generator)
+    if name == "acavp":
+        if mean is None or std is None:
+            raise ValueError("the acavp prompt needs CLIP's mean and std")
+        return AffineColourAdditiveCLIPPrompt(image_size, mean, std, init, generator=generator)
     if name == "lowrank":
         return LowRankPrompt(image_size, DEFAULT_RANK if rank is None else rank, init, generator=generator)
     return CLIP_PROMPTS[name](image_size, prompt_size, init, generator=generator)

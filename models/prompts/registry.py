@@ -42,10 +42,11 @@ class PromptOptions:
     rank: int = 4  # lowrank: rank of the pattern per channel (LoR-VP's default)
     mask_layers: int = 5  # smm: convolutions of the mask network (5 for CNNs, 6 for ViT in SMM)
     mask_patch: int = 8  # smm: side of the patch each mask value covers (2 ** number of max-pools)
+    warp_pivot: str = "corner"  # acavp: rotate and scale about the top-left corner (the reference) or the centre
 
 
 # option field -> the command-line flag that sets it (for error messages)
-OPTION_FLAGS = {"input_size": "--input-size", "rank": "--rank", "mask_layers": "--mask-layers", "mask_patch": "--mask-patch"}
+OPTION_FLAGS = {"input_size": "--input-size", "rank": "--rank", "mask_layers": "--mask-layers", "mask_patch": "--mask-patch", "warp_pivot": "--warp-pivot"}
 
 
 def register_prompt(name: str, description: str | None = None, aliases: Sequence[str] = ()) -> Callable[[PromptClass], PromptClass]:
