@@ -58,6 +58,8 @@ def main() -> int:
                "val_selected_epoch": best["epoch"], "best_val_acc": best["val_acc"]}  # fmt: skip
     write(run_dir / "results.json", json.dumps(results))
     lock.release()
+    with open(os.environ["FAKE_LOG"] + ".ends", "a") as log:
+        log.write(json.dumps({"pid": os.getpid(), "t": time.time()}) + "\n")
     return 0
 
 

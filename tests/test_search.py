@@ -183,13 +183,15 @@ def test_runs_per_gpu_runs_that_many_trials_at_once_and_tells_each_run(tmp_path,
     """On the CPU (no GPU), --runs-per-gpu 2 is two trials at a time, each run told it shares its device with one more."""
     runs = {"default": {"val": [20, 30], "sleep": 0.5}}
     python, log = fake_python(tmp_path, monkeypatch, runs)
-    argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "--mappings", "ilm", "blm", "--trials", "2",
-                     "--epochs", "2", "--final-seeds", "0", "--runs-per-gpu", "2")  # fmt: skip
+    argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "smm", "lowrank", "--mappings", "ilm", "blm", "flm", "rlm",
+                     "--trials", "4", "--epochs", "2", "--final-seeds", "0", "--runs-per-gpu", "2")  # fmt: skip
     assert search.main(argv) == 0
-    starts = [json.loads(line) for line in Path(log).read_text().splitlines()]
-    assert len(starts) >= 2 and {s["runs_per_gpu"] for s in starts} == {"2"}
-    # each run lasts at least 2 x 0.5 s: the second started while the first was still running
-    assert abs(starts[1]["t"] - starts[0]["t"]) < 1.0
+    starts = {r["pid"]: r for r in map(json.loads, Path(log).read_text().splitlines())}
+    ends = {r["pid"]: r["t"] for r in map(json.loads, Path(f"{log}.ends").read_text().splitlines())}
+    assert len(starts) >= 2 and {s["runs_per_gpu"] for s in starts.values()} == {"2"}
+    # two runs were in flight together: one started before another had ended (each lasts >= 1 s)
+    spans = [(starts[p]["t"], ends[p]) for p in starts if p in ends]
+    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :])
 
 
 def worker(tmp_path: Path, argv: list[str], name: str) -> subprocess.Popen:
