@@ -112,3 +112,34 @@ def tiny_args(results: Path, data: Path, *extra: str) -> list[str]:
         "--network", TINY_NETWORK, "--dataset", "cifar10", "--data-path", str(data), "--results-path", str(results),
         "--epochs", "2", "--batch-size", "16", "--device", "cpu", *extra,
     ]  # fmt: skip
+
+
+def straight_and_resumed(method: str, args, tmp_path: Path, monkeypatch, stop_epoch: int = 1) -> tuple[dict, dict]:
+    """The last checkpoints of ``method`` run straight through and run interrupted (Ctrl-C) at the
+    start of epoch ``stop_epoch + 1`` then continued with ``--resume``; ``args(folder)`` gives the flags."""
+    from algorithms.engine import Trainer
+    from runner.cli import main
+
+    assert main(method, args(tmp_path / "straight")) == 0
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", interrupted)
+        assert main(method, args(tmp_path / "cut")) == 130
+    assert main(method, [*args(tmp_path / "cut"), "--resume"]) == 0
+    return tuple(torch.load(next((tmp_path / d).rglob("ckpt.pth")), weights_only=False) for d in ("straight", "cut"))
+
+
+def same_training(straight: dict, resumed: dict) -> bool:
+    """Two checkpoints hold the same trained tensors and the same history of losses and accuracies."""
+    keys = ("train_loss", "train_acc", "test_acc")
+    return (
+        straight["model"].keys() == resumed["model"].keys()
+        and all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
+        and [[r[k] for k in keys] for r in straight["history"]] == [[r[k] for k in keys] for r in resumed["history"]]
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from clip_helpers import TINY_CLIP, private_cache, register_tiny_clip, run_dir_of  # noqa: F401  (private_cache: a fixture)
-from conftest import SHARED, write_image_folder
+from conftest import SHARED, same_training, straight_and_resumed, write_image_folder
 from torch import nn
 
 from common.errors import UserError
@@ -200,26 +200,10 @@ def test_the_prompt_changes_the_attrvr_logits_as_computed_by_hand(tmp_path):
 
 
 def test_attrvr_resume_is_exact(tmp_path, monkeypatch):
-    from algorithms.engine import Trainer
-
     data, attributes = tiny_task(tmp_path)
     args = lambda results: attrvr_args(results, data, "--attributes", str(attributes), "--epochs", "2")  # noqa: E731
-    assert main("attrvr", args(tmp_path / "straight")) == 0
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "train_epoch", interrupted)
-        assert main("attrvr", args(tmp_path / "resumed")) == 130
-    assert main("attrvr", args(tmp_path / "resumed") + ["--resume"]) == 0
-    a = torch.load(run_dir_of(tmp_path / "straight", "attrvr") / "ckpt.pth", weights_only=False)
-    b = torch.load(run_dir_of(tmp_path / "resumed", "attrvr") / "ckpt.pth", weights_only=False)
-    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert [r["test_acc"] for r in a["history"]] == [r["test_acc"] for r in b["history"]] and len(b["history"]) == 2
+    straight, resumed = straight_and_resumed("attrvr", args, tmp_path, monkeypatch)
+    assert same_training(straight, resumed) and len(resumed["history"]) == 2
 
 
 def _one_error(capsys) -> str:

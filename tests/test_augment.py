@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T
-from conftest import TINY_NETWORK, tiny_args
+from conftest import TINY_NETWORK, same_training, straight_and_resumed, tiny_args
 
-import algorithms.engine as engine
 from algorithms.engine import Trainer
 from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
@@ -17,7 +16,6 @@ from data.augment import RESIZE_MARGIN_SMM, compose, resize_crop_recipe
 from data.augment_draws import AugmentDraws
 from data.registry import SubsetSpec, load_dataset
 from data.trivialaugment import TRIVIALAUGMENT_OPS, draw_trivialaugment, trivialaugment
-from runner.cli import main
 from runner.devices import setup_runtime
 from runner.run_dir import RunDir
 
@@ -147,19 +145,5 @@ def test_trivialaugment_touches_training_batches_only(prompt, tmp_path, cifar_ro
 def test_a_resumed_run_replays_trivialaugment_exactly(tmp_path, cifar_root, monkeypatch):
     """SMM with TrivialAugment: the augmentation draws and the mask network's batch-norm statistics resume."""
     args = ["--prompt", "smm", "--augment", "trivialaugment", "--epochs", "3"]
-    assert main("ilm_vp", tiny_args(tmp_path / "straight", cifar_root, *args)) == 0
-    original = engine.Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(engine.Trainer, "train_epoch", interrupted)
-    assert main("ilm_vp", tiny_args(tmp_path / "cut", cifar_root, *args)) == 130
-    monkeypatch.setattr(engine.Trainer, "train_epoch", original)
-    assert main("ilm_vp", tiny_args(tmp_path / "cut", cifar_root, *args, "--resume")) == 0
-    straight, resumed = (torch.load(next((tmp_path / d).rglob("ckpt.pth")), weights_only=False) for d in ("straight", "cut"))
-    assert straight["model"].keys() == resumed["model"].keys()
-    assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
-    assert [r["train_loss"] for r in straight["history"]] == [r["train_loss"] for r in resumed["history"]]
+    straight, resumed = straight_and_resumed("ilm_vp", lambda res: tiny_args(res, cifar_root, *args), tmp_path, monkeypatch)
+    assert same_training(straight, resumed)

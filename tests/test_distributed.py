@@ -37,6 +37,16 @@ def outputs(folder: Path) -> dict:
     }
 
 
+def two_ranks(tmp_path, argv: list[str]) -> subprocess.CompletedProcess:
+    """ILM-VP under torchrun with 2 CPU processes (gloo); fails the test unless it exits 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *argv]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.parametrize("lm_source, micro_batch", [("pass", None), ("train", None), ("pass", "3")])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root, lm_source, micro_batch):
     # 50 training and 20 test images: 2 ranks x 8 per step == 1 process x 16 per step, and the
@@ -47,11 +57,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root
     assert main("ilm_vp", single_args) == 0
     dist_args = tiny_args(tmp_path / "two", cifar_root, *common, *(["--micro-batch", micro_batch] if micro_batch else []))
     dist_args[dist_args.index("--batch-size") + 1] = "8"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *dist_args]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = two_ranks(tmp_path, dist_args)
     assert proc.stdout.count("run folder:") == 1  # only rank 0 reports (and writes)
 
     one, two = outputs(run_folder(tmp_path / "one")), outputs(run_folder(tmp_path / "two"))
@@ -75,11 +81,7 @@ def test_two_processes_match_one_with_augmentation(tmp_path, cifar_root, flags):
     assert main("ilm_vp", tiny_args(tmp_path / "one", cifar_root, *common)) == 0
     dist_args = tiny_args(tmp_path / "two", cifar_root, *common)
     dist_args[dist_args.index("--batch-size") + 1] = "8"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *dist_args]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_ranks(tmp_path, dist_args)
 
     one, two = run_folder(tmp_path / "one"), run_folder(tmp_path / "two")
     config = json.loads((one / "config.json").read_text())

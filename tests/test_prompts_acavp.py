@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clip_helpers import private_cache  # noqa: F401  (a fixture)
-from conftest import tiny_args
+from conftest import same_training, straight_and_resumed, tiny_args
 
-from algorithms import engine
 from algorithms.gradient_rules import normalise_and_clip
 from common.errors import UserError
 from models.affine_colour import AffineColourAdditive, affine_values, colour_gain, sampling_theta
@@ -207,24 +206,10 @@ def test_the_recipe_defaults_and_the_engine_calls_the_gradient_rule_before_every
 
 @pytest.mark.slow
 def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, cifar_root, monkeypatch):
-    args = ["--epochs", "2", "--lr", "0.5"]
-    assert main("acavp_vp", tiny_args(tmp_path / "straight", cifar_root, *args)) == 0
-    original = engine.Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(engine.Trainer, "train_epoch", interrupted)
-    assert main("acavp_vp", tiny_args(tmp_path / "cut", cifar_root, *args)) == 130
-    monkeypatch.setattr(engine.Trainer, "train_epoch", original)
-    assert main("acavp_vp", tiny_args(tmp_path / "cut", cifar_root, *args, "--resume")) == 0
-    straight, resumed = (torch.load(next((tmp_path / d).rglob("ckpt.pth")), weights_only=False) for d in ("straight", "cut"))
+    straight, resumed = straight_and_resumed("acavp_vp", lambda res: tiny_args(res, cifar_root, "--epochs", "2", "--lr", "0.5"), tmp_path, monkeypatch)
     assert set(straight["model"]) >= {"input_transform.affine", "input_transform.gain", "input_transform.prompt"}
-    assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
+    assert same_training(straight, resumed)
     assert not torch.equal(straight["model"]["input_transform.affine"], torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]))  # it trained
-    assert [r["train_loss"] for r in straight["history"]] == [r["train_loss"] for r in resumed["history"]]
 
 
 def test_the_written_out_inverse_inverts_the_forward_matrix():
