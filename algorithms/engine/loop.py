@@ -79,11 +79,13 @@ class Trainer:
         self.guard = NumericalGuard(self.device, scaled=self.scaler.is_enabled())
         self.partial: EpochProgress | None = None  # an epoch stopped on request, from --resume
         self._epoch_entries: tuple[dict, float] = ({}, 0.0)  # the running epoch's hook entries and their seconds
-        # polled after every optimizer step: a signal's name stops the run with an exact mid-epoch
-        # checkpoint (SIGTERM/SIGUSR1 through common.preemption; every rank stops at the same step)
+        # polled after every optimizer step (under torchrun every --log-interval steps, all ranks
+        # together): a signal's name stops the run with an exact mid-epoch checkpoint (SIGTERM/SIGUSR1
+        # through common.preemption)
         self.stop_requested: Callable[[], str | None] = self._stop_signal
 
     def _stop_signal(self) -> str | None:
+        """The stop signal's name, if one arrived (on any rank: the ranks agree, costing one all-reduce)."""
         name = preemption.requested()
         if self.runtime.distributed:  # the ranks agree, or one would wait for the others forever
             asked = torch.tensor(float(name is not None), device=self.device)
@@ -207,7 +209,9 @@ class Trainer:
                 self._check_numbers(epoch)
                 if self.show_bars:
                     bar.set_postfix(loss=f"{batch_loss.item():.3f}")
-            signal_name = self.stop_requested()
+            # several ranks agree on a stop through a collective, so they ask at progress points only
+            polled = not self.runtime.distributed or step % self.config.log_interval == 0
+            signal_name = self.stop_requested() if polled else None
             if signal_name:
                 self._check_numbers(epoch)
                 done = EpochProgress(epoch, step + 1, sums, augment_gen.get_state(), torch.get_rng_state(), *self._epoch_entries)
