@@ -169,7 +169,8 @@ def test_a_run_at_its_last_epoch_is_complete_not_pruned(tmp_path, monkeypatch, c
 def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch, cifar_root, capsys):
     runs = {"pad/ilm": {"fail": "error: CUDA out of memory (a test)"}, "watermark/ilm": {"val": [30, 40]}}
     python, _ = fake_python(tmp_path, monkeypatch, runs)
-    argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "--mappings", "ilm", "--trials", "4",
+    # 10 trials over two configurations: the chance that none draws the working one is 2^-10
+    argv = base_args(tmp_path / "res", cifar_root, python, "--prompts", "pad", "watermark", "--mappings", "ilm", "--trials", "10",
                      "--epochs", "2", "--final-seeds", "0", "--workers", "2")  # fmt: skip
     assert search.main(argv) == 0
     study, _ = load(tmp_path / "res")
