@@ -17,7 +17,7 @@ from pathlib import Path
 
 from algorithms.engine import Experiment
 from algorithms.mappings import build_mapping
-from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side, clip_weights, prompt_augment, prompted_input
+from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side, clip_weights, prompt_augment, prompted_input, random_patch_moves
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
@@ -122,7 +122,7 @@ register_family(
     input_size=clip_input_side,
     weights=clip_weights,
     cuda_precision="fp16",
-    batch_dependent=lambda config: config.prompt == "random_patch",
+    batch_dependent=random_patch_moves,
 )
 
 # AttrVR's recipe: CLIP ViT-B/32, the 16-shot protocol, the image resized to 192 inside a 16-px

@@ -167,6 +167,12 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
 ACAVP_CLIP_RECIPE = "resize32_crop_flip+trivialaugment_wide"
 
 
+def random_patch_moves(config: RunConfig) -> bool:
+    """The CLIP families' batch dependence: ``random_patch`` draws one location per forward call,
+    so a batch computed in chunks sees several."""
+    return config.prompt == "random_patch"
+
+
 def clip_augment_recipe(config: RunConfig) -> str:
     """The recipe a CLIP prompt run trains on (its run identity): ACAVP's, else none."""
     return ACAVP_CLIP_RECIPE if config.prompt == "acavp" else "none"
@@ -211,7 +217,7 @@ register_family(
     input_size=clip_input_side,
     weights=clip_weights,
     cuda_precision="fp16",
-    batch_dependent=lambda config: config.prompt == "random_patch",
+    batch_dependent=random_patch_moves,
     augment_recipe=clip_augment_recipe,
 )
 
