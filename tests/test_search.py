@@ -281,3 +281,38 @@ def test_help_lists_every_registered_prompt_and_mapping():
 
     text = search.build_cli().format_help()
     assert all(f"{name}:" in text or f"{name} (also" in text for name in [*PROMPT_CHOICES.names(), *MAPPING_CHOICES.names()])
+
+
+def test_prompt_mapping_figure_keeps_completed_and_only_pruned_pairs_apart(tmp_path):
+    """Completed trials give a pair its colour (the best of them); a pair only pruned keeps its
+    best intermediate value and last epoch; a pruned trial never lowers or raises a completed pair."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from tools.search_report import prompt_mapping_cells, prompt_mapping_figure
+
+    dists = {"prompt": CategoricalDistribution(["pad", "smm"]), "mapping": CategoricalDistribution(["ilm", "linear"])}
+
+    def trial(prompt, mapping, state, values, value=None):
+        return create_trial(params={"prompt": prompt, "mapping": mapping}, distributions=dists, state=state,
+                            value=value, intermediate_values=dict(enumerate(values, start=1)))  # fmt: skip
+
+    trials = [
+        trial("pad", "linear", TrialState.COMPLETE, [50, 60, 70], 70.0),
+        trial("pad", "linear", TrialState.COMPLETE, [40, 50, 65], 65.0),
+        trial("pad", "linear", TrialState.PRUNED, [90]),  # a better early number does not colour a completed pair
+        trial("smm", "ilm", TrialState.PRUNED, [30, 45]),
+        trial("smm", "ilm", TrialState.PRUNED, [52]),
+    ]
+    prompts, mappings, complete, pruned = prompt_mapping_cells(trials)
+    assert (prompts, mappings) == (["pad", "smm"], ["ilm", "linear"])
+    assert complete == {("pad", "linear"): 70.0}
+    assert pruned[("smm", "ilm")] == (52, 2)
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(trials)
+    prompt_mapping_figure(study, tmp_path / "pm.png")
+    assert (tmp_path / "pm.png").stat().st_size > 0
+    only_pruned = optuna.create_study(direction="maximize")
+    only_pruned.add_trials(trials[3:])
+    prompt_mapping_figure(only_pruned, tmp_path / "pruned.png")  # nothing completed: still a figure, no error
+    assert (tmp_path / "pruned.png").stat().st_size > 0

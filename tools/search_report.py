@@ -174,28 +174,50 @@ def figures(study, out: Path) -> None:
     prompt_mapping_figure(study, out / "prompt_mapping.png")
 
 
+def prompt_mapping_cells(trials) -> tuple[list[str], list[str], dict, dict]:
+    """Per prompt x mapping: the best validation accuracy of its completed trials, and for pairs
+    with pruned trials their best reported validation accuracy and the last epoch reached."""
+    tried = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and "prompt" in t.params]
+    prompts = sorted({t.params["prompt"] for t in tried})
+    mappings = sorted({t.params["mapping"] for t in tried})
+    complete: dict[tuple[str, str], float] = {}
+    pruned: dict[tuple[str, str], tuple[float, int]] = {}
+    for t in tried:
+        cell = (t.params["prompt"], t.params["mapping"])
+        if t.state.name == "COMPLETE":
+            complete[cell] = max(complete.get(cell, t.value), t.value)
+        elif t.intermediate_values:
+            value, epoch = max(t.intermediate_values.values()), max(t.intermediate_values)
+            seen = pruned.get(cell, (value, epoch))
+            pruned[cell] = (max(value, seen[0]), max(epoch, seen[1]))
+    return prompts, mappings, complete, pruned
+
+
 def prompt_mapping_figure(study, path: Path) -> None:
+    """Colour: the best validation accuracy of a completed trial of each prompt x mapping. A pair
+    only ever pruned is not coloured (its number is from fewer epochs) but written in grey with
+    the last epoch it reached, so a tried pair never looks untried."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and "prompt" in t.params]
-    if not done:
+    prompts, mappings, complete, pruned = prompt_mapping_cells(study.get_trials(deepcopy=False))
+    if not prompts:
         return
-    prompts = sorted({t.params["prompt"] for t in done})
-    mappings = sorted({t.params["mapping"] for t in done})
     grid = np.full((len(prompts), len(mappings)), np.nan)
-    for t in done:
-        i, j = prompts.index(t.params["prompt"]), mappings.index(t.params["mapping"])
-        grid[i, j] = t.value if np.isnan(grid[i, j]) else max(grid[i, j], t.value)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(mappings) + 2.5), 0.6 * len(prompts) + 2))
-    image = ax.imshow(grid, cmap="viridis")
+    for (prompt, mapping), value in complete.items():
+        grid[prompts.index(prompt), mappings.index(mapping)] = value
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(mappings) + 2.5), 0.6 * len(prompts) + 2.2))
+    image = ax.imshow(grid, cmap="viridis", vmin=min(complete.values(), default=0), vmax=max(complete.values(), default=100))
     ax.set_xticks(range(len(mappings)), mappings)
     ax.set_yticks(range(len(prompts)), prompts)
-    for i in range(len(prompts)):
-        for j in range(len(mappings)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color="w")
-    ax.set_title("best validation accuracy (%)\nper prompt x mapping")
+    for i, prompt in enumerate(prompts):
+        for j, mapping in enumerate(mappings):
+            if (prompt, mapping) in complete:
+                ax.text(j, i, f"{complete[(prompt, mapping)]:.1f}", ha="center", va="center", color="w")
+            elif (prompt, mapping) in pruned:
+                value, epoch = pruned[(prompt, mapping)]
+                ax.text(j, i, f"{value:.1f}\npruned @{epoch}", ha="center", va="center", color="0.45", fontsize=7)
+    ax.set_title("best validation accuracy (%) per prompt x mapping\ncoloured: completed trials; grey: only pruned (epoch reached)", fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
