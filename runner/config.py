@@ -192,7 +192,8 @@ def build_parser(method: str) -> ArgumentParser:
                             f"{preemption.EXIT_STOPPED} (comma-separated, of {' '.join(preemption.NAMES)}; none: keep the default handlers)")  # fmt: skip
         g.add_argument("--requeue", action="store_true",
                        help="after a stop by signal under SLURM, requeue this job (scontrol requeue $SLURM_JOB_ID); use with --resume auto")  # fmt: skip
-        g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress-bar updates")
+        g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress points: the bar's loss, the non-finite-loss check, "
+                   "under torchrun the ranks' stop-signal check")
     if family.add_arguments is not None:
         family.add_arguments(p.add_argument_group("method-specific"))
     p.set_defaults(**spec.defaults)  # the method's defaults, shown by --help

@@ -205,13 +205,13 @@ class Trainer:
                 x = self.experiment.train_augment(x, AugmentDraws(self.config.seed, epoch, self.train_loader.batch_indices(step), augment_gen))
             batch_loss = self.optimize(x, labels, sums)
             self.guard.observe(step, batch_loss)
-            if step % self.config.log_interval == 0:
+            progress_point = step % self.config.log_interval == 0
+            if progress_point:
                 self._check_numbers(epoch)
                 if self.show_bars:
                     bar.set_postfix(loss=f"{batch_loss.item():.3f}")
             # several ranks agree on a stop through a collective, so they ask at progress points only
-            polled = not self.runtime.distributed or step % self.config.log_interval == 0
-            signal_name = self.stop_requested() if polled else None
+            signal_name = self.stop_requested() if progress_point or not self.runtime.distributed else None
             if signal_name:
                 self._check_numbers(epoch)
                 done = EpochProgress(epoch, step + 1, sums, augment_gen.get_state(), torch.get_rng_state(), *self._epoch_entries)
