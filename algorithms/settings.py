@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cfg
 from common.errors import UserError
+from common.options import Options, option_fields, options_from
+
+O = TypeVar("O", bound=Options)
 
 # Settings that change where or how a run executes but not what it computes: left out of the
-# hash that names the run folder, so resuming on another device reuses the same folder. Method
-# flags (``extra``) of these names are left out too. ``data_path`` is left out as typed; the
+# hash that names the run folder, so resuming on another device reuses the same folder. Options
+# (``option_values``) of these names are left out too. ``data_path`` is left out as typed; the
 # identity holds its resolved form instead (``data_location``: ``./d`` and ``/abs/d`` are one root).
 VOLATILE = {
     "device", "resume", "eval_only", "checkpoint", "overwrite", "run_name", "results_path",
@@ -35,22 +38,26 @@ VOLATILE = {
 DATA_LOCATION = "data_location"  # the key of the resolved data root in RunConfig.identity()
 
 
-# Settings added after runs had been made with their default behaviour (few-shot, the SMM,
-# low-rank, rescaled and ACAVP prompts): left out of the identity while unset, so those runs keep their
-# folders (tests/test_help.py pins the folder names of the defaults).
-LATER_SETTINGS = {"shots", "input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay", "arithmetic", "warp_pivot", "gradient_rule"}
+# Settings added after runs had been made with their default behaviour (few-shot, the arithmetic):
+# left out of the identity while unset, so those runs keep their folders (tests/test_help.py pins
+# the folder names of the defaults). Options (common.options) are recorded only when set, so a new
+# one needs no entry here; OLD_UNSET_OPTIONS are the option names that config.json files written
+# before then hold as null, left out the same way so those files still name their folders.
+LATER_SETTINGS = {"shots", "arithmetic"}
+OLD_UNSET_OPTIONS = frozenset({"input_size", "rank", "mask_layers", "mask_patch", "mask_lr", "mask_decay", "warp_pivot", "gradient_rule"})
+OPTIONS_KEY = "extra"  # config.json's key of the options (RunConfig.option_values), as runs have always been named
 
 ARITHMETIC = "arithmetic"  # the key of the resolved device type and precision in RunConfig.identity()
 
 
-def _identifying(key: str, value: Any) -> bool:
-    return key not in VOLATILE and not (key in LATER_SETTINGS and value is None)
+def _identifying(key: str, value: Any, later: set | frozenset = LATER_SETTINGS) -> bool:
+    return key not in VOLATILE and not (key in later and value is None)
 
 
 def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The result-determining flags of a saved ``config.json`` ``config`` (or :meth:`RunConfig.to_dict`)."""
     settings = {k: v for k, v in config.items() if _identifying(k, v)}
-    settings["extra"] = {k: v for k, v in config.get("extra", {}).items() if _identifying(k, v)}
+    settings[OPTIONS_KEY] = {k: v for k, v in config.get(OPTIONS_KEY, {}).items() if _identifying(k, v, OLD_UNSET_OPTIONS)}
     return settings
 
 
@@ -68,7 +75,7 @@ INIT_SEEDING = {"init_seeding": "per_part"}
 # resolved recipe (``resolved["augment"]``, data.augment_recipes) and this scheme instead of the
 # flag as spelled, so they got new folders and every spelling of one recipe shares one. Runs
 # without augmentation keep their identity (tests/test_augment_vocabulary.py pins both).
-AUGMENT_FLAGS = ("augment", "train_augment")  # the method flags (RunConfig.extra) spelling the augmentation
+AUGMENT_FLAGS = ("augment", "train_augment")  # the options (RunConfig.option_values) spelling the augmentation
 AUGMENT_DRAWS = "per_sample"  # how augmented runs draw: one stream per (seed, epoch, sample index)
 
 
@@ -164,14 +171,20 @@ class RunConfig:
     checkpoint: str | None = None
     overwrite: bool = False
     log_interval: int = 50
-    # method-family flags (CLIP template number, ...), kept by name
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the options of the method's family, prompt and mapping (common.options), kept by name as
+    # parsed: read them typed, ``config.options(AttrVROptions).top_k``; saved as config.json's "extra"
+    option_values: dict[str, Any] = field(default_factory=dict)
+    extra: InitVar[dict[str, Any] | None] = None  # config.json's name of option_values, accepted when building one
     # facts that follow from the settings above, filled while parsing by the method's family
     # (algorithms.methods.resolve_settings): saved in config.json, never part of the identity
     # since they are functions of it. "batch_dependent": whether what the run trains depends on
     # how a batch is split into chunks (batch norms in training mode, a random draw per forward call);
     # "augment": the training augmentation as a canonical recipe (data.augment_recipes), "none" for none
     resolved: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self, extra: dict[str, Any] | None) -> None:
+        if extra:
+            self.option_values = {**extra, **self.option_values}
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -194,13 +207,26 @@ class RunConfig:
             raise ValueError("RunConfig.resolved has no batch_dependent: build the config with runner.config or algorithms.methods.resolve_settings")
         return bool(self.resolved["batch_dependent"])
 
+    def options(self, cls: type[O]) -> O:
+        """The typed options ``cls`` (a :class:`common.options.Options` dataclass) of this run."""
+        return options_from(cls, self.option_values)
+
+    def set_options(self, cls: type[Options], **values: Any) -> None:
+        """Record option values of ``cls`` (a family's ``complete`` step fills what follows from other flags)."""
+        unknown = set(values) - {f.name for f, _meta in option_fields(cls)}
+        if unknown:
+            raise KeyError(f"{cls.__name__} has no option {', '.join(sorted(unknown))}")
+        self.option_values.update(values)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values[OPTIONS_KEY] = values.pop("option_values")
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """The settings of :meth:`to_dict` (``config.json``) back, ignoring keys this version does not know."""
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} | {OPTIONS_KEY}
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def identity(self) -> dict[str, Any]:
@@ -208,7 +234,7 @@ class RunConfig:
         settings = result_settings(self.to_dict())
         augment = self.augment_settings()
         if augment:  # named by the resolved recipe, however --augment was spelt
-            settings["extra"] = {k: v for k, v in settings["extra"].items() if k not in AUGMENT_FLAGS}
+            settings[OPTIONS_KEY] = {k: v for k, v in settings[OPTIONS_KEY].items() if k not in AUGMENT_FLAGS}
         return {**settings, **augment, **self.chunking_settings(), **self.seeding_settings(), DATA_LOCATION: self.data_location}
 
     def augment_settings(self) -> dict[str, Any]:

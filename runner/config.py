@@ -18,14 +18,17 @@ from pathlib import Path
 import cfg
 from algorithms.mappings import MAPPING_CHOICES, mapping_batch_size
 from algorithms.methods import FAMILIES, Family, get_method, resolve_settings
+from algorithms.methods.clip_prompting import CLIPModelOptions
 from algorithms.runtime import COMPILE_PRESETS
 from algorithms.settings import RunConfig
 from common import preemption, progress
 from common.argtypes import float_in, fraction, non_negative_float, non_negative_int, positive_float, positive_int, positive_int_or, unit_interval, yes_no
 from common.choices import Choices
 from common.errors import UserError
+from common.options import add_option_flags, option_fields, record
 from data.image_io import DECODE_MODES
 from data.registry import DATASETS
+from models.prompts import readers
 from runner.devices import EVAL_PRECISIONS, PRECISIONS
 
 micro_batch_value = positive_int_or("auto", "samples")  # --micro-batch N|auto
@@ -194,8 +197,16 @@ def build_parser(method: str) -> ArgumentParser:
                        help="after a stop by signal under SLURM, requeue this job (scontrol requeue $SLURM_JOB_ID); use with --resume auto")  # fmt: skip
         g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress points: the bar's loss, the non-finite-loss check, "
                    "under torchrun the ranks' stop-signal check")
+    g = p.add_argument_group("method-specific")
+    for cls in family.option_classes():  # each declared once, by the family, mapping or prompt reading it
+        users = readers(cls)
+        if users and family.prompts is not None:  # a prompt's: shown where one of its readers is offered
+            users = [name for name in users if name in family.prompts.names()]
+            if not users:
+                continue
+        add_option_flags(g, cls, prefix=f"--prompt {', '.join(users)}: " if users else "")
     if family.add_arguments is not None:
-        family.add_arguments(p.add_argument_group("method-specific"))
+        family.add_arguments(g)
     p.set_defaults(**spec.defaults)  # the method's defaults, shown by --help
     return p
 
@@ -263,11 +274,18 @@ def session_flags(args: argparse.Namespace) -> dict:
 
 def config_from_args(method: str, args: argparse.Namespace) -> RunConfig:
     """The run's settings; a mapping with a reference batch size (BLM's) sets ``batch_size`` unless given."""
-    names = {f.name for f in fields(RunConfig)} - {"method", "extra"}
+    names = {f.name for f in fields(RunConfig)} - {"method", "option_values"}
     values = vars(args)
     common = {k: v for k, v in values.items() if k in names}
-    extra = {k: v for k, v in values.items() if k not in names and k not in SESSION_FLAGS}
-    config = RunConfig(method=method, extra=extra, **common)
+    classes = FAMILIES[get_method(method).family].option_classes()
+    declared = {f.name for cls in classes for f, _meta in option_fields(cls)}
+    undeclared = sorted(k for k in values if k not in names and k not in SESSION_FLAGS and k not in declared)
+    if undeclared:
+        raise ValueError(f"flags of {method} that no options class declares: {', '.join(undeclared)}")
+    options: dict = {}
+    for cls in classes:
+        options.update(record(cls, values))
+    config = RunConfig(method=method, option_values=options, **common)
     if config.batch_size is None:
         config.batch_size = mapping_batch_size(config.mapping, config.dataset)
     complete = FAMILIES[get_method(method).family].complete
@@ -286,7 +304,8 @@ def checked_config(config: RunConfig, family: Family) -> RunConfig:
         mapping=MAPPING_CHOICES.resolve(config.mapping) if family.trains_epochs else config.mapping,
         prompt=family.prompts.resolve(config.prompt) if family.prompts is not None else config.prompt,
     )
-    for flag, path in (("weights", config.weights), ("CLIP weights", config.extra.get("clip_weights"))):
+    clip_weights = config.options(CLIPModelOptions).clip_weights if CLIPModelOptions in family.option_classes() else None
+    for flag, path in (("weights", config.weights), ("CLIP weights", clip_weights)):
         if path and not Path(path).expanduser().is_file():
             raise UserError(f"{flag} file not found: {Path(path).expanduser()}")
     if family.complete is not None:

@@ -11,25 +11,28 @@ specific to this method.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from algorithms.engine import Experiment
 from algorithms.mappings import build_mapping
-from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side, clip_weights, prompt_augment, prompted_input, random_patch_moves
+from algorithms.methods.clip_prompting import CLIPModelOptions, clip_from_config, clip_input_side, clip_prompt, clip_weights, prompt_augment, prompted_input, random_patch_moves
+from algorithms.methods.prompting import note_revision, prompt_options
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import positive_int, unit_interval
 from common.errors import UserError
+from common.options import ALWAYS, Options, option
 from common.seeding import init_generator
 from data.registry import TargetData
 from models.clip.attribute_scorer import SCALE, AttributeScorer
 from models.clip.attributes import KINDS, MIN_CHARS, attribute_file, read_attributes, sample_attributes
 from models.clip.model import CLIP_NETWORKS, LoadedCLIP
-from models.clip.prompts import CLIP_PROMPT_CHOICES, build_clip_prompt
+from models.clip.prompts import CLIP_PROMPT_CHOICES
 from models.clip.text import text_embeddings
+from models.prompts import CLIP
 from models.reprogrammer import ReprogrammingModel
 
 METHOD = "attrvr"
@@ -41,39 +44,39 @@ def absolute_path(text: str) -> str:
     return str(Path(text).expanduser().resolve())
 
 
-def add_attrvr_arguments(group: argparse._ArgumentGroup) -> None:
-    add_clip_model_arguments(group)
-    group.add_argument("--attributes", type=absolute_path, default=None, metavar="DIR",
-                       help="folder of the attribute files <stem>_des.json and <stem>_dist.json, stem = the dataset's name in the released"
-                            " attributes (oxford_pets for oxfordpets, oxford_flowers for flowers102, stanford_cars for stanfordcars; else --dataset)"
-                            " (default: none; give it or both per-file flags)")  # fmt: skip
-    for kind in KINDS:
-        group.add_argument(f"--{kind}-attributes", type=absolute_path, default=None, metavar="FILE",
-                           help=f"JSON file {{class name: [sentences]}} of the {kind} attributes (default: from --attributes)")  # fmt: skip
-    group.add_argument("--attributes-per-class", type=positive_int, default=DEFAULT_M, metavar="M",
-                       help=f"attributes drawn per class and kind (seeded by --seed) from the sentences of at least {MIN_CHARS} characters;"
-                            " with replacement when fewer remain")  # fmt: skip
-    group.add_argument("--top-k", type=positive_int, default=DEFAULT_K, metavar="K", help="a class's score: the mean of the image's K most similar attributes")
-    group.add_argument("--descriptive-weight", type=unit_interval, default=DEFAULT_WEIGHT, metavar="W",
-                       help="logits = W x descriptive score + (1 - W) x distinctive score")  # fmt: skip
-    group.add_argument("--prompt-size", type=positive_int, default=DEFAULT_PROMPT_SIZE, metavar="PX",
-                       help="frame width in pixels of the 224 input (resize_padding: the image is resized to 224 - 2 PX)")  # fmt: skip
-    group.add_argument("--rank", type=positive_int, default=None, metavar="R", help="--prompt lowrank: rank of the pattern B @ A per channel (default: 4)")
+@dataclass(frozen=True)
+class AttrVROptions(Options):
+    """AttrVR's flags: where the attributes are, how many are drawn, how they score."""
+
+    RECORDED = ALWAYS
+    attributes: str | None = option(None, "folder of the attribute files <stem>_des.json and <stem>_dist.json, stem = the dataset's name in the released"
+                                    " attributes (oxford_pets for oxfordpets, oxford_flowers for flowers102, stanford_cars for stanfordcars; else --dataset)",
+                                    default_help="none; give it or both per-file flags", type=absolute_path, metavar="DIR")  # fmt: skip
+    descriptive_attributes: str | None = option(None, "JSON file {class name: [sentences]} of the descriptive attributes", default_help="from --attributes",
+                                                type=absolute_path, metavar="FILE")  # fmt: skip
+    distinctive_attributes: str | None = option(None, "JSON file {class name: [sentences]} of the distinctive attributes", default_help="from --attributes",
+                                                type=absolute_path, metavar="FILE")  # fmt: skip
+    attributes_per_class: int = option(DEFAULT_M, f"attributes drawn per class and kind (seeded by --seed) from the sentences of at least {MIN_CHARS}"
+                                       " characters; with replacement when fewer remain", type=positive_int, metavar="M")  # fmt: skip
+    top_k: int = option(DEFAULT_K, "a class's score: the mean of the image's K most similar attributes", type=positive_int, metavar="K")
+    descriptive_weight: float = option(DEFAULT_WEIGHT, "logits = W x descriptive score + (1 - W) x distinctive score", type=unit_interval, metavar="W")
 
 
 def attribute_paths(config: RunConfig) -> dict[str, Path]:
-    extra = config.extra
-    return {kind: attribute_file(kind, config.dataset, extra.get("attributes"), extra.get(f"{kind}_attributes")) for kind in KINDS}
+    options = config.options(AttrVROptions)
+    given = {"descriptive": options.descriptive_attributes, "distinctive": options.distinctive_attributes}
+    return {kind: attribute_file(kind, config.dataset, options.attributes, given[kind]) for kind in KINDS}
 
 
 def check_attrvr(config: RunConfig) -> None:
-    """Before any data loads: both attribute files exist, ``k`` fits in ``m``."""
+    """Before any data loads: both attribute files exist, ``k`` fits in ``m``, the prompt's options are its own."""
     for kind, path in attribute_paths(config).items():
         if not path.is_file():
             raise UserError(f"{kind} attribute file not found: {path}")
-    m, k = int(config.extra.get("attributes_per_class", DEFAULT_M)), int(config.extra.get("top_k", DEFAULT_K))
-    if k > m:
-        raise UserError(f"--top-k {k} must be at most --attributes-per-class {m}")
+    options = config.options(AttrVROptions)
+    if options.top_k > options.attributes_per_class:
+        raise UserError(f"--top-k {options.top_k} must be at most --attributes-per-class {options.attributes_per_class}")
+    prompt_options(config, CLIP)
 
 
 def file_digest(path: Path) -> str:
@@ -82,7 +85,7 @@ def file_digest(path: Path) -> str:
 
 def attribute_embeddings(config: RunConfig, clip: LoadedCLIP, class_names: list[str], runtime: Runtime) -> tuple[dict, dict]:
     """Per kind, the ``[K, m, D]`` text embeddings of the sampled attributes; and what config.json records of them."""
-    m = int(config.extra.get("attributes_per_class", DEFAULT_M))
+    m = config.options(AttrVROptions).attributes_per_class
     embeddings, info = {}, {}
     for kind, path in attribute_paths(config).items():
         per_class = read_attributes(path, class_names, kind)
@@ -97,14 +100,12 @@ def attribute_embeddings(config: RunConfig, clip: LoadedCLIP, class_names: list[
 
 
 def build_attrvr(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
-    extra = config.extra
+    options = config.options(AttrVROptions)
     clip = clip_from_config(config)
-    k, weight = int(extra.get("top_k", DEFAULT_K)), float(extra.get("descriptive_weight", DEFAULT_WEIGHT))
+    k, weight = options.top_k, options.descriptive_weight
     embeddings, info = attribute_embeddings(config, clip, list(data.class_names), runtime)
     scorer = AttributeScorer(clip.model.visual, embeddings["descriptive"], embeddings["distinctive"], k=k, weight=weight)
-    prompt = build_clip_prompt(
-        config.prompt, clip.image_size, int(extra.get("prompt_size", DEFAULT_PROMPT_SIZE)), config.prompt_init, seed=config.seed, rank=extra.get("rank")
-    )
+    prompt = clip_prompt(config, clip)
     mapping = build_mapping(config.mapping, scorer.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(prompted_input(clip, prompt), scorer, mapping, channels_last=config.channels_last, recompute=config.recompute)
     info.update(clip_model=clip.name, clip_weights=clip.weights_id, attributes_per_class=embeddings["descriptive"].shape[1], top_k=k,
@@ -115,10 +116,11 @@ def build_attrvr(config: RunConfig, data: TargetData, runtime: Runtime) -> Exper
 register_family(
     "attrvr",
     build_attrvr,
-    add_attrvr_arguments,
+    options=(CLIPModelOptions, AttrVROptions),
     networks=CLIP_NETWORKS,
     prompts=CLIP_PROMPT_CHOICES,
     check=check_attrvr,
+    complete=lambda config: note_revision(config, CLIP),
     input_size=clip_input_side,
     weights=clip_weights,
     cuda_precision="fp16",
@@ -132,5 +134,6 @@ register_method(MethodSpec(
     "attrvr",
     "AttrVR: CLIP visual prompt trained against each class's k nearest LLM-written attributes (Cai et al., ICLR 2025).",
     {"network": "ViT-B/32", "epochs": 200, "lr": 40.0, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "scheduler": "cosine",
-     "batch_size": 64, "shots": 16, "prompt": "resize_padding", "prompt_init": "zero", "decode": "crop", "mapping": "identity"},
+     "batch_size": 64, "shots": 16, "prompt": "resize_padding", "prompt_init": "zero", "decode": "crop", "mapping": "identity",
+     "prompt_size": DEFAULT_PROMPT_SIZE},
 ))  # fmt: skip

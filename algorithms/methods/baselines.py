@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from algorithms.methods.registry import MethodSpec, register_family, register_me
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.errors import UserError
+from common.options import ALWAYS, Options, option
 from data.augment_recipes import NONE, build_recipe, recipe_help, resolve_recipe
 from data.registry import TargetData
 from models.layers import Float32Linear, ResizeNormalize
@@ -47,13 +49,20 @@ def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
     return head
 
 
+@dataclass(frozen=True)
+class BaselineOptions(Options):
+    """Linear probing's and fine-tuning's flags."""
+
+    RECORDED = ALWAYS
+    train_augment: str = option(NONE, lambda: recipe_help("training-batch augmentation", "earlier spellings: crop_flip = random_resized_crop_flip; trivialaugment = trivialaugment_wide"),
+                                flag="--augment", metavar="RECIPE")  # fmt: skip  (help built when shown: every registered recipe)
+    cache_features: bool | None = option(None, "linear probing: compute the frozen network's features once and train the head on them, with the same result",
+                                         default_help="on unless --augment is set", action=argparse.BooleanOptionalAction)  # fmt: skip
+
+
 def add_baseline_arguments(group) -> None:
-    group.add_argument("--augment", dest="train_augment", default=NONE, metavar="RECIPE",
-                       help=recipe_help("training-batch augmentation", "earlier spellings: crop_flip = random_resized_crop_flip; trivialaugment = trivialaugment_wide"))  # fmt: skip
-    # the former flag, still accepted; not in --help
+    """The former spelling of --augment, still accepted; not in --help."""
     group.add_argument("--train-augment", dest="train_augment", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    group.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=None,
-                       help="linear probing: compute the frozen network's features once and train the head on them, with the same result (default: on unless --augment is set)")  # fmt: skip
 
 
 def check_baseline(config: RunConfig, train_network: bool) -> None:
@@ -65,12 +74,12 @@ def check_baseline(config: RunConfig, train_network: bool) -> None:
 
 def baseline_augment(config: RunConfig) -> str:
     """``--augment`` (stored as ``train_augment``, its former flag) as a canonical recipe."""
-    return resolve_recipe(config.extra.get("train_augment", NONE), LEGACY_AUGMENT)
+    return resolve_recipe(config.options(BaselineOptions).train_augment, LEGACY_AUGMENT)
 
 
 def use_feature_cache(config: RunConfig, train_network: bool, augment_name: str) -> bool:
     """``--cache-features`` resolved: on by default where it is exact (frozen network, no augmentation)."""
-    requested = config.extra.get("cache_features")
+    requested = config.options(BaselineOptions).cache_features
     if requested and train_network:
         raise UserError(f"{config.method} trains the whole network; --cache-features applies to linear probing only")
     if requested and augment_name != "none":
@@ -162,6 +171,7 @@ register_family(
     "linear_probe",
     build_linear_probe,
     add_baseline_arguments,
+    options=(BaselineOptions,),
     check=lambda config: check_baseline(config, train_network=False),
     augment_recipe=baseline_augment,
 )
@@ -170,6 +180,7 @@ register_family(
     "full_finetune",
     build_full_finetune,
     add_baseline_arguments,
+    options=(BaselineOptions,),
     check=lambda config: check_baseline(config, train_network=True),
     batch_dependent=lambda config: True,
     augment_recipe=baseline_augment,

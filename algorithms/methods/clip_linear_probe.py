@@ -15,21 +15,22 @@ and C.
 """
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from algorithms.engine import data_identity, stacked_outputs
-from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side, clip_weights
+from algorithms.methods.clip_prompting import CLIPModelOptions, clip_from_config, clip_input_side, clip_weights
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.outputs import RunOutputs
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import positive_float, positive_int
 from common.errors import UserError
+from common.options import ALWAYS, Options, option
 from data.loader import BatchLoader
 from data.registry import TargetData
 from data.tensors import ImageTensorSet
@@ -118,10 +119,13 @@ def image_features(encoder: nn.Module, images: ImageTensorSet, runtime: Runtime,
 # The family
 
 
-def add_linear_probe_arguments(group: argparse._ArgumentGroup) -> None:
-    add_clip_model_arguments(group)
-    group.add_argument("--c-values", type=positive_float, nargs="+", default=DEFAULT_C_VALUES, metavar="C", help="inverse regularisation strengths to try")
-    group.add_argument("--max-iter", type=positive_int, default=300, metavar="N", help="L-BFGS iterations per fit")
+@dataclass(frozen=True)
+class LinearProbeOptions(Options):
+    """The logistic regression's search."""
+
+    RECORDED = ALWAYS
+    c_values: list[float] = option(DEFAULT_C_VALUES, "inverse regularisation strengths to try", type=positive_float, nargs="+", metavar="C")
+    max_iter: int = option(300, "L-BFGS iterations per fit", type=positive_int, metavar="N")
 
 
 def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, outputs: RunOutputs) -> dict:
@@ -129,15 +133,15 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
     if data.val is None:
         raise UserError(f"{METHOD} chooses C on a validation split: pass --val-fraction F in (0, 1) (the dataset has no val split)")
     start = time.perf_counter()
-    extra = config.extra
+    options = config.options(LinearProbeOptions)
     clip = clip_from_config(config)
     encoder = nn.Sequential(CLIPPreprocess(clip.image_size, clip.mean, clip.std), clip.model.visual)
     batch = config.batch_size or 2 * data.batch_size
     x_train, x_val, x_test = (image_features(encoder, s, runtime, batch, n) for s, n in ((data.train, "train"), (data.val, "val"), (data.test, "test")))
     y_train, y_val, y_test = (s.labels.to(runtime.device) for s in (data.train, data.val, data.test))
     features_seconds = time.perf_counter() - start
-    best_c, val_scores = select_c((x_train, y_train), (x_val, y_val), data.num_classes, extra["c_values"], extra["max_iter"])
-    weight, bias = fit_logistic_regression(torch.cat([x_train, x_val]), torch.cat([y_train, y_val]), data.num_classes, best_c, extra["max_iter"])
+    best_c, val_scores = select_c((x_train, y_train), (x_val, y_val), data.num_classes, options.c_values, options.max_iter)
+    weight, bias = fit_logistic_regression(torch.cat([x_train, x_val]), torch.cat([y_train, y_val]), data.num_classes, best_c, options.max_iter)
     test_acc = accuracy(weight, bias, x_test, y_test)
     outputs.save("probe.pth", {"weight": weight.cpu(), "bias": bias.cpu(), "C": best_c, "class_names": data.class_names,
                               "config": config.identity(), "data": data_identity(data)})  # fmt: skip
@@ -155,7 +159,7 @@ def solve_linear_probe(config: RunConfig, data: TargetData, runtime: Runtime, ou
 
 
 register_family(
-    "clip_linear_probe", add_arguments=add_linear_probe_arguments, solve=solve_linear_probe, networks=CLIP_NETWORKS, input_size=clip_input_side,
+    "clip_linear_probe", options=(CLIPModelOptions, LinearProbeOptions), solve=solve_linear_probe, networks=CLIP_NETWORKS, input_size=clip_input_side,
     weights=clip_weights,
 )
 register_method(MethodSpec(METHOD, "clip_linear_probe", "CLIP linear probe: logistic regression on frozen CLIP image features, C chosen on validation (Radford et al., 2021).",

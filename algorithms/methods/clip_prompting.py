@@ -15,93 +15,92 @@ beside "Prompt Acc".
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
-from algorithms.gradient_rules import ACAVP_CLIP_VALUE, normalise_and_clip
+from algorithms.gradient_rules import ACAVP_CLIP_VALUE
 from algorithms.mappings import build_mapping
+from algorithms.methods.prompting import chosen_prompt, gradient_hooks, note_revision, prompt_options, prompt_parameter_groups
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common import progress
-from common.argtypes import int_in, positive_float, positive_int
+from common.argtypes import int_in, positive_float
 from common.errors import UserError
+from common.options import ALWAYS, Options, option
+from common.seeding import init_generator
 from data.augment_draws import AugmentDraws
 from data.augment_recipes import build_recipe
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, find_weights, load_clip
-from models.clip.prompts import CLIP_PROMPT_CHOICES, AffineColourAdditiveCLIPPrompt, PromptedCLIPInput, RandomPatchPrompt, build_clip_prompt, clip_prompt_input_size
+from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, build_clip_prompt
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
+from models.prompts import CLIP
 from models.reprogrammer import ReprogrammingModel
-
-
-def add_clip_model_arguments(group: argparse._ArgumentGroup) -> None:
-    """The flags that choose CLIP's weights (every CLIP method)."""
-    group.add_argument("--clip-pretrained", default="openai", metavar="TAG",
-                       help="open_clip pretrained tag of --network (e.g. openai, laion2b_s34b_b79k); none: random weights")  # fmt: skip
-    group.add_argument("--clip-weights", default=None, metavar="FILE",
-                       help="local CLIP checkpoint (open_clip or OpenAI .pt) (default: the tag's file from the cache)")  # fmt: skip
-
-
-def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
-    add_clip_model_arguments(group)
-    group.add_argument("--text-prompts", choices=["all", "single"], default="all",
-                       help=f"all: the {len(TEMPLATES)} templates x K class names as virtual labels; single: template --template-number")  # fmt: skip
-    group.add_argument("--template-number", type=int_in(0, len(TEMPLATES) - 1), default=0, metavar="N",
-                       help=f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot")  # fmt: skip
-    group.add_argument("--class-names", choices=["reference", "readable"], default="reference",
-                       help="class names in the text prompts: reference = those of the official ILM-VP code (GTSRB: its label map, "
-                            "'20 speed'); readable = the dataset's descriptive names ('speed limit 20'); both lower-cased, _ and - as spaces")  # fmt: skip
-    group.add_argument("--prompt-size", type=positive_int, default=30, metavar="PX", help="padding width / patch side in pixels of the 224 input")
-    group.add_argument("--rank", type=positive_int, default=None, metavar="R", help="--prompt lowrank: rank of the pattern B @ A per channel (default: 4)")
-    group.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", help="skip the zero-shot accuracy before training")
-    # absent unless given (SUPPRESS), so the folders of runs without a trainable mapping keep their names
-    group.add_argument("--mapping-lr", type=positive_float, default=argparse.SUPPRESS, metavar="LR",
-                       help=f"learning rate of a trainable mapping (--mapping linear), with --optimizer and the schedule of the prompt;"
-                            f" the prompt's SGD lr 40 makes it diverge (default: {CLIP_MAPPING_LR})")  # fmt: skip
-
 
 # --mapping linear's learning rate under the CLIP scripts' SGD (momentum 0.9, cosine): see docs/clip.md
 CLIP_MAPPING_LR = 0.01
 
 
+@dataclass(frozen=True)
+class CLIPModelOptions(Options):
+    """The flags that choose CLIP's weights (every CLIP method)."""
+
+    RECORDED = ALWAYS
+    clip_pretrained: str = option("openai", "open_clip pretrained tag of --network (e.g. openai, laion2b_s34b_b79k); none: random weights", metavar="TAG")
+    clip_weights: str | None = option(None, "local CLIP checkpoint (open_clip or OpenAI .pt)", default_help="the tag's file from the cache", metavar="FILE")
+
+
+@dataclass(frozen=True)
+class CLIPPromptingOptions(Options):
+    """The flags of the CLIP prompting family (ILM-TP-VP, SINGLE-TP-VP, ACAVP on CLIP)."""
+
+    RECORDED = ALWAYS
+    text_prompts: str = option("all", f"all: the {len(TEMPLATES)} templates x K class names as virtual labels; single: template --template-number",
+                               choices=["all", "single"])  # fmt: skip
+    template_number: int = option(0, f"template (0..{len(TEMPLATES) - 1}; 0 = {TEMPLATES[0]!r}) for single and for zero-shot",
+                                  type=int_in(0, len(TEMPLATES) - 1), metavar="N")  # fmt: skip
+    class_names: str = option("reference", "class names in the text prompts: reference = those of the official ILM-VP code (GTSRB: its label map,"
+                              " '20 speed'); readable = the dataset's descriptive names ('speed limit 20'); both lower-cased, _ and - as spaces",
+                              choices=["reference", "readable"])  # fmt: skip
+    zero_shot: bool = option(True, "skip the zero-shot accuracy before training", flag="--no-zero-shot", action="store_false")
+    # kept only where used (--mapping linear), so the folders of runs without a trainable mapping keep their names
+    mapping_lr: float | None = option(None, "learning rate of a trainable mapping (--mapping linear), with --optimizer and the schedule of the prompt;"
+                                      f" the prompt's SGD lr 40 makes it diverge", recorded="given", default_help=str(CLIP_MAPPING_LR),
+                                      type=positive_float, metavar="LR")  # fmt: skip
+
+
 def check_clip_prompting(config: RunConfig) -> None:
     template_number(config)
+    prompt_options(config, CLIP)
 
 
 def complete_clip_prompting(config: RunConfig) -> None:
-    """A trainable mapping's learning rate joins the settings (and so the run's identity) only where it is used."""
-    if config.mapping == "linear" and config.extra.get("mapping_lr") is None:
-        config.extra["mapping_lr"] = CLIP_MAPPING_LR
-
-
-def clip_parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -> list[dict] | None:
-    """The prompt at ``--lr``; a trainable mapping at ``--mapping-lr``; one group when the mapping has no parameters."""
-    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
-    if not mapping_params:
-        return None
-    lr = config.extra.get("mapping_lr") or CLIP_MAPPING_LR
-    return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, {"params": mapping_params, "lr": lr}]
+    """A trainable mapping's learning rate joins the settings (and so the run's identity) only where
+    it is used; so does the chosen prompt's revision on CLIP."""
+    note_revision(config, CLIP)
+    if config.mapping == "linear" and config.options(CLIPPromptingOptions).mapping_lr is None:
+        config.set_options(CLIPPromptingOptions, mapping_lr=CLIP_MAPPING_LR)
 
 
 def clip_weights(config: RunConfig) -> None:
     """CLIP's weights file found (or downloaded) before any image is decoded."""
-    extra = config.extra
-    find_weights(config.network, extra.get("clip_pretrained", "openai"), extra.get("clip_weights") or config.weights)
+    options = config.options(CLIPModelOptions)
+    find_weights(config.network, options.clip_pretrained, options.clip_weights or config.weights)
 
 
 def clip_from_config(config: RunConfig) -> LoadedCLIP:
-    extra = config.extra
-    return load_clip(config.network, extra.get("clip_pretrained", "openai"), extra.get("clip_weights") or config.weights)
+    options = config.options(CLIPModelOptions)
+    return load_clip(config.network, options.clip_pretrained, options.clip_weights or config.weights)
 
 
 def template_number(config: RunConfig) -> int:
-    n = int(config.extra.get("template_number", 0))
+    n = int(config.options(CLIPPromptingOptions).template_number)
     if not 0 <= n < len(TEMPLATES):
         raise UserError(f"--template-number must be in 0..{len(TEMPLATES) - 1}, got {n}")
     return n
@@ -109,7 +108,7 @@ def template_number(config: RunConfig) -> int:
 
 def text_class_names(config: RunConfig, data: TargetData) -> list[str]:
     """The class names for the text prompts (``--class-names``), before :func:`clip_class_name`."""
-    choice = config.extra.get("class_names", "reference")
+    choice = config.options(CLIPPromptingOptions).class_names
     if choice not in ("reference", "readable"):
         raise UserError(f"unknown --class-names {choice!r}; choose reference or readable")
     return list(data.text_names) if choice == "reference" and data.text_names is not None else list(data.class_names)
@@ -123,10 +122,30 @@ def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, bat
     return top1_accuracy(model, batches, runtime)
 
 
+def clip_prompt(config: RunConfig, clip: LoadedCLIP, generator: torch.Generator | None = None) -> nn.Module:
+    """``--prompt`` with its options for ``clip``; initial values from ``generator`` (default: the run's ``prompt`` stream)."""
+    generator = init_generator(config.seed, "prompt") if generator is None else generator
+    return build_clip_prompt(config.prompt, clip.image_size, prompt_options(config, CLIP), config.prompt_init, mean=clip.mean, std=clip.std,
+                             seed=config.seed, generator=generator)  # fmt: skip
+
+
+def clip_prompt_training(config: RunConfig, clip: LoadedCLIP, prompt: nn.Module, mapping: nn.Module) -> dict:
+    """What the engine needs of a CLIP prompt beyond the model: optimizer groups, augmentation, gradient rule, info."""
+    groups, info = prompt_parameter_groups(prompt, mapping, config.lr, config.options(CLIPPromptingOptions).mapping_lr)
+    recipe = clip_augment_recipe(config)
+    augment = prompt_augment(prompt) if recipe == "none" else build_recipe(recipe, (clip.image_size, clip.image_size), clip.image_size)
+    rule = type(prompt).GRADIENT_RULE.get(CLIP, "raw")
+    if recipe != "none":
+        info["augment"] = recipe
+    if rule != "raw":
+        info["gradient_rule"] = f"unit L2 norm per parameter; {', '.join(n for n, p in prompt.named_parameters() if any(p is c for c in prompt.clipped_parameters()))} clipped to +-{ACAVP_CLIP_VALUE:g}"
+    return {"param_groups": groups, "train_augment": augment, "optimizer_hooks": gradient_hooks(rule, prompt), "info": info}
+
+
 def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
-    extra = config.extra
+    options = config.options(CLIPPromptingOptions)
     number = template_number(config)
-    mode = extra.get("text_prompts", "all")
+    mode = options.text_prompts
     clip = clip_from_config(config)
     names = [clip_class_name(c) for c in text_class_names(config, data)]
     templates = list(TEMPLATES) if mode == "all" else [TEMPLATES[number]]
@@ -139,7 +158,7 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
         "num_templates": len(templates),
         "num_source_labels": len(templates) * len(names),
     }
-    if extra.get("zero_shot", True) and not config.eval_only:
+    if options.zero_shot and not config.eval_only:
         single = embeddings[templates.index(TEMPLATES[number])]
         zero_shot = nn.Sequential(preprocess, CLIPClassifier(clip.model.visual, clip.model.logit_scale, single))
         acc = zero_shot_accuracy(zero_shot, data, runtime, evaluation_batch_size(config, data.batch_size), config.resident_data)
@@ -147,41 +166,29 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
         if runtime.is_main:
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
-    prompt = build_clip_prompt(
-        config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank"),
-        mean=clip.mean, std=clip.std,
-    )
+    prompt = clip_prompt(config, clip)
     mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(prompted_input(clip, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     source_names = [fill(t, c) for t in templates for c in names]
-    groups = clip_parameter_groups(config, prompt, mapping)
-    augment, hooks = prompt_augment(prompt), []
-    if isinstance(prompt, AffineColourAdditiveCLIPPrompt):  # ACAVP's CLIP recipe: TrivialAugment, normalised and clipped gradients
-        augment = build_recipe(ACAVP_CLIP_RECIPE, (clip.image_size, clip.image_size), clip.image_size)
-        hooks.append(normalise_and_clip([prompt.affine, prompt.gain, prompt.prompt], [prompt.affine, prompt.gain]))
-        info.update(augment=ACAVP_CLIP_RECIPE, gradient_rule=f"unit L2 norm per parameter; gain, affine clipped to +-{ACAVP_CLIP_VALUE:g}")
-    return Experiment(model=model, source_names=source_names, train_augment=augment, info=info, param_groups=groups, optimizer_hooks=hooks)
-
-
-# ACAVP's training views for CLIP (Enomoto, 2025): resize (+32), random crop and flip, then TrivialAugment
-ACAVP_CLIP_RECIPE = "resize32_crop_flip+trivialaugment_wide"
+    training = clip_prompt_training(config, clip, prompt, mapping)
+    return Experiment(model=model, source_names=source_names, info={**info, **training.pop("info")}, **training)
 
 
 def random_patch_moves(config: RunConfig) -> bool:
-    """The CLIP families' batch dependence: ``random_patch`` draws one location per forward call,
-    so a batch computed in chunks sees several."""
-    return config.prompt == "random_patch"
+    """The CLIP families' batch dependence: a prompt drawing per forward call (``random_patch``)
+    or using batch statistics (``smm``), so a batch computed in chunks trains something else."""
+    return bool(getattr(chosen_prompt(config, CLIP), "BATCH_DEPENDENT", False))
 
 
 def clip_augment_recipe(config: RunConfig) -> str:
-    """The recipe a CLIP prompt run trains on (its run identity): ACAVP's, else none."""
-    return ACAVP_CLIP_RECIPE if config.prompt == "acavp" else "none"
+    """The recipe a CLIP prompt run trains on (its run identity): the prompt's paper recipe (ACAVP's), none for the others."""
+    return getattr(chosen_prompt(config, CLIP), "DEFAULT_AUGMENT", "none")
 
 
 def prompt_augment(prompt: nn.Module) -> Augment | None:
-    """For ``random_patch``: the training "augmentation" that hands the prompt the engine's
-    per-epoch generator, so locations follow (seed, epoch) and a resumed run replays them."""
-    if not isinstance(prompt, RandomPatchPrompt):
+    """For a prompt drawing per batch (``random_patch``): the training "augmentation" that hands it
+    the engine's per-epoch generator, so locations follow (seed, epoch) and a resumed run replays them."""
+    if not hasattr(prompt, "use_generator"):
         return None
 
     def augment(x: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
@@ -192,16 +199,19 @@ def prompt_augment(prompt: nn.Module) -> Augment | None:
 
 
 def prompted_input(clip: LoadedCLIP, prompt: nn.Module) -> PromptedCLIPInput:
-    """CLIP's preprocessing at the side the prompt takes (CLIP's, or less for ``resize_padding``), then the prompt."""
-    side = getattr(prompt, "input_size", clip.image_size)
-    return PromptedCLIPInput(CLIPPreprocess(side, clip.mean, clip.std), prompt)
+    """CLIP's preprocessing (without its normalization, which the prompt does) at the side the prompt takes, then the prompt."""
+    side = type(prompt).input_side(clip.image_size, getattr(prompt, "options", None))
+    return PromptedCLIPInput(CLIPPreprocess(side, clip.mean, clip.std, normalized=False), prompt)
 
 
 def clip_input_side(config: RunConfig) -> int:
     """Where ``--decode crop`` decodes the stored images: CLIP's input size for ``--network``, or
     the smaller side a prompt takes (``resize_padding``), so they are resized once, as PIL does."""
     size = clip_input_size(config.network)
-    return clip_prompt_input_size(config.prompt, size, int(config.extra.get("prompt_size", 30)))
+    if config.prompt is None or config.prompt not in CLIP_PROMPT_CHOICES.names() + list(CLIP_PROMPT_CHOICES.aliases()):
+        return size
+    cls = chosen_prompt(config, CLIP)
+    return cls.input_side(size, config.options(cls.OPTIONS) if cls.OPTIONS is not None else None)
 
 
 # The ILM-VP code trains the CLIP prompt under fp16 autocast with a gradient scaler. The random
@@ -209,7 +219,7 @@ def clip_input_side(config: RunConfig) -> int:
 register_family(
     "clip_visual_prompt",
     build_clip_visual_prompt,
-    add_clip_arguments,
+    options=(CLIPModelOptions, CLIPPromptingOptions),
     networks=CLIP_NETWORKS,
     prompts=CLIP_PROMPT_CHOICES,
     check=check_clip_prompting,
@@ -226,7 +236,7 @@ register_family(
 # through CLIP's own preprocessing from the stored file (resize the shorter side, centre crop).
 _CLIP_DEFAULTS = {
     "network": "ViT-B/32", "epochs": 200, "lr": 40.0, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0,
-    "scheduler": "cosine", "prompt": "padding", "prompt_init": "zero", "decode": "crop",
+    "scheduler": "cosine", "prompt": "padding", "prompt_init": "zero", "decode": "crop", "prompt_size": 30,
 }  # fmt: skip
 register_method(MethodSpec(
     "ilm_tp_vp",

@@ -16,8 +16,10 @@ from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.choices import Choices
 from common.errors import UserError
+from common.options import Options, distinct
 from data.registry import TargetData
 from models.networks import NETWORKS, resolve_weights
+from models.prompts import option_classes as prompt_option_classes
 
 FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
 # a method without training epochs: computes and writes its results itself, returns results.json's content
@@ -29,7 +31,7 @@ BatchRule = Callable[[RunConfig], bool]
 @dataclass(frozen=True)
 class Family:
     build: FamilyBuilder | None = None  # an Experiment for the engine's epochs
-    add_arguments: Callable | None = None  # extra flags, stored in RunConfig.extra
+    add_arguments: Callable | None = None  # other spellings of its options' flags (argparse), after they are added
     solve: Solver | None = None  # instead of ``build``: the whole fit in one call
     networks: Choices = NETWORKS  # what --network accepts (checked while parsing)
     prompts: Choices | None = None  # what --prompt accepts; None: the family takes no prompt flags
@@ -48,6 +50,12 @@ class Family:
     complete: Callable[[RunConfig], None] | None = None
     # the run's training augmentation as a canonical recipe (data.augment_recipes); None: never augments
     augment_recipe: Callable[[RunConfig], str] | None = None
+    # its options (common.options dataclasses): the family's own, a mapping's it offers (HeadOptions)
+    options: tuple[type[Options], ...] = ()
+
+    def option_classes(self) -> list[type[Options]]:
+        """Every options class whose flags its scripts take: its own, then every prompt's if it takes ``--prompt``."""
+        return distinct([*self.options, *(prompt_option_classes() if self.prompts is not None else ())])
 
     @property
     def trains_epochs(self) -> bool:
@@ -81,6 +89,7 @@ def register_family(
     weights: Callable[[RunConfig], None] | None = None,
     complete: Callable[[RunConfig], None] | None = None,
     augment_recipe: Callable[[RunConfig], str] | None = None,
+    options: tuple[type[Options], ...] = (),
 ) -> None:
     """``batch_dependent``: a family whose trained part uses batch statistics (batch norms in
     training mode) or draws something random per forward call must say so, since a training step
@@ -89,7 +98,9 @@ def register_family(
         raise ValueError(f"family {name!r} needs exactly one of build and solve")
     if weights is None and networks is NETWORKS:
         weights = network_weights
-    FAMILIES[name] = Family(build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights, complete, augment_recipe)
+    FAMILIES[name] = Family(
+        build, add_arguments, solve, networks, prompts, check, input_size, cuda_precision, batch_dependent, weights, complete, augment_recipe, tuple(options)
+    )
 
 
 def network_weights(config: RunConfig) -> None:

@@ -5,36 +5,48 @@ The methods differ only in their default ``--mapping`` (SMM and ACAVP also in ``
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import fields
-
-from torch import nn
+from dataclasses import dataclass
 
 from algorithms.engine import Experiment
-from algorithms.gradient_rules import normalise_and_clip
 from algorithms.mappings import build_mapping
+from algorithms.methods.prompting import GRADIENT_RULES, chosen_prompt, gradient_hooks, prompt_options, prompt_parameter_groups
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
-from common.argtypes import positive_float, positive_int
+from common.argtypes import positive_float
 from common.errors import UserError
+from common.options import ALWAYS, Options, option
 from common.seeding import init_generator
 from data.augment_recipes import CHAIN, NONE, build_recipe, recipe_help, recipe_resizes, resolve_recipe
 from data.registry import TargetData
 from models.networks import load_network
-from models.prompts import OPTION_FLAGS, PROMPT_CHOICES, PROMPTS, PromptOptions, PromptSpec, prompts_reading
+from models.prompts import CNN, PROMPT_CHOICES, PROMPTS, PromptSpec, build_prompt
 from models.reprogrammer import ReprogrammingModel
 
 
-def prompt_options(config: RunConfig, prompt_cls: type[nn.Module]) -> PromptOptions:
-    """The per-prompt flags given on the command line; one that ``--prompt`` does not read is an error."""
-    given = {f.name: config.extra.get(f.name) for f in fields(PromptOptions) if config.extra.get(f.name) is not None}
-    reads = getattr(prompt_cls, "OPTIONS", ())
-    for name in given:
-        if name not in reads:
-            users = " or ".join(f"--prompt {p}" for p in prompts_reading(name)) or "no prompt"
-            raise UserError(f"{OPTION_FLAGS[name]} applies to {users}, not --prompt {config.prompt}")
-    return PromptOptions(**given)
+def _augment_help() -> str:
+    listed = [(name, cls) for name, cls in sorted(PROMPTS.items()) if name in PROMPT_CHOICES.names()]
+    defaults = ", ".join(f"{name} {getattr(cls, 'DEFAULT_AUGMENT', NONE)}" for name, cls in listed)
+    legacy = ", ".join(f"{name} {cls.CROP_FLIP}" for name, cls in listed if hasattr(cls, "CROP_FLIP"))
+    return recipe_help(f"training-batch augmentation (default per prompt: {defaults})",
+                       f"earlier spellings: crop_flip = the prompt's paper recipe ({legacy}); trivialaugment = trivialaugment_wide then it")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VisualPromptOptions(Options):
+    """The CNN prompt family's own flags (each prompt's own are declared by the prompt)."""
+
+    RECORDED = ALWAYS  # every run of the family has kept these, unset or not: their folders hold them
+    augment: str | None = option(None, _augment_help, metavar="RECIPE")  # help built when shown: every registered prompt's recipe
+    gradient_rule: str | None = option(None, "raw: the loss's gradients; normalised: each prompt parameter's gradient divided by its L2 norm (EVP, ACAVP's CLIP"
+                                       " recipe), the parameters the prompt names (ACAVP's affine and gain) then clipped element-wise",
+                                       recorded="given", default_help="raw; acavp_vp: normalised", choices=GRADIENT_RULES)  # fmt: skip
+    mapping_lr: float | None = option(None, "learning rate of a trainable mapping (--mapping linear)", default_help="--lr", type=positive_float, metavar="LR")
+
+
+def add_visual_prompt_arguments(group) -> None:
+    """Another spelling of an option's flag."""
+    group.add_argument("--no-augment", dest="augment", action="store_const", const=NONE, help="same as --augment none")
 
 
 # The spellings whose meaning follows the prompt (none; its paper's crop; TrivialAugment then it):
@@ -43,20 +55,20 @@ def prompt_options(config: RunConfig, prompt_cls: type[nn.Module]) -> PromptOpti
 AUGMENT_CHOICES = ("none", "crop_flip", "trivialaugment")
 
 
-def prompt_legacy_augment(prompt_cls: type[nn.Module]) -> dict[str, str]:
+def prompt_legacy_augment(prompt_cls: type) -> dict[str, str]:
     """``--augment``'s spellings of earlier versions for this prompt: ``crop_flip`` was its paper's
     crop-and-flip recipe (``CROP_FLIP``), ``trivialaugment`` TrivialAugment then that recipe."""
     crop = getattr(prompt_cls, "CROP_FLIP", None)
     return {"crop_flip": crop, "trivialaugment": f"trivialaugment_wide{CHAIN}{crop}"} if crop else {}
 
 
-def resolve_augment(config: RunConfig, prompt_cls: type[nn.Module]) -> str:
+def resolve_augment(config: RunConfig, prompt_cls: type) -> str:
     """``--augment`` as a canonical recipe (:mod:`data.augment_recipes`): the prompt's paper default
     when not given; True/False, the old on/off flag, mean ``crop_flip`` and ``none``.
 
     A recipe whose output has the network's input size needs a prompt taking full-size images
     (one whose own recipe resizes too); the pad prompt frames the image at its own size."""
-    name = config.extra.get("augment")
+    name = config.options(VisualPromptOptions).augment
     if name is None:
         return getattr(prompt_cls, "DEFAULT_AUGMENT", NONE)
     if isinstance(name, bool):
@@ -67,135 +79,51 @@ def resolve_augment(config: RunConfig, prompt_cls: type[nn.Module]) -> str:
     return recipe
 
 
-def count(params) -> int:
-    return sum(p.numel() for p in params)
-
-
-def prompt_spec(config: RunConfig, data: TargetData, mean, std, out_size: int, options: PromptOptions) -> PromptSpec:
+def prompt_spec(config: RunConfig, data: TargetData, mean, std, out_size: int, options: Options | None) -> PromptSpec:
     """The prompt's spec; its initial values come from the run's own ``prompt`` generator, so they
     do not depend on how many random numbers building the network drew."""
     generator = init_generator(config.seed, "prompt")
-    return PromptSpec(data.image_size, mean, std, out_size, config.prompt_init, data.prompt_mask, options=options, generator=generator)
+    return PromptSpec(data.image_size, mean, std, out_size, config.prompt_init, data.prompt_mask, options=options, generator=generator, seed=config.seed, kind=CNN)
+
+
+def gradient_rule(config: RunConfig, prompt_cls: type) -> str:
+    """``--gradient-rule``, else the prompt's default on CNNs, else raw."""
+    return config.options(VisualPromptOptions).gradient_rule or getattr(prompt_cls, "GRADIENT_RULE", {}).get(CNN, "raw")
 
 
 def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -> Experiment:
-    prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
-    options = prompt_options(config, prompt_cls)
+    prompt_cls = chosen_prompt(config, CNN)
+    options = prompt_options(config, CNN)
     recipe = resolve_augment(config, prompt_cls)
     net = load_network(config.network, config.weights)
-    prompt = prompt_cls(prompt_spec(config, data, net.mean, net.std, net.input_size, options))
+    prompt = build_prompt(config.prompt, prompt_spec(config, data, net.mean, net.std, net.input_size, options))
     mapping = build_mapping(
         config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
     )
     model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
                                fast_frozen_ops=config.fast_frozen_ops, recompute=config.recompute)  # fmt: skip
     augment = build_recipe(recipe, data.image_size, net.input_size)
-    groups, info = parameter_groups(config, prompt, mapping)
+    groups, info = prompt_parameter_groups(prompt, mapping, config.lr, config.options(VisualPromptOptions).mapping_lr)
     return Experiment(
         model=model,
         source_names=net.class_names,
         train_augment=augment,
         param_groups=groups,
         info={"augment": recipe, **info},
-        optimizer_hooks=gradient_hooks(config, prompt),
+        optimizer_hooks=gradient_hooks(gradient_rule(config, prompt_cls), prompt),
     )
 
 
-GRADIENT_RULES = ("raw", "normalised")
-
-
-def gradient_hooks(config: RunConfig, prompt: nn.Module) -> list:
-    """``--gradient-rule normalised``: each prompt parameter's gradient divided by its L2 norm, the
-    ``affine`` and ``gain`` ones (ACAVP) then clipped (:mod:`algorithms.gradient_rules`)."""
-    rule = config.extra.get("gradient_rule") or "raw"
-    if rule not in GRADIENT_RULES:
-        raise UserError(f"unknown --gradient-rule {rule!r}; choose {' or '.join(GRADIENT_RULES)}")
-    if rule == "raw":
-        return []
-    clipped = [getattr(prompt, name) for name in ("affine", "gain") if isinstance(getattr(prompt, name, None), nn.Parameter)]
-    return [normalise_and_clip([p for p in prompt.parameters() if p.requires_grad], clipped)]
-
-
-def parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -> tuple[list[dict] | None, dict]:
-    """Optimizer groups and the parameter counts for results.json.
-
-    The prompt's pattern learns at ``--lr``; a mask network inside the prompt (SMM) at
-    ``--mask-lr``, decayed with the schedule unless ``--no-mask-decay``; a trainable mapping
-    (``--mapping linear``) at ``--mapping-lr``. One group (the default) when nothing differs.
-    """
-    mask_net = getattr(prompt, "mask_network", None)
-    mask_params = [] if mask_net is None else [p for p in mask_net.parameters() if p.requires_grad]
-    mask_ids = {id(p) for p in mask_params}
-    pattern_params = [p for p in prompt.parameters() if p.requires_grad and id(p) not in mask_ids]
-    mapping_params = [p for p in mapping.parameters() if p.requires_grad]
-    info = {"prompt_params": count(pattern_params) + count(mask_params), "mapping_params": count(mapping_params)}
-    if mask_net is not None:
-        info["mask_params"] = count(mask_params)
-    if not mask_params and not mapping_params:
-        return None, info
-    groups = [{"params": pattern_params}]
-    if mask_params:
-        mask_lr = config.lr if config.extra.get("mask_lr") is None else config.extra["mask_lr"]
-        groups.append({"params": mask_params, "lr": mask_lr, "scheduled": bool(config.extra.get("mask_decay", True))})
-    if mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
-        mapping_lr = config.lr if config.extra.get("mapping_lr") is None else config.extra["mapping_lr"]
-        groups.append({"params": mapping_params, "lr": mapping_lr})
-    return groups, info
-
-
-def prompts_with_mask() -> list[str]:
-    return sorted(name for name, cls in PROMPTS.items() if "mask_layers" in getattr(cls, "OPTIONS", ()))
-
-
-def add_visual_prompt_arguments(group) -> None:
-    defaults = PromptOptions()
-    defaults_augment = ", ".join(f"{name} {getattr(cls, 'DEFAULT_AUGMENT', NONE)}" for name, cls in sorted(PROMPTS.items()))
-    legacy = ", ".join(f"{name} {cls.CROP_FLIP}" for name, cls in sorted(PROMPTS.items()) if hasattr(cls, "CROP_FLIP"))
-    group.add_argument("--augment", default=None, metavar="RECIPE",
-                       help=recipe_help(f"training-batch augmentation (default per prompt: {defaults_augment})",
-                                        f"earlier spellings: crop_flip = the prompt's paper recipe ({legacy}); trivialaugment = trivialaugment_wide then it"))  # fmt: skip
-    group.add_argument("--no-augment", dest="augment", action="store_const", const=NONE, help="same as --augment none")
-    group.add_argument("--gradient-rule", choices=GRADIENT_RULES, default=None,
-                       help="raw: the loss's gradients; normalised: each prompt parameter's gradient divided by its L2 norm (EVP, ACAVP's CLIP recipe),"
-                            " ACAVP's affine and gain gradients then clipped element-wise (default: raw; acavp_vp: normalised)")  # fmt: skip
-    group.add_argument("--mapping-lr", type=positive_float, default=None, metavar="LR",
-                       help="learning rate of a trainable mapping (--mapping linear) (default: --lr)")  # fmt: skip
-    group.add_argument("--input-size", type=positive_int, default=None, metavar="N",
-                       help="--prompt pad: resize the image to N x N (antialiased bilinear) before padding it into the network's input"
-                            " (AutoVP's input scaling) (default: the image's own size)")  # fmt: skip
-    group.add_argument("--rank", type=positive_int, default=None, metavar="R",
-                       help=f"--prompt lowrank: rank of the pattern B @ A per channel (default: {defaults.rank})")  # fmt: skip
-    group.add_argument("--warp-pivot", choices=("corner", "centre"), default=None,
-                       help="--prompt acavp: the point the warp rotates and scales about: corner = the image's top-left corner, as ACAVP's reference"
-                            f" (an L-shaped empty band); centre = its middle (a frame) (default: {defaults.warp_pivot})")  # fmt: skip
-    group.add_argument("--mask-layers", type=positive_int, default=None, metavar="N",
-                       help=f"--prompt smm: convolutions of the mask network (5: 3-8-16-32-64-3 as for ResNets in SMM; 6 adds 64-128 as for ViT) (default: {defaults.mask_layers})")  # fmt: skip
-    group.add_argument("--mask-patch", type=positive_int, default=None, metavar="P",
-                       help=f"--prompt smm: each mask value covers a P x P patch (P a power of two; log2 P max-pools) (default: {defaults.mask_patch})")  # fmt: skip
-    group.add_argument("--mask-lr", type=positive_float, default=None, metavar="LR",
-                       help="--prompt smm: Adam learning rate of the mask network (SMM: 0.01 for CNNs, 0.001 for ViT) (default: --lr)")  # fmt: skip
-    group.add_argument("--mask-decay", action=argparse.BooleanOptionalAction, default=None,
-                       help="--prompt smm: decay the mask network's learning rate with --scheduler like the pattern's; SMM keeps it constant for ViT: --no-mask-decay (default: on)")  # fmt: skip
-
-
 def check_visual_prompt(config: RunConfig) -> None:
-    """Flag combinations, before any data loads: a per-prompt flag given to a prompt that ignores it."""
-    prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
-    prompt_options(config, prompt_cls)
-    resolve_augment(config, prompt_cls)
-    for flag, key in (("--mask-lr", "mask_lr"), ("--no-mask-decay", "mask_decay")):
-        if not has_mask_network(config) and config.extra.get(key) not in (None, True):
-            raise UserError(f"{flag} applies to prompts with a mask network (--prompt {' or --prompt '.join(prompts_with_mask())}), not --prompt {config.prompt}")
-    for flag, key in (("--mapping-lr", "mapping_lr"), ("--mask-lr", "mask_lr")):
-        value = config.extra.get(key)
-        if value is not None and value <= 0:
-            raise UserError(f"{flag} must be positive, got {value}")
+    """Flag combinations, before any data loads: a prompt option given to a prompt that ignores it."""
+    prompt_options(config, CNN)
+    resolve_augment(config, chosen_prompt(config, CNN))
 
 
 def has_mask_network(config: RunConfig) -> bool:
-    """Whether ``--prompt`` holds a mask network (SMM). Its batch norms train, so a batch computed
-    in chunks (``--micro-batch``) normalises each chunk on its own and trains something else."""
-    return PROMPT_CHOICES.resolve(config.prompt) in prompts_with_mask()
+    """Whether ``--prompt`` depends on the batch (SMM's mask network: its batch norms train), so a
+    batch computed in chunks (``--micro-batch``) normalises each chunk on its own and trains something else."""
+    return bool(getattr(chosen_prompt(config, CNN), "BATCH_DEPENDENT", False))
 
 
 # The ILM-VP code trains the prompt under fp16 autocast with a gradient scaler.
@@ -203,11 +131,12 @@ register_family(
     "visual_prompt",
     build_visual_prompt,
     add_visual_prompt_arguments,
+    options=(VisualPromptOptions,),
     prompts=PROMPT_CHOICES,
     check=check_visual_prompt,
     cuda_precision="fp16",
     batch_dependent=has_mask_network,
-    augment_recipe=lambda config: resolve_augment(config, PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]),
+    augment_recipe=lambda config: resolve_augment(config, chosen_prompt(config, CNN)),
 )
 
 _VP_DEFAULTS = {"epochs": 200, "lr": 0.01, "optimizer": "adam", "scheduler": "multistep", "milestones": [0.5, 0.72]}

@@ -224,13 +224,14 @@ class CLIPPreprocess(nn.Module):
     with the same output sizes and crop offsets. Images already ``size`` x ``size`` (decoded so by
     ``--decode crop``, with PIL exactly as open_clip does) are only normalized; others, such as
     CIFAR's 32x32, are resized here as PIL resizes (:func:`pil_bicubic_resize`). Grey images are
-    repeated to three channels.
+    repeated to three channels. ``normalized=False`` stops before the normalization: a prompt
+    (:mod:`models.prompts`) takes the image in ``[0, 1]`` and normalizes it itself.
     """
 
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], normalized: bool = True) -> None:
         super().__init__()
         self.size = size
-        self.normalize = Normalize(mean, std)
+        self.normalize = Normalize(mean, std) if normalized else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:

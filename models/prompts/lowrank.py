@@ -15,29 +15,40 @@ prompt's own generator (:class:`models.prompts.base.PromptSpec`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from models.layers import resize_square
+from common.argtypes import positive_int
+from common.options import Options, option
 from models.patterns import LowRankPattern
-from models.prompts.base import PromptSpec, VisualPrompt
+from models.prompts.base import CLIP, PromptSpec, VisualPrompt
 from models.prompts.registry import register_prompt
 
 
-@register_prompt("lowrank")
+@dataclass(frozen=True)
+class LowRankOptions(Options):
+    rank: int = option(4, "rank of the pattern B @ A per channel", type=positive_int, metavar="R")
+
+
+@register_prompt("lowrank", "LoR-VP's pattern of rank --rank per channel added to the whole resized image (Jin et al., 2025)")
 class LowRankVisualPrompt(VisualPrompt):
     """Resize to ``out_size``, add the rank-``r`` pattern ``B @ A`` everywhere, normalize.
 
     Takes images of ``image_size`` or already of ``out_size``; ``spec.image_mask`` has no effect.
-    The factors are :class:`models.patterns.LowRankPattern`, the CLIP low-rank prompt's too.
+    One class for CNN and CLIP: on CLIP the pattern is added, in pixel units, to CLIP's resized and
+    cropped image before its normalization, as on a CNN.
     """
 
-    OPTIONS = ("rank",)
+    OPTIONS = LowRankOptions
+    # CLIP's low-rank prompt added its pattern after the normalization until it became this class
+    REVISION = {CLIP: {"lowrank_units": "pixel"}}
     DEFAULT_AUGMENT = "none"
     CROP_FLIP = "resize32_crop_flip"  # the resize-then-crop recipe of the full-image prompts
 
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)
-        self.low_rank = LowRankPattern(spec.channels, spec.out_size, spec.options.rank, spec.init, spec.generator)
+        self.low_rank = LowRankPattern(spec.channels, spec.out_size, self.options.rank, spec.init, spec.generator)
 
     @property
     def rank(self) -> int:
@@ -59,4 +70,4 @@ class LowRankVisualPrompt(VisualPrompt):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x)
-        return self.normalize(resize_square(x, self.out_size) + self.pattern())
+        return self.normalize(self.fit(x) + self.pattern())

@@ -5,14 +5,24 @@ al., ICLR 2024), resized to ``N`` x ``N`` first, so the width of the frame becom
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from common.argtypes import positive_int
 from common.errors import UserError
+from common.options import Options, option
 from models.layers import resize_square
 from models.patterns import initial_values
 from models.prompts.base import PromptSpec, VisualPrompt
 from models.prompts.registry import register_prompt
+
+
+@dataclass(frozen=True)
+class PadOptions(Options):
+    input_size: int | None = option(None, "resize the image to N x N (antialiased bilinear) before padding it into the network's input (AutoVP's input scaling)",
+                                    default_help="the image's own size", type=positive_int, metavar="N")  # fmt: skip
 
 
 class _PlaceOnCanvas(torch.autograd.Function):
@@ -42,7 +52,7 @@ class _PlaceOnCanvas(torch.autograd.Function):
 @register_prompt(
     "pad",
     "ILM-VP's expansive prompt: the image unresized in the centre of the network's input, a trainable sigmoid frame around it",
-    aliases=("padding", "expansive"),
+    aliases={"cnn": ("padding", "expansive")},  # on CLIP scripts "padding" is Bahng's frame (frame.py)
 )
 class ExpansiveVisualPrompt(VisualPrompt):
     """The ILM-VP prompt: the image sits in the centre of a larger canvas.
@@ -59,7 +69,7 @@ class ExpansiveVisualPrompt(VisualPrompt):
     """
 
     memory_format: torch.memory_format = torch.contiguous_format
-    OPTIONS = ("input_size",)
+    OPTIONS = PadOptions
     DEFAULT_AUGMENT = "none"  # ILM-VP trains without augmentation
     CROP_FLIP = "pad_crop_flip"
     SIGNED = False  # sigmoid(theta) * mask is in [0, 1]: drawn as it is
@@ -68,7 +78,7 @@ class ExpansiveVisualPrompt(VisualPrompt):
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)
         out_size, image_mask = spec.out_size, spec.image_mask
-        resize_to = spec.options.input_size
+        resize_to = self.options.input_size
         if resize_to is not None:
             if not 0 < resize_to <= out_size:
                 raise UserError(f"--input-size must be between 1 and the {out_size}px canvas, got {resize_to}")

@@ -1,70 +1,127 @@
-"""The registry of CNN visual prompts, ``--prompt NAME``; it imports none of the prompts.
+"""The registry of visual prompts, ``--prompt NAME`` of the CNN and the CLIP scripts; it imports none of them.
 
-A prompt is a :class:`models.prompts.base.VisualPrompt` mapping images in ``[0, 1]``
-(``[B, C, h, w]``) to the network's normalized input, built as ``PROMPTS[name](spec)`` from a
-:class:`models.prompts.base.PromptSpec` (sizes, statistics, init, generator and ``options``).
-``options`` (:class:`PromptOptions`) carries the per-prompt flags; a prompt lists the fields it
-reads in its class attribute ``OPTIONS``, so a flag given to a prompt that ignores it is an error
-rather than a silent no-op. Two more class attributes describe the prompt's training recipe, as
-names of ``data.augment_recipes``: ``DEFAULT_AUGMENT`` (``--augment`` when not given) and
-``CROP_FLIP`` (the crop-and-flip recipe of its paper: what ``--augment crop_flip`` meant before
-the recipes had names of their own). A prompt holding a small
-trained network of its own exposes it as ``mask_network``, whose parameters get their own
-learning rate. ``models/prompts/base.py`` says what ``pattern()`` means and how to write one.
+A prompt is a :class:`models.prompts.base.VisualPrompt` built as ``build_prompt(name, spec)``
+from a :class:`models.prompts.base.PromptSpec`; ``models/prompts/base.py`` says what it declares
+and how to write one. Each prompt module registers itself with :func:`register_prompt`;
+``models/prompts/__init__.py`` lists the project's modules, so importing the package fills the
+registry. Prompts kept outside the project are imported from the modules named (comma-separated)
+in the environment variable ``VP_PROMPT_MODULES`` (:func:`load_plugins`, run by the package).
 
-Each prompt module registers itself with :func:`register_prompt`; ``models/prompts/__init__.py``
-lists the modules, so importing the package fills the registry. Its one-line description (the
-class docstring's first line unless given) is its entry in ``--help``; aliases are other
-spellings accepted on the command line and stored as the registered name.
+Each model kind reads the registry through its own :class:`Choices` (:func:`prompt_choices`):
+the prompts that work there, each with its one-line description (the class docstring's first line
+unless given), and the aliases of that kind (other spellings accepted and stored as the name).
+A prompt that declares a kind unsupported (``UNSUPPORTED``) is refused there with its reason.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from torch import nn
-
 from common.choices import Choices, first_line
+from common.errors import UserError
+from common.options import Options, distinct
 
-PromptClass = TypeVar("PromptClass", bound=type[nn.Module])
+PromptClass = TypeVar("PromptClass", bound=type)
 
-PROMPTS: dict[str, type[nn.Module]] = {}
+PROMPTS: dict[str, type] = {}
 PROMPT_DESCRIPTIONS: dict[str, str] = {}
-PROMPT_ALIASES: dict[str, str] = {}  # other spelling -> registered name
+KIND_ALIASES: dict[str, dict[str, str]] = {"cnn": {}, "clip": {}}  # model kind -> other spelling -> registered name
+PLUGINS_VARIABLE = "VP_PROMPT_MODULES"
+KIND_WORDS = {"cnn": "CNN", "clip": "CLIP"}
 
 
-@dataclass(frozen=True)
-class PromptOptions:
-    """Per-prompt settings, each read only by the prompts naming it in their ``OPTIONS``."""
-
-    input_size: int | None = None  # pad: resize the image to this side before padding (None: keep it)
-    rank: int = 4  # lowrank: rank of the pattern per channel (LoR-VP's default)
-    mask_layers: int = 5  # smm: convolutions of the mask network (5 for CNNs, 6 for ViT in SMM)
-    mask_patch: int = 8  # smm: side of the patch each mask value covers (2 ** number of max-pools)
-    warp_pivot: str = "corner"  # acavp: rotate and scale about the top-left corner (the reference) or the centre
-
-
-# option field -> the command-line flag that sets it (for error messages)
-OPTION_FLAGS = {"input_size": "--input-size", "rank": "--rank", "mask_layers": "--mask-layers", "mask_patch": "--mask-patch", "warp_pivot": "--warp-pivot"}
-
-
-def register_prompt(name: str, description: str | None = None, aliases: Sequence[str] = ()) -> Callable[[PromptClass], PromptClass]:
-    """Class decorator: make the prompt available as ``--prompt name`` (and ``--prompt alias``)."""
+def register_prompt(name: str, description: str | None = None, aliases: Mapping[str, Sequence[str]] | Sequence[str] = ()) -> Callable[[PromptClass], PromptClass]:
+    """Class decorator: make the prompt available as ``--prompt name``; ``aliases``: other spellings
+    accepted on every model kind, or model kind -> those accepted there (``{"cnn": ("padding",)}``)."""
+    by_kind = aliases if isinstance(aliases, Mapping) else {kind: aliases for kind in KIND_ALIASES}
 
     def decorator(cls: PromptClass) -> PromptClass:
         PROMPTS[name] = cls
         PROMPT_DESCRIPTIONS[name] = first_line(cls) if description is None else description
-        PROMPT_ALIASES.update({alias: name for alias in aliases})
+        for kind, spellings in by_kind.items():
+            KIND_ALIASES[kind].update({alias: name for alias in spellings})
         return cls
 
     return decorator
 
 
-# ``--prompt`` of the CNN methods
-PROMPT_CHOICES = Choices("prompt", lambda: PROMPT_DESCRIPTIONS, lambda: PROMPT_ALIASES)
+def _unsupported(name: str, kind: str) -> str | None:
+    return getattr(PROMPTS[name], "UNSUPPORTED", {}).get(kind)
 
 
-def prompts_reading(option: str) -> list[str]:
-    """The registered prompts that read ``option`` (a :class:`PromptOptions` field)."""
-    return sorted(name for name, cls in PROMPTS.items() if option in getattr(cls, "OPTIONS", ()))
+def _listed(kind: str) -> dict[str, str]:
+    """The prompts of ``kind``: supported there and not an alias of another prompt there."""
+    shadowed = KIND_ALIASES[kind]
+    return {n: d for n, d in PROMPT_DESCRIPTIONS.items() if _unsupported(n, kind) is None and n not in shadowed}
+
+
+def _refuse(kind: str) -> Callable[[str], bool]:
+    def refuse(name: str) -> bool:
+        if name in PROMPTS and _unsupported(name, kind) is not None:
+            raise UserError(f"--prompt {name} does not work with {KIND_WORDS[kind]} networks: {_unsupported(name, kind)}")
+        return False
+
+    return refuse
+
+
+def prompt_choices(kind: str) -> Choices:
+    """What ``--prompt`` accepts on ``kind`` (``cnn`` or ``clip``) networks."""
+    return Choices("prompt", lambda: _listed(kind), lambda: KIND_ALIASES[kind], accepts=_refuse(kind))
+
+
+PROMPT_CHOICES = prompt_choices("cnn")  # ``--prompt`` of the CNN methods
+PROMPT_ALIASES = KIND_ALIASES["cnn"]
+
+
+def build_prompt(name: str, spec) -> object:
+    """The prompt ``name`` (or an alias on ``spec.kind``) built from ``spec``: the one way to build a prompt."""
+    name = prompt_choices(spec.kind).resolve(name)
+    return PROMPTS[name](spec)
+
+
+def prompt_class(name: str, kind: str = "cnn") -> type:
+    """The class of ``--prompt name`` on ``kind`` networks (an alias resolved; an unsupported pair refused)."""
+    return PROMPTS[prompt_choices(kind).resolve(name)]
+
+
+def option_classes() -> list[type[Options]]:
+    """Every registered prompt's options class, once each (several prompts may share one)."""
+    return distinct(getattr(cls, "OPTIONS", None) for _name, cls in sorted(PROMPTS.items()))
+
+
+def readers(options: type[Options]) -> list[str]:
+    """The registered prompts reading ``options``."""
+    return sorted(name for name, cls in PROMPTS.items() if getattr(cls, "OPTIONS", None) is options)
+
+
+def prompts_reading(name: str) -> list[str]:
+    """The registered prompts with an option called ``name`` (``input_size``)."""
+    from dataclasses import fields
+
+    return sorted(n for n, cls in PROMPTS.items() if getattr(cls, "OPTIONS", None) is not None and name in {f.name for f in fields(cls.OPTIONS)})
+
+
+def load_plugins() -> None:
+    """Import the prompt modules named in ``VP_PROMPT_MODULES`` (comma-separated module names or
+    ``.py`` file paths): each registers its prompt as the project's own modules do."""
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            if module.endswith(".py"):
+                path = Path(module).expanduser()
+                spec = importlib.util.spec_from_file_location(f"vp_prompt_plugin_{path.stem}", path)
+                if spec is not None and spec.name in sys.modules:
+                    continue
+                if spec is None or spec.loader is None or not path.is_file():
+                    raise ImportError(f"no such file {path}")
+                loaded = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = loaded
+                spec.loader.exec_module(loaded)
+            else:
+                importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(f"{PLUGINS_VARIABLE}: cannot import prompt module {module!r}: {exc}") from None

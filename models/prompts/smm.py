@@ -16,18 +16,32 @@ depends on the other images of a training batch, as in the paper.
 """
 from __future__ import annotations
 
+import argparse
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from common.argtypes import positive_float, positive_int
 from common.errors import UserError
-from models.layers import resize_square
+from common.options import Options, option
 from models.patterns import drawing_from, initial_values
 from models.prompts.base import PromptSpec, VisualPrompt
 from models.prompts.registry import register_prompt
 
 FIRST_WIDTH = 8  # channels of the first stage; each stage doubles them
+
+
+@dataclass(frozen=True)
+class SmmOptions(Options):
+    mask_layers: int = option(5, "convolutions of the mask network (5: 3-8-16-32-64-3 as for ResNets in SMM; 6 adds 64-128 as for ViT)",
+                              type=positive_int, metavar="N")  # fmt: skip
+    mask_patch: int = option(8, "each mask value covers a P x P patch (P a power of two; log2 P max-pools)", type=positive_int, metavar="P")
+    mask_lr: float | None = option(None, "Adam learning rate of the mask network (SMM: 0.01 for CNNs, 0.001 for ViT)", default_help="--lr",
+                                   type=positive_float, metavar="LR")  # fmt: skip
+    mask_decay: bool = option(True, "decay the mask network's learning rate with --scheduler like the pattern's; SMM keeps it constant for ViT: --no-mask-decay",
+                              default_help="on", action=argparse.BooleanOptionalAction)  # fmt: skip
 
 
 def patchwise_upsample(mask: torch.Tensor, patch: int) -> torch.Tensor:
@@ -60,7 +74,7 @@ class MaskNetwork(nn.Sequential):
         self.patch = patch
 
 
-@register_prompt("smm")
+@register_prompt("smm", "SMM: the resized image plus a shared pattern reweighted per image by a small mask network (Cai et al., 2024)")
 class SampleSpecificMaskedPrompt(VisualPrompt):
     """Resize, normalize, add ``delta`` times a per-image mask (see the module docstring).
 
@@ -69,14 +83,15 @@ class SampleSpecificMaskedPrompt(VisualPrompt):
     ``spec.generator`` (PyTorch's default initialisers, after ``delta``'s draws).
     """
 
-    OPTIONS = ("mask_layers", "mask_patch")
+    OPTIONS = SmmOptions
+    BATCH_DEPENDENT = True  # the mask network's batch norms train on the batch
     DEFAULT_AUGMENT = "resize32_crop_flip"  # SMM: resize to size + 32, random crop, horizontal flip
     CROP_FLIP = "resize32_crop_flip"
     GREY = 0.5  # the image whose prompt picture() draws
 
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)
-        options = spec.options
+        options = self.options
         if spec.out_size % options.mask_patch:
             raise UserError(f"--mask-patch {options.mask_patch} must divide the network's {spec.out_size}px input")
         self.delta = nn.Parameter(initial_values((spec.channels, spec.out_size, spec.out_size), spec.init, spec.generator, self.RANDN_SCALE))
@@ -101,11 +116,16 @@ class SampleSpecificMaskedPrompt(VisualPrompt):
             self.mask_network.train(training)
         return self.pattern() * mask
 
+    def parameter_groups(self) -> list[dict]:
+        """The mask network at ``--mask-lr``, decayed with the schedule unless ``--no-mask-decay``."""
+        params = [p for p in self.mask_network.parameters() if p.requires_grad]
+        return [{"name": "mask", "params": params, "lr": self.options.mask_lr, "scheduled": bool(self.options.mask_decay)}]
+
     def mask(self, z: torch.Tensor) -> torch.Tensor:
         """The full-resolution mask ``[B, C, out, out]`` of normalized, resized images ``z``."""
         return patchwise_upsample(self.mask_network(z), self.mask_network.patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x)
-        z = self.normalize(resize_square(x, self.out_size))
+        z = self.normalize(self.fit(x))
         return z + self.delta * self.mask(z)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import resize_square
 from models.patterns import initial_values
 from models.prompts.base import PromptSpec, VisualPrompt
 from models.prompts.registry import register_prompt
@@ -46,7 +45,7 @@ class WatermarkVisualPrompt(VisualPrompt):
         self.delta = nn.Parameter(initial_values((spec.channels, spec.out_size, spec.out_size), spec.init, spec.generator, self.RANDN_SCALE))
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        return resize_square(x, self.out_size)
+        return self.fit(x)
 
     def pattern(self) -> torch.Tensor:
         """The pattern in pixel units, ``[C, out, out]``: ``delta`` (added after normalizing) times the network's std."""
