@@ -27,12 +27,14 @@ def register_tiny_clip() -> str:
     return TINY_CLIP
 
 
-def tiny_clip_args(results: Path, data: Path, *extra: str) -> list[str]:
-    """Flags for a seconds-long CLIP run on the tiny model and tiny CIFAR pickles."""
+def tiny_clip_args(results: Path, data: Path, *extra: str, prompt_size: int | None = 4) -> list[str]:
+    """Flags for a seconds-long CLIP run on the tiny model and tiny CIFAR pickles; ``prompt_size``
+    None for a prompt that has no ``--prompt-size`` (giving it one is an error)."""
+    size = [] if prompt_size is None else ["--prompt-size", str(prompt_size)]
     return [
         "--network", register_tiny_clip(), "--clip-pretrained", "none", "--dataset", "cifar10",
         "--data-path", str(data), "--results-path", str(results), "--epochs", "2", "--batch-size", "16",
-        "--device", "cpu", "--prompt-size", "4", *extra,
+        "--device", "cpu", *size, *extra,
     ]  # fmt: skip
 
 

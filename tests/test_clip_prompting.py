@@ -157,7 +157,7 @@ def test_clip_runs_read_stored_images_as_clips_preprocessing(tmp_path):
     assert json.loads((run / "results.json").read_text())["zero_shot_test_acc"] == pytest.approx(expected)
 def test_single_tp_vp_with_the_low_rank_prompt(tmp_path, cifar_root, capsys):
     results = tmp_path / "res"
-    args = tiny_clip_args(results, cifar_root, "--prompt", "lowrank", "--rank", "2", "--epochs", "1", "--no-zero-shot")
+    args = tiny_clip_args(results, cifar_root, "--prompt", "lowrank", "--rank", "2", "--epochs", "1", "--no-zero-shot", prompt_size=None)
     assert main("single_tp_vp", args) == 0
     out = json.loads((run_dir_of(results, "single_tp_vp") / "results.json").read_text())
     assert out["trainable_params"] == 3 * 2 * 32 * 2  # B [3, 32, 2] and A [3, 2, 32] at the tiny CLIP's 32 px
@@ -181,10 +181,10 @@ def test_a_linear_mapping_gets_its_own_learning_rate_and_only_its_runs_change_id
     def config(*flags):
         return config_from_args("ilm_tp_vp", build_parser("ilm_tp_vp").parse_args(["--data-path", "/datasets", *flags]))
 
-    assert "mapping_lr" not in config().extra and "mapping_lr" not in config("--mapping", "blm").extra  # folders unchanged
+    assert "mapping_lr" not in config().option_values and "mapping_lr" not in config("--mapping", "blm").option_values  # folders unchanged
     linear = config("--mapping", "linear")
-    assert linear.extra["mapping_lr"] == CLIP_MAPPING_LR == 0.01 and linear.lr == 40.0
-    assert config("--mapping", "linear", "--mapping-lr", "0.5").extra["mapping_lr"] == 0.5
+    assert linear.option_values["mapping_lr"] == CLIP_MAPPING_LR == 0.01 and linear.lr == 40.0
+    assert config("--mapping", "linear", "--mapping-lr", "0.5").option_values["mapping_lr"] == 0.5
     assert config("--mapping", "linear").config_hash() != config("--mapping", "linear", "--mapping-lr", "0.5").config_hash()
     prompt, mapping = nn.Linear(2, 2), nn.Linear(3, 2)
     groups = clip_parameter_groups(linear, prompt, mapping)

@@ -1,4 +1,4 @@
-"""The prompt contract: pattern() in pixel units for every CNN prompt, snapshot pictures that clip
+"""The prompt contract: pattern() in pixel units for the prompts that say so, snapshot pictures that clip
 nothing, and initial values drawn from the spec's generator whatever was built before."""
 from __future__ import annotations
 
@@ -14,15 +14,28 @@ from common.errors import UserError
 from common.seeding import init_generator
 from models.clip.prompts import PromptedCLIPInput, build_clip_prompt
 from models.patterns import LowRankPattern, signed_picture
-from models.prompts import PROMPTS, PromptOptions, PromptSpec
+from models.prompts import PROMPTS, PromptSizeOptions, PromptSpec
+from models.prompts.lowrank import LowRankOptions
+from models.prompts.smm import SmmOptions
 from runner.snapshots import prompt_picture, read_prompt_png, save_prompt_png
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
 
 
 def spec(**kw) -> PromptSpec:
-    kw.setdefault("options", PromptOptions(mask_patch=4))
     return PromptSpec((8, 8), MEAN, STD, out_size=16, **kw)
+
+
+def built(name: str, **kw):
+    """The prompt ``name`` on a 16 px network (SMM with 4 px mask patches)."""
+    if name == "smm":
+        kw.setdefault("options", SmmOptions(mask_patch=4))
+    return PROMPTS[name](spec(**kw))
+
+
+def clip_prompt(name: str, size: int, prompt_size: int, init: str, **kw):
+    options = PromptSizeOptions(prompt_size) if name in ("padding", "fixed_patch", "random_patch", "resize_padding") else None
+    return build_clip_prompt(name, size, options, init, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -31,7 +44,7 @@ def spec(**kw) -> PromptSpec:
 
 @pytest.mark.parametrize("name", ["watermark", "lowrank", "smm"])
 def test_pattern_is_what_the_prompt_adds_to_the_resized_image_in_pixel_units(name):
-    prompt = PROMPTS[name](spec(init="randn")).eval()
+    prompt = built(name, init="randn").eval()
     if name == "smm":  # a constant mask of 1: the prompt adds pattern() itself
         last = prompt.mask_network[-1]
         with torch.no_grad():
@@ -46,7 +59,7 @@ def test_a_bad_init_is_a_user_error_for_every_prompt():
     with pytest.raises(UserError, match="unknown prompt init 'ones'"):
         PromptSpec((8, 8), MEAN, STD, init="ones")
     with pytest.raises(UserError, match="unknown prompt init 'ones'"):
-        build_clip_prompt("lowrank", 16, 4, "ones")
+        clip_prompt("lowrank", 16, 4, "ones")
 
 
 def test_randn_scale_per_prompt():
@@ -70,7 +83,7 @@ def test_signed_picture_by_hand_negative_values_are_not_clipped():
 
 
 def test_watermark_picture_shows_its_negative_half_and_the_png_keeps_the_scale(tmp_path):
-    prompt = PROMPTS["watermark"](spec())
+    prompt = built("watermark")
     with torch.no_grad():
         prompt.delta[:, :8] = -1.0  # top half negative, bottom half positive, in normalized units
         prompt.delta[:, 8:] = 0.5
@@ -87,7 +100,7 @@ def test_watermark_picture_shows_its_negative_half_and_the_png_keeps_the_scale(t
 
 
 def test_lowrank_picture_by_hand():
-    prompt = PROMPTS["lowrank"](spec(options=PromptOptions(rank=1)))
+    prompt = built("lowrank", options=LowRankOptions(rank=1))
     with torch.no_grad():
         prompt.left.fill_(1.0)
         prompt.right.copy_(torch.linspace(-0.3, 0.1, 16).expand(3, 1, 16))  # every row: -0.3 .. 0.1
@@ -98,7 +111,7 @@ def test_lowrank_picture_by_hand():
 
 
 def test_smm_picture_is_its_prompt_on_a_grey_image_in_pixel_units_without_touching_the_batch_norms():
-    prompt = PROMPTS["smm"](spec(init="randn")).train()
+    prompt = built("smm", init="randn").train()
     prompt(torch.rand(4, 3, 8, 8))  # moves the running statistics away from their start
     before = {k: v.clone() for k, v in prompt.mask_network.state_dict().items()}
     picture = prompt.picture()
@@ -114,14 +127,14 @@ def test_smm_picture_is_its_prompt_on_a_grey_image_in_pixel_units_without_touchi
 
 
 def test_pad_picture_is_its_pattern_as_it_is():
-    prompt = PROMPTS["pad"](spec(init="randn"))
+    prompt = built("pad", init="randn")
     picture = prompt.picture()
     assert picture.scale is None
     torch.testing.assert_close(picture.image, (torch.sigmoid(prompt.theta) * prompt.mask).detach())
 
 
 def test_clip_prompts_draw_in_normalized_units_and_snapshots_find_them():
-    prompt = build_clip_prompt("padding", 16, 3, "randn")
+    prompt = clip_prompt("padding", 16, 3, "randn")
     model = SimpleNamespace(input_transform=PromptedCLIPInput(torch.nn.Identity(), prompt))
     picture = prompt_picture(model)
     assert picture.units == "normalized" and picture.scale == pytest.approx(float(prompt.pattern().abs().max()))
@@ -152,9 +165,9 @@ def build_after(name: str, build_first, init: str = "zero", clip: bool = False) 
     torch.manual_seed(123)
     build_first()
     if clip:
-        prompt = build_clip_prompt(name, 16, 3, init, seed=7)
+        prompt = clip_prompt(name, 16, 3, init, seed=7)
     else:
-        prompt = PROMPTS[name](spec(init=init, generator=init_generator(7, "prompt")))
+        prompt = built(name, init=init, generator=init_generator(7, "prompt"))
     return {k: v.clone() for k, v in prompt.state_dict().items()}
 
 
@@ -171,16 +184,16 @@ def test_the_same_seed_gives_the_same_initial_prompt_after_networks_of_different
     assert all(torch.equal(after_resnet[k], after_nothing[k]) for k in after_resnet)
     assert any(v.abs().sum() > 0 and v.dtype.is_floating_point for k, v in after_resnet.items() if "running" not in k)  # something random
     if clip:
-        other = build_clip_prompt(name, 16, 3, init, seed=8).state_dict()
+        other = clip_prompt(name, 16, 3, init, seed=8).state_dict()
     else:
-        other = PROMPTS[name](spec(init=init, generator=init_generator(8, "prompt"))).state_dict()
+        other = built(name, init=init, generator=init_generator(8, "prompt")).state_dict()
     assert not all(torch.equal(after_resnet[k], other[k]) for k in after_resnet)  # ... and the seed matters
 
 
 @pytest.mark.parametrize("name", ["pad", "watermark", "lowrank", "smm"])
 def test_building_a_prompt_leaves_the_global_random_state_alone(name):
     state = torch.get_rng_state()
-    PROMPTS[name](spec(init="randn"))
+    built(name, init="randn")
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -190,15 +203,15 @@ def test_the_run_builds_its_prompt_from_its_seed_generator():
     def initial(seed: int, global_seed: int) -> torch.Tensor:
         torch.manual_seed(global_seed)
         config = RunConfig(method="smm_vp", prompt="smm", prompt_init="randn", seed=seed)
-        return PROMPTS["smm"](prompt_spec(config, data, MEAN, STD, 16, PromptOptions(mask_patch=4))).delta.detach()
+        return PROMPTS["smm"](prompt_spec(config, data, MEAN, STD, 16, SmmOptions(mask_patch=4))).delta.detach()
 
     assert torch.equal(initial(3, 0), initial(3, 99)) and not torch.equal(initial(3, 0), initial(4, 0))
 
 
 def test_one_low_rank_implementation_for_cnn_and_clip():
     cnn = PROMPTS["lowrank"](PromptSpec((16, 16), MEAN, STD, out_size=16, generator=init_generator(5, "prompt")))
-    clip = build_clip_prompt("lowrank", 16, 3, "zero", seed=5)
-    assert isinstance(cnn.low_rank, LowRankPattern) and isinstance(clip.low_rank, LowRankPattern)
+    clip = clip_prompt("lowrank", 16, 3, "zero", seed=5)
+    assert type(cnn) is type(clip) and isinstance(cnn.low_rank, LowRankPattern)
     assert torch.equal(cnn.right, clip.right) and np.prod(cnn.left.shape) == np.prod(clip.left.shape)
 
 
@@ -228,7 +241,7 @@ def test_docs_list_every_cnn_prompt_with_its_aliases():
     import re
     from pathlib import Path
 
-    from models.prompts.registry import PROMPT_ALIASES
+    from models.prompts.registry import PROMPT_ALIASES, PROMPT_CHOICES
 
     text = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
     section = text[text.index("## Prompts (`--prompt`, CNN scripts)") :]
@@ -238,7 +251,7 @@ def test_docs_list_every_cnn_prompt_with_its_aliases():
         match = re.match(r"\| `(\w+)`(?: \(default\))? \| ([^|]*) \|", line)
         if match:
             rows[match[1]] = set(re.findall(r"`(\w+)`", match[2]))
-    assert rows == {name: {a for a, n in PROMPT_ALIASES.items() if n == name} for name in PROMPTS}
+    assert rows == {name: {a for a, n in PROMPT_ALIASES.items() if n == name} for name in PROMPT_CHOICES.names()}
 
 
 @pytest.mark.slow

@@ -13,15 +13,13 @@ from conftest import same_training, straight_and_resumed, tiny_args
 from algorithms.gradient_rules import normalise_and_clip
 from common.errors import UserError
 from models.affine_colour import AffineColourAdditive, affine_values, colour_gain, sampling_theta
-from models.clip.prompts import AffineColourAdditiveCLIPPrompt, build_clip_prompt
-from models.prompts import PROMPTS, AffineColourAdditivePrompt, PromptOptions, PromptSpec
+from models.clip.prompts import build_clip_prompt
+from models.prompts import PROMPTS, AffineColourAdditivePrompt, PromptSpec
+from models.prompts.acavp import AcavpOptions
 from runner.cli import main
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
 
-
-def normalized(x: torch.Tensor) -> torch.Tensor:
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
 def pixels(prompt: AffineColourAdditivePrompt, x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +28,7 @@ def pixels(prompt: AffineColourAdditivePrompt, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registered_with_the_cnn_constructor_and_clearly_named_parameters():
-    prompt = PROMPTS["acavp"](PromptSpec((16, 16), MEAN, STD, out_size=32, init="zero", image_mask=None, options=PromptOptions()))
+    prompt = PROMPTS["acavp"](PromptSpec((16, 16), MEAN, STD, out_size=32, init="zero", image_mask=None, options=None))
     assert isinstance(prompt, AffineColourAdditivePrompt)
     shapes = {name: tuple(p.shape) for name, p in prompt.named_parameters()}
     assert shapes == {"affine": (7,), "gain": (3, 32, 32), "prompt": (3, 32, 32)}
@@ -72,7 +70,7 @@ def test_a_half_scale_about_the_corner_is_the_two_by_two_average_in_the_top_left
 
 
 def test_centre_pivot_leaves_a_frame_all_round():
-    prompt = AffineColourAdditivePrompt(PromptSpec((32, 32), MEAN, STD, out_size=32, options=PromptOptions(warp_pivot="centre")))
+    prompt = AffineColourAdditivePrompt(PromptSpec((32, 32), MEAN, STD, out_size=32, options=AcavpOptions(warp_pivot="centre")))
     coverage = prompt.coverage()[0, 0]
     assert coverage[16, 16] > 1 - 1e-6 and coverage[0, 16] == 0 and coverage[16, 0] == 0 and coverage[31, 16] == 0 and coverage[16, 31] == 0
     torch.testing.assert_close(coverage, coverage.flip(0).flip(1))  # symmetric about the middle
@@ -155,16 +153,15 @@ def test_gradient_normalisation_and_clipping_against_a_hand_computation():
 def test_cnn_and_clip_prompts_share_one_implementation():
     torch.manual_seed(0)
     cnn = AffineColourAdditivePrompt(PromptSpec((32, 32), MEAN, STD, out_size=32))
-    clip = build_clip_prompt("acavp", 32, 30, "zero", mean=MEAN, std=STD)
-    assert isinstance(clip, AffineColourAdditiveCLIPPrompt) and isinstance(clip, AffineColourAdditive) and isinstance(cnn, AffineColourAdditive)
-    assert type(cnn).transform is type(clip).transform is AffineColourAdditive.transform
+    clip = build_clip_prompt("acavp", 32, None, "zero", mean=MEAN, std=STD)
+    assert type(clip) is type(cnn) and isinstance(cnn, AffineColourAdditive)
     with torch.no_grad():
         for p in (cnn.affine, cnn.gain, cnn.prompt):
             p.add_(0.3 * torch.randn_like(p))
     clip.load_state_dict(cnn.state_dict())
     x = torch.rand(2, 3, 32, 32)
-    # the CLIP prompt receives CLIP-normalized images and returns normalized ones
-    torch.testing.assert_close(clip(normalized(x)), cnn(x), atol=1e-5, rtol=0)
+    # on CLIP the prompt receives CLIP's resized images in [0, 1] and normalizes them, as on a CNN
+    torch.testing.assert_close(clip(x), cnn(x), atol=1e-5, rtol=0)
 
 
 def test_warp_pivot_is_refused_for_other_prompts(tmp_path, cifar_root, capsys):
@@ -173,7 +170,7 @@ def test_warp_pivot_is_refused_for_other_prompts(tmp_path, cifar_root, capsys):
 
 
 def test_the_recipe_defaults_and_the_engine_calls_the_gradient_rule_before_every_step(tmp_path, cifar_root, monkeypatch):
-    from algorithms.methods import visual_prompt
+    from algorithms.methods import prompting, visual_prompt
 
     seen = []
 
@@ -188,7 +185,7 @@ def test_the_recipe_defaults_and_the_engine_calls_the_gradient_rule_before_every
 
         return wrapped
 
-    monkeypatch.setattr(visual_prompt, "normalise_and_clip", recording)
+    monkeypatch.setattr(prompting, "normalise_and_clip", recording)
     assert main("acavp_vp", tiny_args(tmp_path / "res", cifar_root, "--epochs", "1")) == 0  # normalised by default
     (run,) = [p.parent for p in (tmp_path / "res").rglob("config.json")]
     config = json.loads((run / "config.json").read_text())["config"]
@@ -225,7 +222,7 @@ def test_acavp_clip_end_to_end_on_a_tiny_clip(tmp_path, cifar_root):
     from clip_helpers import tiny_clip_args
 
     results = tmp_path / "res"
-    assert main("acavp_clip", tiny_clip_args(results, cifar_root, "--epochs", "1", "--no-zero-shot", "--batch-size", "8")) == 0
+    assert main("acavp_clip", tiny_clip_args(results, cifar_root, "--epochs", "1", "--no-zero-shot", "--batch-size", "8", prompt_size=None)) == 0
     run = clip_run_dir(results, "acavp_clip")
     out = json.loads((run / "results.json").read_text())
     assert out["trainable_params"] == 7 + 2 * 3 * 32 * 32  # at the tiny CLIP's 32 px

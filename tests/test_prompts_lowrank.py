@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from models.prompts import PROMPTS, LowRankVisualPrompt, PromptOptions, PromptSpec
+from models.prompts.lowrank import LowRankOptions
+from models.prompts import PROMPTS, LowRankVisualPrompt, PromptSpec
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
 
@@ -18,7 +19,7 @@ def normalized(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("rank", [1, 4, 7])
 def test_pattern_has_the_requested_rank_per_channel_and_two_thin_factors(rank):
     torch.manual_seed(0)
-    prompt = PROMPTS["lowrank"](PromptSpec((16, 16), MEAN, STD, out_size=32, init="randn", options=PromptOptions(rank=rank)))
+    prompt = PROMPTS["lowrank"](PromptSpec((16, 16), MEAN, STD, out_size=32, init="randn", options=LowRankOptions(rank=rank)))
     assert prompt.left.shape == (3, 32, rank) and prompt.right.shape == (3, rank, 32)
     assert sum(p.numel() for p in prompt.parameters()) == 3 * 2 * 32 * rank
     pattern = prompt.pattern()
@@ -56,6 +57,6 @@ def test_zero_init_starts_from_the_plain_image_and_still_learns():
 
 def test_rank_outside_the_image_is_an_error():
     with pytest.raises(UserError, match="--rank"):
-        LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, options=PromptOptions(rank=0)))
+        LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, options=LowRankOptions(rank=0)))
     with pytest.raises(UserError, match="--rank"):
-        LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, options=PromptOptions(rank=33)))
+        LowRankVisualPrompt(PromptSpec((16, 16), MEAN, STD, out_size=32, options=LowRankOptions(rank=33)))

@@ -116,9 +116,9 @@ def test_model_asks_the_prompt_for_its_network_layout():
 @pytest.mark.parametrize("input_size", [16, 12, 40])
 def test_input_size_resizes_the_image_before_padding(input_size):
     """AutoVP's input scaling: ``normalize(pad(resize(x, N)) + sigmoid(theta) * frame)``; the frame narrows."""
-    from models.prompts import PromptOptions
+    from models.prompts.pad import PadOptions
 
-    prompt = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, init="randn", options=PromptOptions(input_size=input_size)))
+    prompt = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, init="randn", options=PadOptions(input_size=input_size)))
     x = torch.rand(2, 3, 32, 32)
     resized = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
     offset = (48 - input_size + 1) // 2
@@ -132,12 +132,12 @@ def test_input_size_resizes_the_image_before_padding(input_size):
 
 
 def test_input_size_errors():
-    from models.prompts import PromptOptions
+    from models.prompts.pad import PadOptions
 
     with pytest.raises(UserError, match="--input-size"):
-        ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=49)))
+        ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, options=PadOptions(input_size=49)))
     with pytest.raises(UserError, match="--input-size"):
-        ExpansiveVisualPrompt(PromptSpec((8, 8), MEAN, STD, out_size=16, image_mask=torch.ones(8, 8), options=PromptOptions(input_size=12)))
-    same = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, options=PromptOptions(input_size=32)))
+        ExpansiveVisualPrompt(PromptSpec((8, 8), MEAN, STD, out_size=16, image_mask=torch.ones(8, 8), options=PadOptions(input_size=12)))
+    same = ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48, options=PadOptions(input_size=32)))
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(same(x), ExpansiveVisualPrompt(PromptSpec((32, 32), MEAN, STD, out_size=48))(x))

@@ -15,7 +15,8 @@ from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
 from common.errors import UserError
 from data.registry import SubsetSpec, load_dataset
-from models.prompts import PROMPTS, PromptOptions, PromptSpec, SampleSpecificMaskedPrompt
+from models.prompts.smm import SmmOptions
+from models.prompts import PROMPTS, PromptSpec, SampleSpecificMaskedPrompt
 from models.prompts.smm import MaskNetwork, patchwise_upsample
 from models.reprogrammer import ReprogrammingModel
 from runner.cli import main
@@ -70,7 +71,7 @@ def test_mask_network_rejects_impossible_shapes(layers, patch, message):
 
 def test_prompt_is_the_normalized_image_plus_delta_times_the_patchwise_mask():
     torch.manual_seed(0)
-    prompt = PROMPTS["smm"](PromptSpec((16, 16), MEAN, STD, out_size=32, options=PromptOptions(mask_patch=8)))
+    prompt = PROMPTS["smm"](PromptSpec((16, 16), MEAN, STD, out_size=32, options=SmmOptions(mask_patch=8)))
     x = torch.rand(4, 3, 16, 16)
     z = normalized(F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True))
     prompt.eval()
@@ -159,7 +160,7 @@ def test_a_trainable_mapping_gets_a_third_group(tmp_path, cifar_root):
 
 def test_smm_flags_are_refused_by_other_prompts(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "a", cifar_root, "--mask-lr", "0.1")) == 2
-    assert capsys.readouterr().err.strip() == "error: --mask-lr applies to prompts with a mask network (--prompt smm), not --prompt pad"
+    assert capsys.readouterr().err.strip() == "error: --mask-lr applies to --prompt smm, not --prompt pad"
     assert main("ilm_vp", tiny_args(tmp_path / "b", cifar_root, "--prompt", "watermark", "--mask-layers", "6")) == 2
     assert capsys.readouterr().err.strip() == "error: --mask-layers applies to --prompt smm, not --prompt watermark"
 

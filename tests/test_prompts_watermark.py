@@ -153,4 +153,4 @@ def test_watermark_end_to_end(tmp_path, cifar_root):
 
 def test_unknown_prompt_is_a_one_line_error(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "stripes")) == 2
-    assert capsys.readouterr().err.strip() == "error: argument --prompt: unknown prompt 'stripes'; choose from acavp, lowrank, pad, smm, watermark (see --help)"
+    assert capsys.readouterr().err.strip() == "error: argument --prompt: unknown prompt 'stripes'; choose from acavp, fixed_patch, lowrank, pad, resize_padding, smm, watermark (see --help)"
