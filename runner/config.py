@@ -28,7 +28,7 @@ from common.errors import UserError
 from common.options import add_option_flags, option_fields, record
 from data.image_io import DECODE_MODES
 from data.registry import DATASETS
-from models.prompts import readers
+from models.prompts import load_plugins, readers
 from runner.devices import EVAL_PRECISIONS, PRECISIONS
 
 micro_batch_value = positive_int_or("auto", "samples")  # --micro-batch N|auto
@@ -97,6 +97,7 @@ def build_parser(method: str) -> ArgumentParser:
     A method without training epochs gets no optimisation, mapping, prompt or resume flags; a
     family without prompts gets no prompt flags.
     """
+    load_plugins()  # the prompts named in VP_PROMPT_MODULES (a bad name: one error line)
     spec = get_method(method)
     family = FAMILIES[spec.family]
     base = RunConfig(method=method)

@@ -169,13 +169,15 @@ def test_clip_bad_input_is_one_line(tmp_path, cifar_root, capsys):
     assert main("single_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--template-number", "81")) == 2
     assert "argument --template-number: must be an integer in 0..80, got 81" in capsys.readouterr().err
     assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--prompt", "expansive")) == 2  # a CNN prompt
-    assert "unknown prompt 'expansive'; choose from acavp, fixed_patch, lowrank, padding, random_patch, resize_padding" in capsys.readouterr().err
+    assert "unknown prompt 'expansive'; choose from acavp, fixed_patch, lowrank, padding, random_patch, resize_padding, smm, watermark" in capsys.readouterr().err
 
 
 def test_a_linear_mapping_gets_its_own_learning_rate_and_only_its_runs_change_identity():
     from torch import nn
 
-    from algorithms.methods.clip_prompting import CLIP_MAPPING_LR, clip_parameter_groups
+    from algorithms.methods.clip_prompting import CLIP_MAPPING_LR, CLIPPromptingOptions
+    from algorithms.methods.prompting import prompt_parameter_groups
+    from models.clip.prompts import build_clip_prompt
     from runner.config import build_parser, config_from_args
 
     def config(*flags):
@@ -186,7 +188,8 @@ def test_a_linear_mapping_gets_its_own_learning_rate_and_only_its_runs_change_id
     assert linear.option_values["mapping_lr"] == CLIP_MAPPING_LR == 0.01 and linear.lr == 40.0
     assert config("--mapping", "linear", "--mapping-lr", "0.5").option_values["mapping_lr"] == 0.5
     assert config("--mapping", "linear").config_hash() != config("--mapping", "linear", "--mapping-lr", "0.5").config_hash()
-    prompt, mapping = nn.Linear(2, 2), nn.Linear(3, 2)
-    groups = clip_parameter_groups(linear, prompt, mapping)
+    prompt, mapping = build_clip_prompt("lowrank", 8), nn.Linear(3, 2)
+    mapping_lr = linear.options(CLIPPromptingOptions).mapping_lr
+    groups, _ = prompt_parameter_groups(prompt, mapping, linear.lr, mapping_lr)
     assert [len(g["params"]) for g in groups] == [2, 2] and "lr" not in groups[0] and groups[1]["lr"] == 0.01
-    assert clip_parameter_groups(linear, prompt, nn.Identity()) is None  # a mapping without parameters: one group at --lr
+    assert prompt_parameter_groups(prompt, nn.Identity(), linear.lr, mapping_lr)[0] is None  # a mapping without parameters: one group at --lr

@@ -1,7 +1,8 @@
 """Visual prompts for CNNs and CLIP: trainable input transformations in front of a frozen network.
 
-This module lists the prompt modules; importing the package registers each in :data:`PROMPTS`,
-then imports the modules named in ``VP_PROMPT_MODULES`` (prompts kept outside the project).
+This module lists the prompt modules; importing the package registers each in :data:`PROMPTS`.
+Prompts kept outside the project are registered by :func:`load_plugins` (the modules named in
+``VP_PROMPT_MODULES``), which every method script calls while it builds its flags.
 """
 from models.prompts import acavp, frame, lowrank, pad, patch, smm, watermark  # noqa: F401  (each registers its prompt)
 from models.prompts.acavp import AffineColourAdditivePrompt
@@ -13,8 +14,6 @@ from models.prompts.patch import FixedPatchPrompt, RandomPatchPrompt
 from models.prompts.registry import PROMPT_ALIASES, PROMPT_CHOICES, PROMPTS, build_prompt, load_plugins, option_classes, prompt_choices, prompt_class, prompts_reading, readers, register_prompt
 from models.prompts.smm import SampleSpecificMaskedPrompt
 from models.prompts.watermark import WatermarkVisualPrompt
-
-load_plugins()
 
 __all__ = [
     "CLIP", "CNN", "PROMPTS", "PROMPT_ALIASES", "PROMPT_CHOICES", "AffineColourAdditivePrompt", "ExpansiveVisualPrompt", "FixedPatchPrompt",

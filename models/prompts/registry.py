@@ -4,8 +4,9 @@ A prompt is a :class:`models.prompts.base.VisualPrompt` built as ``build_prompt(
 from a :class:`models.prompts.base.PromptSpec`; ``models/prompts/base.py`` says what it declares
 and how to write one. Each prompt module registers itself with :func:`register_prompt`;
 ``models/prompts/__init__.py`` lists the project's modules, so importing the package fills the
-registry. Prompts kept outside the project are imported from the modules named (comma-separated)
-in the environment variable ``VP_PROMPT_MODULES`` (:func:`load_plugins`, run by the package).
+registry. Prompts kept outside the project are imported from the modules or ``.py`` files named
+(comma-separated) in the environment variable ``VP_PROMPT_MODULES`` (:func:`load_plugins`, called
+by every method script while it builds its flags).
 
 Each model kind reads the registry through its own :class:`Choices` (:func:`prompt_choices`):
 the prompts that work there, each with its one-line description (the class docstring's first line
