@@ -23,7 +23,7 @@ import cfg
 from common.errors import UserError
 from common.options import Options, option_fields, options_from
 
-O = TypeVar("O", bound=Options)
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 # Settings that change where or how a run executes but not what it computes: left out of the
 # hash that names the run folder, so resuming on another device reuses the same folder. Options
@@ -207,7 +207,7 @@ class RunConfig:
             raise ValueError("RunConfig.resolved has no batch_dependent: build the config with runner.config or algorithms.methods.resolve_settings")
         return bool(self.resolved["batch_dependent"])
 
-    def options(self, cls: type[O]) -> O:
+    def options(self, cls: type[OptionsT]) -> OptionsT:
         """The typed options ``cls`` (a :class:`common.options.Options` dataclass) of this run."""
         return options_from(cls, self.option_values)
 

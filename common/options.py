@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 OPTION = "option"  # the key of an option's metadata in its dataclass field
 GIVEN, ALWAYS = "given", "always"
 
-O = TypeVar("O", bound="Options")
+OptionsT = TypeVar("OptionsT", bound="Options")
 
 
 class Options:
@@ -102,7 +102,7 @@ def record(cls: type[Options], values: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def options_from(cls: type[O], values: Mapping[str, Any]) -> O:
+def options_from(cls: type[OptionsT], values: Mapping[str, Any]) -> OptionsT:
     """``cls`` with the values kept of its options; one unset (absent or None) is its default."""
     names = {f.name for f, _meta in option_fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names and v is not None})

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from models.prompts.lowrank import LowRankOptions
 from models.prompts import PROMPTS, LowRankVisualPrompt, PromptSpec
+from models.prompts.lowrank import LowRankOptions
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
 

@@ -15,9 +15,8 @@ from algorithms.methods.visual_prompt import build_visual_prompt
 from algorithms.settings import RunConfig
 from common.errors import UserError
 from data.registry import SubsetSpec, load_dataset
-from models.prompts.smm import SmmOptions
 from models.prompts import PROMPTS, PromptSpec, SampleSpecificMaskedPrompt
-from models.prompts.smm import MaskNetwork, patchwise_upsample
+from models.prompts.smm import MaskNetwork, SmmOptions, patchwise_upsample
 from models.reprogrammer import ReprogrammingModel
 from runner.cli import main
 from runner.devices import setup_runtime

@@ -71,7 +71,7 @@ class CLIPPromptingOptions(Options):
     zero_shot: bool = option(True, "skip the zero-shot accuracy before training", flag="--no-zero-shot", action="store_false")
     # kept only where used (--mapping linear), so the folders of runs without a trainable mapping keep their names
     mapping_lr: float | None = option(None, "learning rate of a trainable mapping (--mapping linear), with --optimizer and the schedule of the prompt;"
-                                      f" the prompt's SGD lr 40 makes it diverge", recorded="given", default_help=str(CLIP_MAPPING_LR),
+                                      " the prompt's SGD lr 40 makes it diverge", recorded="given", default_help=str(CLIP_MAPPING_LR),
                                       type=positive_float, metavar="LR")  # fmt: skip
 
 
@@ -138,7 +138,9 @@ def clip_prompt_training(config: RunConfig, clip: LoadedCLIP, prompt: nn.Module,
     if recipe != "none":
         info["augment"] = recipe
     if rule != "raw":
-        info["gradient_rule"] = f"unit L2 norm per parameter; {', '.join(n for n, p in prompt.named_parameters() if any(p is c for c in prompt.clipped_parameters()))} clipped to +-{ACAVP_CLIP_VALUE:g}"
+        clipped = {id(p) for p in prompt.clipped_parameters()}
+        names = ", ".join(n for n, p in prompt.named_parameters() if id(p) in clipped)
+        info["gradient_rule"] = f"unit L2 norm per parameter; {names} clipped to +-{ACAVP_CLIP_VALUE:g}"
     return {"param_groups": groups, "train_augment": augment, "optimizer_hooks": gradient_hooks(rule, prompt), "info": info}
 
 

@@ -19,7 +19,7 @@ from common.errors import UserError
 from common.options import Options, distinct
 from data.registry import TargetData
 from models.networks import NETWORKS, resolve_weights
-from models.prompts import option_classes as prompt_option_classes
+from models.prompts.registry import option_classes as prompt_option_classes
 
 FamilyBuilder = Callable[[RunConfig, TargetData, Runtime], Experiment]
 # a method without training epochs: computes and writes its results itself, returns results.json's content

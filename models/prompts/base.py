@@ -42,8 +42,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from common.options import Options, option
 from common.argtypes import positive_int
+from common.options import Options, option
 from common.seeding import init_generator
 from models.layers import Normalize, resize_square
 from models.patterns import ADDITIVE_RANDN_SCALE, PromptPicture, check_init, signed_picture

@@ -19,8 +19,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from common.choices import Choices, first_line
