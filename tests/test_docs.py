@@ -9,7 +9,6 @@ from conftest import REPO
 
 from algorithms.mappings.base import MAPPING_DESCRIPTIONS
 from algorithms.methods import METHODS
-from models.clip.prompts import CLIP_PROMPT_DESCRIPTIONS
 from models.prompts.registry import PROMPT_DESCRIPTIONS
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "tools" / "paper_results" / "README.md"]
@@ -94,7 +93,7 @@ def test_every_bibtex_entry_is_complete_and_every_cited_author_has_one():
         assert re.search(r"^\s+title\s+= \{.+\},$", entry, re.MULTILINE) and re.search(r"year\s+= \{\d{4}\}", entry), entry
         assert re.search(r"^\s+author\s+= \{[A-Z][^}]+\}", entry, re.MULTILINE), entry  # every entry names its authors
     authors = " ".join(re.findall(r"author\s+= \{([^}]*)\}", " ".join(entries)))
-    descriptions = [m.description for m in METHODS.values()] + [*MAPPING_DESCRIPTIONS.values(), *PROMPT_DESCRIPTIONS.values(), *CLIP_PROMPT_DESCRIPTIONS.values()]
+    descriptions = [m.description for m in METHODS.values()] + [*MAPPING_DESCRIPTIONS.values(), *PROMPT_DESCRIPTIONS.values()]
     cited = {name for text in descriptions for name in re.findall(r"\b([A-Z][a-z]+)(?: et al\.|,? (?:NeurIPS|ICLR|ICML|CVPR) 20)", text)}
     assert cited and all(name in authors for name in cited), cited - {n for n in cited if n in authors}
 

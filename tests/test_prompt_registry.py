@@ -228,3 +228,43 @@ def test_clip_low_rank_runs_move_and_cnn_low_rank_runs_stay():
     assert folder("ilm_vp", "--prompt", "lowrank") == "4a63f5a7"
     assert folder("ilm_tp_vp", "--prompt", "lowrank") not in ("78ab9d20", "cb63e967")  # its folder before, and before the generators
     assert folder("ilm_tp_vp") == "f2fed3c5"  # the other CLIP prompts stay
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/architecture.md's walk-throughs name real things
+
+
+def walkthroughs() -> str:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    start = text.index("## Options: one declaration per flag")
+    return text[start : text.index("## How the floors meet")]
+
+
+def test_the_walkthroughs_name_real_functions_modules_and_files():
+    import importlib
+
+    text = walkthroughs()
+    named = re.findall(r"`(\w+)` from `([\w.]+)`", text)
+    assert len(named) >= 10
+    for name, module in named:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+    examples = ("stripes", "my_")  # the files a reader writes
+    paths = [p for p in re.findall(r"`([\w/]+\.py)`", text) if not any(e in p for e in examples)]
+    assert paths and all((REPO / p).is_file() for p in paths), [p for p in paths if not (REPO / p).is_file()]
+    for path in ("models/prompts/__init__.py", "algorithms/mappings/__init__.py", "algorithms/methods/__init__.py"):
+        assert path in text  # the listing modules the steps name
+    assert registry.PLUGINS_VARIABLE in text and "tests/test_prompt_registry.py" in text
+
+
+def test_the_walkthroughs_name_the_registries_and_their_choices():
+    from algorithms.mappings.base import MAPPING_CHOICES
+    from algorithms.methods.registry import FAMILIES
+    from models.clip.prompts import CLIP_PROMPT_CHOICES
+    from models.prompts import PROMPT_CHOICES
+
+    text = walkthroughs()
+    assert "PROMPT_CHOICES" in text and "CLIP_PROMPT_CHOICES" in text and PROMPT_CHOICES.what == CLIP_PROMPT_CHOICES.what == "prompt"
+    assert MAPPING_CHOICES.what == "mapping" and "VisualPromptOptions" in text
+    from algorithms.methods.visual_prompt import VisualPromptOptions
+
+    assert VisualPromptOptions in FAMILIES["visual_prompt"].options  # the family the mapping step names
