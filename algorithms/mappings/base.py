@@ -10,6 +10,9 @@ Every mapping is a small ``nn.Module`` with one interface, so the engine treats 
   class into ``stats [S, K]``, on the device, across ranks.
 * ``fit(stats)``: set the mapping from the summed matrix.
 * ``describe(source_names, target_names)``: a JSON-ready, human-readable view.
+* ``reads_features``: False for mappings over the source logits; True for one that reads the
+  network's penultimate features instead (``head``): the family then builds the network without
+  its final classifier layer and passes the feature size as ``num_source``.
 
 A mapping module registers a factory under its ``--mapping`` name with :func:`register_mapping`;
 ``algorithms/mappings/__init__.py`` lists the modules. This module imports none of them.
@@ -57,6 +60,7 @@ class LabelMapping(nn.Module):
 
     num_source: int
     num_target: int
+    reads_features = False  # True: its input is the network's penultimate features, not source logits
 
     def refresh_due(self, epoch: int) -> bool:
         return False
@@ -87,16 +91,18 @@ MAPPING_CHOICES = Choices("mapping", lambda: MAPPING_DESCRIPTIONS)
 # dataset name -> the batch size the mapping's reference code trains with on it
 BatchSizeRule = Callable[[str], int]
 BATCH_SIZES: dict[str, BatchSizeRule] = {}
+FEATURE_READERS: set[str] = set()  # mappings that read the penultimate features (register_mapping(reads_features=True))
 
 
 def register_mapping(
-    name: str, description: str | None = None, batch_size: BatchSizeRule | None = None
+    name: str, description: str | None = None, batch_size: BatchSizeRule | None = None, reads_features: bool = False
 ) -> Callable[[MappingFactory], MappingFactory]:
     """Decorator: make ``factory(num_source, num_target, interval, seed)`` available as ``--mapping name``.
 
     ``description`` (default: the factory's docstring, first line) is its line in ``--help``;
     ``batch_size(dataset)``, if given, is the default ``--batch-size`` of runs with this mapping
-    (its reference recipe), in place of the dataset's.
+    (its reference recipe), in place of the dataset's. ``reads_features``: the factory's first
+    argument is the network's feature size, and the network ends at its features.
     """
 
     def decorator(factory: MappingFactory) -> MappingFactory:
@@ -104,6 +110,8 @@ def register_mapping(
         MAPPING_DESCRIPTIONS[name] = first_line(factory) if description is None else description
         if batch_size is not None:
             BATCH_SIZES[name] = batch_size
+        if reads_features:
+            FEATURE_READERS.add(name)
         return factory
 
     return decorator
@@ -113,6 +121,11 @@ def mapping_batch_size(name: str, dataset: str) -> int | None:
     """The batch size the mapping ``name`` prescribes on ``dataset``; None: the dataset's default."""
     rule = BATCH_SIZES.get(name)
     return None if rule is None else rule(dataset)
+
+
+def reads_features(name: str) -> bool:
+    """Whether ``--mapping name`` reads the network's penultimate features instead of its source logits."""
+    return MAPPING_CHOICES.resolve(name) in FEATURE_READERS
 
 
 def maps_fewer_targets(name: str, num_source: int = 1000) -> bool:

@@ -22,7 +22,8 @@ from torch import nn
 
 from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
 from algorithms.gradient_rules import ACAVP_CLIP_VALUE, normalise_and_clip
-from algorithms.mappings import build_mapping
+from algorithms.mappings import build_mapping, head_group, reads_features
+from algorithms.mappings.head import NormalisedImageFeatures, add_head_arguments, check_head_options, complete_head_options
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
@@ -64,6 +65,7 @@ def add_clip_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--mapping-lr", type=positive_float, default=argparse.SUPPRESS, metavar="LR",
                        help=f"learning rate of a trainable mapping (--mapping linear), with --optimizer and the schedule of the prompt;"
                             f" the prompt's SGD lr 40 makes it diverge (default: {CLIP_MAPPING_LR})")  # fmt: skip
+    add_head_arguments(group)
 
 
 # --mapping linear's learning rate under the CLIP scripts' SGD (momentum 0.9, cosine): see docs/clip.md
@@ -72,19 +74,24 @@ CLIP_MAPPING_LR = 0.01
 
 def check_clip_prompting(config: RunConfig) -> None:
     template_number(config)
+    check_head_options(config)
 
 
 def complete_clip_prompting(config: RunConfig) -> None:
     """A trainable mapping's learning rate joins the settings (and so the run's identity) only where it is used."""
     if config.mapping == "linear" and config.extra.get("mapping_lr") is None:
         config.extra["mapping_lr"] = CLIP_MAPPING_LR
+    complete_head_options(config)
 
 
 def clip_parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -> list[dict] | None:
-    """The prompt at ``--lr``; a trainable mapping at ``--mapping-lr``; one group when the mapping has no parameters."""
+    """The prompt at ``--lr``; a trainable mapping at ``--mapping-lr``, the head (``--mapping head``) in its own
+    optimizer; one group when the mapping has no parameters."""
     mapping_params = [p for p in mapping.parameters() if p.requires_grad]
     if not mapping_params:
         return None
+    if mapping.reads_features:
+        return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, head_group(config.extra, mapping_params)]
     lr = config.extra.get("mapping_lr") or CLIP_MAPPING_LR
     return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, {"params": mapping_params, "lr": lr}]
 
@@ -151,7 +158,10 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
         config.prompt, clip.image_size, int(extra.get("prompt_size", 30)), config.prompt_init, seed=config.seed, rank=extra.get("rank"),
         mean=clip.mean, std=clip.std,
     )
-    mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
+    if reads_features(config.mapping):  # --mapping head: on the normalised image embedding, not the text scores
+        classifier = NormalisedImageFeatures(clip.model.visual)
+    num_source = embeddings.shape[-1] if reads_features(config.mapping) else classifier.num_labels
+    mapping = build_mapping(config.mapping, num_source, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(prompted_input(clip, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     source_names = [fill(t, c) for t in templates for c in names]
     groups = clip_parameter_groups(config, prompt, mapping)

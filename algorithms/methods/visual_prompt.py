@@ -12,7 +12,8 @@ from torch import nn
 
 from algorithms.engine import Experiment
 from algorithms.gradient_rules import normalise_and_clip
-from algorithms.mappings import build_mapping
+from algorithms.mappings import build_mapping, features_network, head_group, reads_features
+from algorithms.mappings.head import add_head_arguments, check_head_options, complete_head_options
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
@@ -84,10 +85,10 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
     recipe = resolve_augment(config, prompt_cls)
     net = load_network(config.network, config.weights)
     prompt = prompt_cls(prompt_spec(config, data, net.mean, net.std, net.input_size, options))
-    mapping = build_mapping(
-        config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
-    )
-    model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
+    # --mapping head reads the features the network's final layer would read
+    network, num_source = features_network(net.model) if reads_features(config.mapping) else (net.model, net.num_classes)
+    mapping = build_mapping(config.mapping, num_source, data.num_classes, interval=config.mapping_interval, seed=config.seed)
+    model = ReprogrammingModel(prompt, network, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
                                fast_frozen_ops=config.fast_frozen_ops, recompute=config.recompute)  # fmt: skip
     augment = build_recipe(recipe, data.image_size, net.input_size)
     groups, info = parameter_groups(config, prompt, mapping)
@@ -137,7 +138,9 @@ def parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -
     if mask_params:
         mask_lr = config.lr if config.extra.get("mask_lr") is None else config.extra["mask_lr"]
         groups.append({"params": mask_params, "lr": mask_lr, "scheduled": bool(config.extra.get("mask_decay", True))})
-    if mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
+    if mapping_params and mapping.reads_features:  # --mapping head: its own optimizer
+        groups.append(head_group(config.extra, mapping_params))
+    elif mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
         mapping_lr = config.lr if config.extra.get("mapping_lr") is None else config.extra["mapping_lr"]
         groups.append({"params": mapping_params, "lr": mapping_lr})
     return groups, info
@@ -160,6 +163,7 @@ def add_visual_prompt_arguments(group) -> None:
                             " ACAVP's affine and gain gradients then clipped element-wise (default: raw; acavp_vp: normalised)")  # fmt: skip
     group.add_argument("--mapping-lr", type=positive_float, default=None, metavar="LR",
                        help="learning rate of a trainable mapping (--mapping linear) (default: --lr)")  # fmt: skip
+    add_head_arguments(group)
     group.add_argument("--input-size", type=positive_int, default=None, metavar="N",
                        help="--prompt pad: resize the image to N x N (antialiased bilinear) before padding it into the network's input"
                             " (AutoVP's input scaling) (default: the image's own size)")  # fmt: skip
@@ -183,6 +187,7 @@ def check_visual_prompt(config: RunConfig) -> None:
     prompt_cls = PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]
     prompt_options(config, prompt_cls)
     resolve_augment(config, prompt_cls)
+    check_head_options(config)
     for flag, key in (("--mask-lr", "mask_lr"), ("--no-mask-decay", "mask_decay")):
         if not has_mask_network(config) and config.extra.get(key) not in (None, True):
             raise UserError(f"{flag} applies to prompts with a mask network (--prompt {' or --prompt '.join(prompts_with_mask())}), not --prompt {config.prompt}")
@@ -205,6 +210,7 @@ register_family(
     add_visual_prompt_arguments,
     prompts=PROMPT_CHOICES,
     check=check_visual_prompt,
+    complete=complete_head_options,
     cuda_precision="fp16",
     batch_dependent=has_mask_network,
     augment_recipe=lambda config: resolve_augment(config, PROMPTS[PROMPT_CHOICES.resolve(config.prompt)]),
