@@ -18,6 +18,9 @@ class ReprogrammingModel(nn.Module):
     the input transform (and a trainable mapping, if any), linear probing the network's new head,
     fine-tuning everything. A network that is not trained stays in eval mode even while the rest
     of the model trains, so its batch-norm statistics are never touched.
+
+    It is one :class:`~algorithms.engine.trainable.Trainable` (the trainer's contract); the
+    label mapping is its own business and its hook's (``MappingRefit``), not the trainer's.
     """
 
     def __init__(
@@ -68,6 +71,10 @@ class ReprogrammingModel(nn.Module):
         with full_precision(source):  # a mapping's product (BLM's omega, a linear map) in float32, as its logits
             target = self.label_mapping(source.float())
         return (target, source) if return_source else target
+
+    def compile_frozen(self, **options) -> None:
+        """``--compile``: the network body, where the time goes (the prompt and mapping are small)."""
+        self.network.compile(**options)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

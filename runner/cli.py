@@ -221,9 +221,10 @@ def evaluate_checkpoint(trainer: Trainer, run_dir: RunDir, config: RunConfig, wr
     if write:  # the run's own checkpoint; --checkpoint FILE may be evaluated on any data
         check_same_data(state.get("data"), trainer.data, path)
     trainer.load_model_state(state["model"], str(path))
-    result = {"checkpoint": str(path), "epoch": state["epoch"], "test_acc": trainer.evaluate(trainer.test_loader)}
-    if trainer.val_loader is not None:
-        result["val_acc"] = trainer.evaluate(trainer.val_loader, "val")
+    result = {"checkpoint": str(path), "epoch": state["epoch"]}
+    splits = [("test", trainer.test_loader)] + ([("val", trainer.val_loader)] if trainer.val_loader is not None else [])
+    for split, loader in splits:  # test_acc, test_top5, test_loss (and val_...)
+        result.update({f"{split}_{metric}": value for metric, value in trainer.evaluate(loader, split).items()})
     if write:
         run_dir.write_json("eval.json", result)
     if trainer.runtime.is_main:

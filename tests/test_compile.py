@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mapping_passes import accuracy_and_test_counts, gather_statistics, refresh_mapping
 from test_micro_batching import make_trainer
 
 from algorithms.runtime import COMPILE_PRESETS, compile_options
@@ -24,11 +25,10 @@ def test_a_compiled_epoch_equals_the_eager_one_on_the_cpu(tmp_path, cifar_root):
     out = {}
     for name, extra in (("eager", ()), ("compiled", ("--compile",))):
         trainer = make_trainer(tmp_path / name, cifar_root, "--prompt-init", "randn", *extra)
-        stats = trainer.gather_statistics(0)
-        trainer.refresh_mapping(0)
+        stats = gather_statistics(trainer, 0)
+        refresh_mapping(trainer, 0)
         metrics = trainer.train_epoch(0)
-        counts = trainer._new_stats()
-        acc = trainer.evaluate(trainer.test_loader, source_counts=counts)
+        acc, counts = accuracy_and_test_counts(trainer)
         out[name] = (stats, trainer.model.input_transform.theta.detach().clone(), metrics, acc, counts)
     (stats_e, theta_e, m_e, acc_e, counts_e), (stats_c, theta_c, m_c, acc_c, counts_c) = out["eager"], out["compiled"]
     assert torch.equal(stats_e, stats_c) and torch.equal(counts_e, counts_c) and acc_e == acc_c

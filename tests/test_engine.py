@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import tiny_args
+from mapping_passes import accuracy_and_test_counts, gather_statistics, mapping_refit, refresh_mapping
 from torch import nn
 
 from algorithms.engine import Experiment, Trainer
@@ -39,20 +40,20 @@ def make_trainer(tmp_path, cifar_root, *extra: str, **overrides) -> Trainer:
 def test_lm_source_train_counts_equal_a_pass_when_the_prompt_does_not_move(tmp_path, cifar_root):
     # a learning rate of 0 (refused on the command line) keeps the prompt where it starts
     trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train", "--prompt-init", "randn", lr=0.0)
-    trainer.refresh_mapping(0)
+    refresh_mapping(trainer, 0)
     trainer.train_epoch(0)
-    collected = trainer.pending_stats
+    collected = mapping_refit(trainer).pending
     assert collected is not None and int(collected.sum()) == 50
-    torch.testing.assert_close(collected, trainer.gather_statistics(1), rtol=0, atol=0)
+    torch.testing.assert_close(collected, gather_statistics(trainer, 1), rtol=0, atol=0)
 
 
 def test_lm_source_train_skips_the_pass_and_uses_the_collected_counts(tmp_path, cifar_root, monkeypatch):
     trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train")
-    trainer.refresh_mapping(0)
+    refresh_mapping(trainer, 0)
     trainer.train_epoch(0)
-    monkeypatch.setattr(trainer, "gather_statistics", lambda epoch: pytest.fail("the pass ran"))
-    trainer.refresh_mapping(1)
-    assert trainer.pending_stats is None
+    monkeypatch.setattr(mapping_refit(trainer), "gather_statistics", lambda ctx, epoch: pytest.fail("the pass ran"))
+    refresh_mapping(trainer, 1)
+    assert mapping_refit(trainer).pending is None
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16")
@@ -127,13 +128,13 @@ def test_mapping_counts_and_predictions_under_autocast_equal_fp32_on_near_ties(t
         "fp32": near_tie_trainer(tmp_path, "fp32", mapping=mapping),
         "bf16": near_tie_trainer(tmp_path, "bf16", mapping=mapping, eval_precision=eval_precision),
     }
-    stats = {p: t.gather_statistics(0) for p, t in runs.items()}
+    stats = {p: gather_statistics(t, 0) for p, t in runs.items()}
     assert torch.equal(stats["bf16"], stats["fp32"])
     assert int((stats["fp32"].sum(1) > 0).sum()) >= 4  # the votes spread over the near-tied sources
     for trainer in runs.values():
-        trainer.mapping.fit(stats["fp32"])
-    heat = {p: t._new_stats() for p, t in runs.items()}
-    acc = {p: t.evaluate(t.test_loader, source_counts=heat[p]) for p, t in runs.items()}
+        trainer.model.label_mapping.fit(stats["fp32"])
+    passes = {p: accuracy_and_test_counts(t) for p, t in runs.items()}
+    acc, heat = {p: a for p, (a, _) in passes.items()}, {p: c for p, (_, c) in passes.items()}
     assert acc["bf16"] == acc["fp32"] and torch.equal(heat["bf16"], heat["fp32"])
     x = to_float01(runs["fp32"].data.test.images)
     with torch.no_grad(), runs["bf16"].runtime.autocast():
@@ -145,8 +146,8 @@ def test_mapping_counts_and_predictions_under_autocast_equal_fp32_on_near_ties(t
 def test_the_near_tie_case_does_tie_with_reduced_precision_logits(tmp_path):
     """The case above is a real test: with the output layer left to autocast, bf16 logits tie
     and the counts pile onto the lowest source index."""
-    rounded = near_tie_trainer(tmp_path, "bf16", float32_logits=False).gather_statistics(0)
-    exact = near_tie_trainer(tmp_path / "exact", "fp32").gather_statistics(0)
+    rounded = gather_statistics(near_tie_trainer(tmp_path, "bf16", float32_logits=False), 0)
+    exact = gather_statistics(near_tie_trainer(tmp_path / "exact", "fp32"), 0)
     assert not torch.equal(rounded, exact)
     assert rounded[0].sum() > exact[0].sum()
 

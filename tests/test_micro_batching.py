@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_args, write_cifar10_pickles
+from mapping_passes import accuracy_and_test_counts, gather_statistics, mapping_refit, refresh_mapping
 from torch import nn
 
 from algorithms import micro_batching
@@ -56,9 +57,9 @@ def test_one_step_in_chunks_gives_the_whole_batch_prompt_loss_and_counts(tmp_pat
         trainer = make_trainer(tmp_path / name, root64, *STEP, *extra)
         assert len(trainer.train_loader) == 1 and trainer.data.sizes()["train"] == 64
         before = trainer.model.input_transform.theta.detach().clone()
-        trainer.refresh_mapping(0)
+        refresh_mapping(trainer, 0)
         metrics = trainer.train_epoch(0)
-        runs[name] = (trainer.model.input_transform.theta.detach() - before, metrics, trainer.pending_stats, trainer.chunk)
+        runs[name] = (trainer.model.input_transform.theta.detach() - before, metrics, mapping_refit(trainer).pending, trainer.chunk)
     (step_w, m_w, stats_w, chunk_w), (step_c, m_c, stats_c, chunk_c) = runs["whole"], runs["chunks"]
     assert chunk_w == 64 and chunk_c == 16
     assert step_w.abs().max() > 1e-3  # the prompt moved
@@ -74,7 +75,7 @@ def test_chunk_losses_are_weighted_by_their_real_sizes(tmp_path, root64):
     for name, extra in (("whole", ()), ("uneven", ("--micro-batch", "24"))):
         trainer = make_trainer(tmp_path / name, root64, *STEP, *extra)
         before = trainer.model.input_transform.theta.detach().clone()
-        trainer.refresh_mapping(0)
+        refresh_mapping(trainer, 0)
         trainer.train_epoch(0)
         steps[name] = trainer.model.input_transform.theta.detach() - before
     torch.testing.assert_close(steps["uneven"], steps["whole"], rtol=1e-5, atol=1e-7)
@@ -85,9 +86,8 @@ def test_mapping_pass_and_evaluation_counts_are_identical_in_chunks(tmp_path, ci
     for name, extra in (("whole", ()), ("chunks", ("--micro-batch", "3"))):
         trainer = make_trainer(tmp_path / name, cifar_root, "--prompt-init", "randn", *extra)
         assert trainer.test_loader.batch_size == (32 if name == "whole" else 3)  # eval batch bounded by the chunk
-        test_counts = trainer._new_stats()
-        acc = trainer.evaluate(trainer.test_loader, source_counts=test_counts)
-        counts[name] = (trainer.gather_statistics(0), test_counts, acc)
+        acc, test_counts = accuracy_and_test_counts(trainer)
+        counts[name] = (gather_statistics(trainer, 0), test_counts, acc)
     for a, b in zip(counts["whole"], counts["chunks"]):
         assert a == b if isinstance(a, float) else torch.equal(a, b)
 
@@ -127,7 +127,7 @@ def test_under_ddp_gradients_are_reduced_once_per_step(tmp_path, cifar_root):
             return future
 
         ddp.register_comm_hook(None, counting_hook)
-        trainer.refresh_mapping(0)
+        refresh_mapping(trainer, 0)
         trainer.train_epoch(0)
         steps = len(trainer.train_loader)  # 25 samples on this rank: 16 + 9, in chunks of 3
         assert steps == 2 and len(reductions) == steps  # not once per chunk (9 chunks)
@@ -227,7 +227,7 @@ def test_auto_probes_real_training_steps_and_leaves_no_trace(tmp_path, cifar_roo
     assert torch.equal(trainer.model.input_transform.theta.detach(), theta)
     assert all(p.grad is None for p in trainer.model.parameters())
     assert torch.equal(torch.random.get_rng_state(), rng_reference)  # the probe drew nothing from the run's stream
-    trainer.refresh_mapping(0)
+    refresh_mapping(trainer, 0)
     trainer.train_epoch(0)  # trains in chunks of 6 without running out of memory
 
 
@@ -256,9 +256,8 @@ def test_mapping_statistics_and_test_counts_do_not_depend_on_the_eval_batch(tmp_
     for size in ("7", "500"):
         trainer = make_trainer(tmp_path / size, cifar_root, "--prompt-init", "randn", "--eval-batch-size", size)
         assert trainer.test_loader.batch_size == int(size)
-        test_counts = trainer._new_stats()
-        acc = trainer.evaluate(trainer.test_loader, source_counts=test_counts)
-        counts[size] = (trainer.gather_statistics(0), test_counts, acc)
+        acc, test_counts = accuracy_and_test_counts(trainer)
+        counts[size] = (gather_statistics(trainer, 0), test_counts, acc)
     assert counts["7"][2] == counts["500"][2]
     for a, b in zip(counts["7"][:2], counts["500"][:2]):
         assert int(a.sum()) in (50, 20) and torch.equal(a, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from mapping_passes import gather_statistics
 
 from runner.cli import main
 
@@ -49,8 +50,8 @@ def test_efficientnet_lite0_step_in_chunks_and_with_recompute_equals_the_whole_b
         if data is None:
             data = load_dataset("cifar10", config.data_root, batch_size=32, subset=SubsetSpec(32, 16))
         trainer = Trainer(config, FAMILIES["visual_prompt"].build(config, data, runtime), data, runtime, RunDir(tmp_path / name, enabled=False))
-        counts[name] = trainer.gather_statistics(0)  # the mapping pass
-        trainer.mapping.fit(counts[name])
+        counts[name] = gather_statistics(trainer, 0)  # the mapping pass
+        trainer.model.label_mapping.fit(counts[name])
         trainer.train_epoch(0)
         steps[name] = trainer.model.input_transform.theta.detach().clone()  # from theta = 0: -lr * gradient
     assert steps["whole"].abs().max() > 1e-4

@@ -1,7 +1,12 @@
-"""Passes without gradients: accuracy, outputs computed once, and which accuracy a run reports.
+"""Passes without gradients: top-1, top-5 and loss, outputs computed once, and which accuracy a run reports.
 
 Every pass here sees each sample once and returns the same numbers at any batch size (up to
 float rounding); they run at the evaluation batch size, on the device, reduced across ranks.
+
+Every split reports top-1 accuracy (``acc``), top-5 accuracy (``top5``) and the mean
+cross-entropy of the target logits (``loss``), in %. Top-5 counts a sample right when its label
+is among its ``min(5, K)`` highest logits, so with five classes or fewer it is 100 %; ties in
+the logits are broken as ``torch.topk`` breaks them (the order of the model's outputs).
 """
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
 from algorithms import micro_batching
-from algorithms.mappings.base import accumulate_statistic, top1_one_hot
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common import progress
@@ -22,6 +27,9 @@ from data.registry import TargetData
 from data.tensors import FeatureSet, ImageTensorSet
 
 BatchFn = Callable[[torch.Tensor], torch.Tensor]
+# sees each evaluation batch: (target logits [n, K], the model's other outputs or None, labels [n])
+Observer = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], None]
+TOP_K = 5  # the second accuracy every split reports (top-min(5, K))
 
 
 def evaluation_batch_size(config: RunConfig, batch_size: int) -> int:
@@ -38,6 +46,8 @@ PROTOCOL = {
     "best_test_acc": "paper protocol: the highest test accuracy over all epochs (epoch chosen on test; best.pth)",
     "final_test_acc": "test accuracy after the last epoch",
     "val_selected_test_acc": "test accuracy at the epoch with the highest validation accuracy (ties: earliest epoch)",
+    "top5": f"top-5 accuracy: the label among the min({TOP_K}, K) highest logits (100 % with {TOP_K} classes or fewer)",
+    "loss": "mean cross-entropy of the target logits over the split",
 }
 
 
@@ -47,32 +57,76 @@ def val_selection(history: list[dict]) -> dict:
     if not rows:
         return {}
     best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
-    return {"val_selected_test_acc": best["test_acc"], "val_selected_epoch": best["epoch"], "best_val_acc": best["val_acc"]}
+    chosen = {"val_selected_test_acc": best["test_acc"], "val_selected_epoch": best["epoch"], "best_val_acc": best["val_acc"]}
+    return chosen | {f"val_selected_test_{m}": best[f"test_{m}"] for m in ("top5", "loss") if best.get(f"test_{m}") is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-1, top-5, loss
+
+
+def correct_in_top(logits: torch.Tensor, labels: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
+    """How many samples have their label among their ``min(k, K)`` highest logits."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (top == labels.unsqueeze(1)).any(dim=1).sum()
+
+
+SUMS = 4  # a pass's running sums: loss sum, top-1 correct, samples, top-5 correct
+
+
+def training_sums(device: torch.device, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero sums, or one chunk's (its mean ``loss`` times its size; float64 on the device)."""
+    sums = torch.zeros(SUMS, device=device, dtype=torch.float64)
+    if logits is not None:
+        n = labels.shape[0]
+        sums[0], sums[1], sums[2], sums[3] = loss * n, (logits.argmax(dim=1) == labels).sum(), n, correct_in_top(logits, labels)
+    return sums
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def training_metrics(totals: torch.Tensor) -> dict:
+    """The training pass's row entries from its summed :func:`training_sums` (a top-5 sum that an
+    epoch resumed from a checkpoint before top-5 existed could not know is None)."""
+    count = max(1.0, float(totals[2]))
+    return {
+        "train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count,
+        "train_top5": _finite(100.0 * float(totals[3]) / count), "train_samples": int(count),
+    }  # fmt: skip
 
 
 @torch.no_grad()
-def top1_accuracy(model, batches, runtime: Runtime, source_counts: torch.Tensor | None = None) -> float:
-    """Top-1 accuracy (%) of ``model`` over uint8 ``(images, labels)`` batches, summed across ranks.
+def split_metrics(model, batches, runtime: Runtime, observers: list[Observer] = ()) -> dict[str, float]:
+    """``{"acc", "top5", "loss"}`` of ``model`` over uint8 ``(images, labels)`` batches, summed across ranks.
 
-    With ``source_counts [S, K]`` the model must accept ``return_source=True``; the source top-1
-    prediction of every sample is then counted against its label (the mapping heatmap). The
-    network body runs at ``--eval-precision``; logits and the mapping are float32 in any case.
+    With ``observers`` the model is called with ``return_source=True`` and each observer sees
+    every batch's target logits, the model's other output and the labels (the mapping heatmap).
+    The network body runs at ``--eval-precision``; logits and the loss are float32 in any case.
     """
-    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-    total = torch.zeros((), device=runtime.device, dtype=torch.long)
+    sums = torch.zeros(SUMS, device=runtime.device, dtype=torch.float64)
     for images, labels in batches:
         with runtime.eval_autocast():
-            if source_counts is None:
-                logits = model(to_float01(images))
-            else:
+            if observers:
                 logits, source = model(to_float01(images), return_source=True)
-                accumulate_statistic(source_counts, top1_one_hot(source.float()), labels)
-        correct += (logits.argmax(dim=1) == labels).sum()
-        total += labels.shape[0]
-    if source_counts is not None:
-        runtime.all_reduce_sum(source_counts)
-    totals = runtime.all_reduce_sum(torch.stack([correct, total]))
-    return 100.0 * float(totals[0]) / max(1, int(totals[1]))
+            else:
+                logits, source = model(to_float01(images)), None
+        logits = logits.float()
+        for observe in observers:
+            observe(logits, source, labels)
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+        sums[1] += (logits.argmax(dim=1) == labels).sum()
+        sums[2] += labels.shape[0]
+        sums[3] += correct_in_top(logits, labels)
+    totals = runtime.all_reduce_sum(sums)
+    count = max(1.0, float(totals[2]))
+    return {"acc": 100.0 * float(totals[1]) / count, "top5": 100.0 * float(totals[3]) / count, "loss": float(totals[0]) / count}
+
+
+def top1_accuracy(model, batches, runtime: Runtime) -> float:
+    """Top-1 accuracy (%) of ``model`` over uint8 ``(images, labels)`` batches (:func:`split_metrics`)."""
+    return split_metrics(model, batches, runtime)["acc"]
 
 
 @torch.no_grad()

@@ -15,10 +15,10 @@ import torch
 
 from algorithms.engine.hooks import EpochHook, MappingRefit
 from algorithms.engine.step import TrainingStep
+from algorithms.engine.trainable import Trainable
 from algorithms.runtime import Runtime
 from data.augment_draws import AugmentDraws
 from data.registry import TargetData
-from models.reprogrammer import ReprogrammingModel
 
 Augment = Callable[[torch.Tensor, AugmentDraws], torch.Tensor]  # (float batch, its per-sample draws) -> augmented batch
 # called right before every optimizer step, with gradients unscaled and summed over chunks and ranks
@@ -31,7 +31,7 @@ class Precomputed:
 
     # shares its trainable modules, under the same state-dict names, with Experiment.model, so
     # checkpoints of either load into the other
-    model: ReprogrammingModel
+    model: Trainable
     data: TargetData  # splits of FeatureSet
     info: dict = field(default_factory=dict)  # merged into Experiment.info (e.g. how long it took)
 
@@ -49,11 +49,12 @@ def default_hooks() -> list[EpochHook]:
 class Experiment:
     """What a method hands the engine: the model, the names of its source outputs, extras."""
 
-    model: ReprogrammingModel
+    model: Trainable  # an nn.Module: a ReprogrammingModel for every family so far
     source_names: list[str]
     train_augment: Augment | None = None  # on-device augmentation, training batches only
-    # optimizer groups (default: every trainable parameter); a group may set its own "lr", and
-    # "scheduled": False keeps its learning rate constant after warmup instead of following --scheduler
+    # optimizer groups (default: every trainable parameter); a group may set its own "lr";
+    # "scheduled": False keeps its learning rate constant after warmup instead of following --scheduler;
+    # "recipe": {run settings} puts it in an optimizer of its own with those settings (schedule.build_optimizations)
     param_groups: list[dict] | None = None
     info: dict = field(default_factory=dict)  # method facts for config.json / results.json
     precompute: Precompute | None = None  # replace the images by what a frozen part computes from them

@@ -1,9 +1,11 @@
-"""What a method does around its epochs besides training: per-epoch refits and their statistics.
+"""What a method does around its epochs besides training: per-epoch refits, their statistics and records.
 
 An :class:`EpochHook` runs before each epoch's training (the lower level of a bi-level method),
-may watch every training chunk, and keeps state that goes into the checkpoint, so a resumed run
-continues exactly. The label-mapping refit of ILM-VP (and BLM, FLM's one-off fit, ...) is one
-such hook, :class:`MappingRefit`; every family gets it unless it hands the engine other hooks.
+may watch every training chunk and every evaluation batch, writes its own files after the epoch,
+and keeps state that goes into the checkpoint, so a resumed run continues exactly. The label
+mapping's refit of ILM-VP (and BLM, FLM's one-off fit, ...), its per-epoch file
+(``mappings/epoch_NNN.json``) and its heatmap counts are one such hook, :class:`MappingRefit`;
+every family gets it unless it hands the engine other hooks. The trainer knows no mapping.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from typing import Any
 
 import torch
 
+from algorithms.engine.evaluation import Observer
 from algorithms.engine.step import StepOutput
-from algorithms.mappings.base import accumulate_statistic
+from algorithms.mappings.base import accumulate_statistic, top1_one_hot
+from algorithms.outputs import PredictionCounts, RunOutputs, mapped_sources
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from data.loader import BatchLoader, to_float01
@@ -30,6 +34,9 @@ class EpochContext:
     config: RunConfig
     stats_loader: BatchLoader  # the training split, unshuffled, at the evaluation batch size (no-grad passes)
     progress: Callable[[Iterable, str], Iterable]  # a progress display over a loader (main process, terminal only)
+    outputs: RunOutputs | None = None  # the run's files (writers are no-ops on ranks other than 0)
+    source_names: list[str] | None = None  # the names of the model's source outputs (Experiment.source_names)
+    class_names: list[str] | None = None  # the target classes
 
 
 class EpochHook:
@@ -53,6 +60,15 @@ class EpochHook:
     def end_training(self, ctx: EpochContext, epoch: int) -> None:
         """The epoch's training has ended (every rank calls it: reductions across ranks go here)."""
 
+    def evaluation_observer(self, ctx: EpochContext, split: str) -> Observer | None:
+        """A function to see every batch of the evaluation pass over ``split`` ("test", "val"), or None."""
+        return None
+
+    def after_epoch(self, ctx: EpochContext, epoch: int) -> PredictionCounts | None:
+        """After the 1-based ``epoch``'s evaluation, before its checkpoint (every rank): write the
+        hook's files; prediction counts returned are drawn with the epoch's snapshots (a heatmap)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Entries merged into the checkpoint (top-level keys, so they must not clash with the loop's);
         mid-epoch (a stop on request) they include what the epoch has collected so far."""
@@ -75,6 +91,7 @@ class MappingRefit(EpochHook):
     def __init__(self) -> None:
         self.pending: torch.Tensor | None = None  # --lm-source train: counts from the last epoch
         self._collecting: torch.Tensor | None = None
+        self._test_counts: torch.Tensor | None = None  # the epoch's test predictions, source top-1 x target
 
     @staticmethod
     def _zeros(ctx: EpochContext) -> torch.Tensor:
@@ -123,6 +140,29 @@ class MappingRefit(EpochHook):
         if self._collecting is not None:
             self.pending = ctx.runtime.all_reduce_sum(self._collecting)
         self._collecting = None
+
+    def evaluation_observer(self, ctx: EpochContext, split: str) -> Observer | None:
+        """On the test split, count each sample's source top-1 against its label (the heatmap);
+        a mapping that reads features, not source labels, has none."""
+        if split != "test" or ctx.model.label_mapping.reads_features:
+            return None
+        counts = self._test_counts = self._zeros(ctx)
+
+        def observe(logits: torch.Tensor, source: torch.Tensor | None, labels: torch.Tensor) -> None:
+            accumulate_statistic(counts, top1_one_hot(source.float()), labels)
+
+        return observe
+
+    def after_epoch(self, ctx: EpochContext, epoch: int) -> PredictionCounts | None:
+        """The mapping's file of the epoch, and the test prediction counts for its heatmap."""
+        mapping = ctx.model.label_mapping
+        ctx.outputs.write_mapping(epoch, mapping.describe(ctx.source_names, ctx.class_names))
+        counts, self._test_counts = self._test_counts, None
+        if counts is None:
+            return None
+        counts = ctx.runtime.all_reduce_sum(counts)
+        S, K = mapping.num_source, mapping.num_target
+        return PredictionCounts(epoch, counts.round().long().cpu().numpy(), mapped_sources(mapping, S, K), list(ctx.source_names), list(ctx.class_names))
 
     def state_dict(self) -> dict[str, Any]:
         state = {"pending_stats": None if self.pending is None else self.pending.cpu()}

@@ -1,10 +1,13 @@
 """The epochs: hooks (the mapping refit), training with the family's step, evaluation, checkpoints.
 
 Each epoch: the family's hooks run (lower level: ILM's mapping refit), then one pass of
-training with the step the family owns (upper level), then test (and validation) accuracy.
-What the parts compute belongs to the :class:`~algorithms.engine.experiment.Experiment`; when
-and where it runs (chunks, ranks, precision, scaling, checkpoints) belongs here. Writes go
-through :class:`~algorithms.outputs.RunOutputs` (the runner's run folder).
+training with the step the family owns (upper level), then test (and validation) top-1, top-5
+and loss. What the parts compute belongs to the :class:`~algorithms.engine.experiment.Experiment`;
+when and where it runs (chunks, ranks, precision, scaling, checkpoints) belongs here. The trainer
+knows nothing of the model's shape: it trains a :class:`~algorithms.engine.trainable.Trainable`
+(its trainable parts and state; its outputs, which the step turns into a loss and evaluation
+scores); whatever a model part records (the label mapping's files and heatmap) is its hook's
+business. Writes go through :class:`~algorithms.outputs.RunOutputs` (the runner's run folder).
 
 Speed: batches arrive as uint8 already on the device; metrics stay on the device and are reduced
 once per epoch; statistics are accumulated on the device. Memory: with ``--micro-batch N`` a
@@ -21,18 +24,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from algorithms.engine import checkpoint as ckpt
-from algorithms.engine.evaluation import evaluation_batch_size, top1_accuracy
+from algorithms.engine.evaluation import SUMS, evaluation_batch_size, split_metrics, training_metrics, training_sums
 from algorithms.engine.experiment import Experiment
 from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
-from algorithms.engine.hooks import EpochContext, MappingRefit
+from algorithms.engine.hooks import EpochContext
 from algorithms.engine.interruption import EpochProgress
 from algorithms.engine.loaders import build_loaders
-from algorithms.engine.reporting import epoch_line, epoch_scalars, prediction_counts, run_summary
-from algorithms.engine.schedule import build_optimizer, build_scheduler
+from algorithms.engine.reporting import epoch_line, epoch_scalars, run_summary
+from algorithms.engine.schedule import build_optimizations
 from algorithms.outputs import BEST, CHECKPOINT, RunOutputs
 from algorithms.runtime import Runtime, compile_options
 from algorithms.settings import RunConfig
 from common import preemption, progress
+from common.errors import UserError
 from common.seeding import epoch_generator
 from data.augment_draws import AugmentDraws
 from data.loader import BatchLoader, to_float01
@@ -49,21 +53,21 @@ class Trainer:
         self.config, self.experiment, self.data, self.runtime, self.outputs = config, experiment, data, runtime, outputs
         self.device = runtime.device
         self.model = model.to(self.device)
-        self.mapping = self.model.label_mapping
         self.step, self.hooks = experiment.step, list(experiment.hooks)
         compile_kwargs = compile_options(config.compile)  # --compile [max]
-        if compile_kwargs is not None:
-            self.model.network.compile(**compile_kwargs)
+        if compile_kwargs is not None:  # the model's frozen body where it names one, else the whole model
+            getattr(self.model, "compile_frozen", self.model.compile)(**compile_kwargs)
         self.show_bars = runtime.is_main
         loaders = build_loaders(config, self.model, self.step, data, runtime, self._note, experiment.info)
         self.train_loader, self.stats_loader, self.test_loader, self.val_loader = loaders.train, loaders.stats, loaders.test, loaders.val
         self.chunk = loaders.chunk
         if config.recompute:
-            experiment.info["stages_recomputed"] = experiment.model.rewrites.get("stages_recomputed", 0)
+            experiment.info["stages_recomputed"] = getattr(experiment.model, "rewrites", {}).get("stages_recomputed", 0)
         params = self.model.trainable_parameters()
         self.num_trainable = sum(p.numel() for p in params)
-        self.optimizer = build_optimizer(config, experiment.param_groups or [{"params": params}])
-        self.scheduler = build_scheduler(config, self.optimizer, len(self.train_loader))
+        # the run's optimizer first, then any part's own (a group with a "recipe": --mapping head)
+        self.optimizations = build_optimizations(config, experiment.param_groups or [{"params": params}], len(self.train_loader))
+        self.optimizer, self.scheduler = self.optimizations[0].optimizer, self.optimizations[0].scheduler
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.precision == "fp16")
         self.train_model = self.model
         if runtime.distributed and params:
@@ -71,7 +75,7 @@ class Trainer:
             # a frozen network's buffers are identical on every rank: re-broadcast rank 0's buffers each
             # step only when a trained module keeps some (batch-norm statistics of a mask network, say)
             self.train_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=self.model.trains_buffers)
-        self.context = EpochContext(self.model, runtime, config, self.stats_loader, self._bar)
+        self.context = EpochContext(self.model, runtime, config, self.stats_loader, self._bar, outputs, experiment.source_names, data.class_names)
         self.history: list[dict] = []
         self.best = {"test_acc": None, "epoch": None}
         self.start_epoch = 0
@@ -105,23 +109,6 @@ class Trainer:
             return contextlib.nullcontext()
         return self.train_model.no_sync()
 
-    # -- the mapping refit, by name (the default hook) -----------------------------------------
-    @property
-    def mapping_refit(self) -> MappingRefit | None:
-        return next((h for h in self.hooks if isinstance(h, MappingRefit)), None)
-
-    def gather_statistics(self, epoch: int) -> torch.Tensor:
-        """The mapping's statistics ``[S, K]`` of the current prompt on the training set."""
-        return (self.mapping_refit or MappingRefit()).gather_statistics(self.context, epoch)
-
-    def refresh_mapping(self, epoch: int) -> int | None:
-        """Refit the mapping now; how many targets changed source (None at the first fit)."""
-        return self.mapping_refit.refit(self.context, epoch)
-
-    @property
-    def pending_stats(self) -> torch.Tensor | None:
-        return self.mapping_refit.pending
-
     # -- state ---------------------------------------------------------------------------------
     def state(self, epoch: int, progress: EpochProgress | None = None) -> dict:
         """The checkpoint after ``epoch`` finished epochs, or inside the next one with ``progress``."""
@@ -130,6 +117,7 @@ class Trainer:
             "model": self.model.trainable_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            **self._more_optimizers_state(),
             "scaler": self.scaler.state_dict(),
             "history": self.history,
             "best": self.best,
@@ -141,6 +129,11 @@ class Trainer:
         if progress is not None:
             state["epoch_progress"] = progress.state_dict()
         return state
+
+    def _more_optimizers_state(self) -> dict:
+        """The optimizers of parts that bring their own (absent where there are none, as before they existed)."""
+        more = [{"optimizer": o.optimizer.state_dict(), "scheduler": o.scheduler.state_dict()} for o in self.optimizations[1:]]
+        return {"more_optimizers": more} if more else {}
 
     def load_model_state(self, state: dict, source: str) -> None:
         ckpt.load_model_state(self.model, state, source)
@@ -156,6 +149,11 @@ class Trainer:
         # fp16's loss scale carries over only between fp16 runs
         keep_scale = not (precision_note and bool(saved["scaler"]) != self.scaler.is_enabled())
         ckpt.load_optimization_state(saved, self.optimizer, self.scheduler, self.scaler if keep_scale else None, path)
+        more = saved.get("more_optimizers", [])
+        if len(more) != len(self.optimizations) - 1:
+            raise UserError(f"checkpoint {path} holds {len(more) + 1} optimizers, this run has {len(self.optimizations)}; start a new run instead")
+        for state, optimization in zip(more, self.optimizations[1:]):
+            ckpt.load_optimization_state(state, optimization.optimizer, optimization.scheduler, None, path)
         self.history, self.best = list(saved["history"]), dict(saved["best"])
         for hook in self.hooks:
             hook.load_state_dict(saved, self.device)
@@ -169,7 +167,7 @@ class Trainer:
     # -- phases --------------------------------------------------------------------------------
     def before_epoch(self, epoch: int) -> dict:
         """The hooks' lower level (the mapping refit); their metric-row entries."""
-        entries: dict = {"mapping_changes": None}
+        entries: dict = {}
         for hook in self.hooks:
             entries.update(hook.before_epoch(self.context, epoch))
         return entries
@@ -183,13 +181,12 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         augment_gen = epoch_generator(self.config.seed, epoch, stream=1)
         partial, self.partial = (self.partial, None) if self.partial is not None and self.partial.epoch == epoch else (None, self.partial)
-        # running sums on the device: loss, correct, samples
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+        sums = training_sums(self.device)  # running sums on the device: loss, correct, samples, top-5 correct
         if partial is None:
             for hook in self.hooks:
                 hook.start_training(self.context, epoch)
         else:
-            sums.copy_(partial.sums)
+            sums.copy_(partial.sums if len(partial.sums) == SUMS else torch.cat([partial.sums.to(sums), sums.new_tensor([float("nan")])]))
             augment_gen.set_state(partial.augment_state)
             torch.set_rng_state(partial.rng_state)
             for hook in self.hooks:
@@ -222,17 +219,17 @@ class Trainer:
         totals = self.runtime.all_reduce_sum(sums.clone())
         for hook in self.hooks:
             hook.end_training(self.context, epoch)
-        count = max(1.0, float(totals[2]))
-        return {"train_loss": float(totals[0]) / count, "train_acc": 100.0 * float(totals[1]) / count, "train_samples": int(count)}
+        return training_metrics(totals)
 
     def _check_numbers(self, epoch: int, end_of_epoch: bool = False) -> None:
-        cause = likely_cause(self.config.lr, len(self.optimizer.param_groups), self.runtime.precision)
+        cause = likely_cause(self.config.lr, sum(len(o.optimizer.param_groups) for o in self.optimizations), self.runtime.precision)
         kept = checkpoint_kept(str(self.outputs.location(CHECKPOINT)), len(self.history))
         self.guard.check(epoch, self.runtime, self.trained_parameters, cause, kept, end_of_epoch)
 
     def optimize(self, x: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch, in chunks; adds to the epoch's sums (loss, correct, samples), returns the batch loss."""
-        self.optimizer.zero_grad(set_to_none=True)
+        for o in self.optimizations:
+            o.optimizer.zero_grad(set_to_none=True)
         chunks = list(zip(x.split(self.chunk), labels.split(self.chunk)))
         batch_loss = torch.zeros((), device=self.device)
         for i, (xc, yc) in enumerate(chunks):
@@ -243,28 +240,27 @@ class Trainer:
                     out = self.step.forward(self.train_model, xc, yc)
                 self.scaler.scale(out.loss * weight if len(chunks) > 1 else out.loss).backward()
             with torch.no_grad():
-                sums[0] += out.loss.detach() * yc.shape[0]
-                sums[1] += (out.logits.argmax(dim=1) == yc).sum()
-                sums[2] += yc.shape[0]
+                sums += training_sums(self.device, out.loss.detach(), out.logits.detach(), yc)
                 batch_loss += out.loss.detach() * weight
                 for hook in self.hooks:
                     hook.on_chunk(out, yc)
         if self.experiment.optimizer_hooks:
-            self.scaler.unscale_(self.optimizer)
-            for edit in self.experiment.optimizer_hooks:
-                edit(self.optimizer)
-        self.scaler.step(self.optimizer)
+            for o in self.optimizations:
+                self.scaler.unscale_(o.optimizer)
+                for edit in self.experiment.optimizer_hooks:
+                    edit(o.optimizer)
+        for o in self.optimizations:
+            self.scaler.step(o.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        for o in self.optimizations:
+            o.scheduler.step()
         return batch_loss
 
-    def evaluate(self, loader: BatchLoader, desc: str = "test", source_counts: torch.Tensor | None = None) -> float:
-        """Accuracy in %; ``source_counts [S, K]``, if given, accumulates source top-1 vs target label."""
+    def evaluate(self, loader: BatchLoader, split: str = "test", desc: str | None = None) -> dict[str, float]:
+        """``{"acc", "top5", "loss"}`` (%, %, mean cross-entropy) over ``split``; the hooks that ask see every batch's outputs."""
         self.model.eval()
-        return top1_accuracy(self.model, self._bar(loader, desc), self.runtime, source_counts)
-
-    def _new_stats(self) -> torch.Tensor:
-        return torch.zeros(self.mapping.num_source, self.mapping.num_target, device=self.device)
+        observers = [o for o in (h.evaluation_observer(self.context, split) for h in self.hooks) if o is not None]
+        return split_metrics(self.model, self._bar(loader, desc or split), self.runtime, observers)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -284,27 +280,27 @@ class Trainer:
             train = self.train_epoch(epoch)
             self.runtime.synchronize()
             t2 = time.perf_counter()
-            test_counts = self._new_stats()  # for the mapping heatmap (runner/snapshots.py)
-            test_acc = self.evaluate(self.test_loader, f"epoch {epoch + 1} test", source_counts=test_counts)
-            val_acc = self.evaluate(self.val_loader, f"epoch {epoch + 1} val") if self.val_loader is not None else None
+            test = self.evaluate(self.test_loader, "test", f"epoch {epoch + 1} test")
+            val = self.evaluate(self.val_loader, "val", f"epoch {epoch + 1} val") if self.val_loader is not None else {}
             self.runtime.synchronize()
             t3 = time.perf_counter()
             row = {
-                "epoch": epoch + 1, **train, "test_acc": test_acc, "val_acc": val_acc, "lr": lr, **entries,
+                "epoch": epoch + 1, **train, "test_acc": test["acc"], "val_acc": val.get("acc"), "lr": lr, **entries,
+                "test_top5": test["top5"], "test_loss": test["loss"], "val_top5": val.get("top5"), "val_loss": val.get("loss"),
                 "mapping_seconds": t1 - t0, "train_seconds": t2 - t1, "eval_seconds": t3 - t2, "epoch_seconds": t3 - t0,
                 "train_images_per_s": train["train_samples"] / max(1e-9, t2 - t1),
             }  # fmt: skip
             self.history.append(row)
-            improved = self.best["test_acc"] is None or test_acc > self.best["test_acc"]
+            improved = self.best["test_acc"] is None or test["acc"] > self.best["test_acc"]
             if improved:
-                self.best = {"test_acc": test_acc, "epoch": epoch + 1}
-            self._write_epoch(epoch, row, improved, test_counts)
+                self.best = {"test_acc": test["acc"], "epoch": epoch + 1}
+            self._write_epoch(epoch, row, improved)
         results = self.summary()
         self.outputs.write_json("results.json", results)
         self.outputs.close()
         return results
 
-    def _write_epoch(self, epoch: int, row: dict, improved: bool, test_counts: torch.Tensor) -> None:
+    def _write_epoch(self, epoch: int, row: dict, improved: bool) -> None:
         """Every file of the epoch, the checkpoint last: a write that fails (disk full) leaves the
         previous checkpoint, from which ``--resume`` redoes this epoch and rewrites them all."""
         state = self.state(epoch + 1)
@@ -312,17 +308,14 @@ class Trainer:
             best = {"epoch": epoch + 1, "model": state["model"], "test_acc": row["test_acc"], "config": state["config"], "data": state["data"]}
             self.outputs.save(BEST, best)
         self.outputs.write_metrics(self.history)
-        self.outputs.write_mapping(epoch + 1, self.mapping.describe(self.experiment.source_names, self.data.class_names))
+        # every rank: a hook may reduce what it collected across ranks before its rank 0 writes
+        drawn = [c for c in (h.after_epoch(self.context, epoch + 1) for h in self.hooks) if c is not None]
         self.outputs.log_scalars(epoch + 1, epoch_scalars(row))
         if self.runtime.is_main:
             progress.line(epoch_line(row, self.config.epochs, self.best["test_acc"]))
-        self._write_snapshots(epoch + 1, test_counts)
+        # the prompt's picture, and the first hook's prediction counts (the mapping heatmap)
+        self.outputs.write_snapshots(self.model, epoch + 1, self.config.epochs, drawn[0] if drawn else None)
         self.outputs.save(CHECKPOINT, state)
-
-    def _write_snapshots(self, epoch: int, test_counts: torch.Tensor) -> None:
-        if self.outputs.enabled:  # only rank 0 writes
-            counts = prediction_counts(epoch, test_counts, self.mapping, self.experiment.source_names, self.data.class_names)
-            self.outputs.write_snapshots(self.model, epoch, self.config.epochs, counts)
 
     def summary(self) -> dict:
         return run_summary(self.config, self.history, self.best, self.num_trainable, self.data, self.experiment.info)

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from algorithms.engine.evaluation import PROTOCOL, val_selection
-from algorithms.outputs import PredictionCounts, mapped_sources
 from algorithms.settings import RunConfig
 from data.registry import TargetData
 
@@ -16,10 +13,15 @@ def epoch_scalars(row: dict[str, Any]) -> dict[str, float | None]:
     return {
         "train/loss": row["train_loss"],
         "train/acc": row["train_acc"],
+        "train/top5": row.get("train_top5"),
         "test/acc": row["test_acc"],
+        "test/top5": row.get("test_top5"),
+        "test/loss": row.get("test_loss"),
         "val/acc": row["val_acc"],
+        "val/top5": row.get("val_top5"),
+        "val/loss": row.get("val_loss"),
         "lr": row["lr"],
-        "mapping/changes": row["mapping_changes"],
+        "mapping/changes": row.get("mapping_changes"),
         "time/epoch_seconds": row["epoch_seconds"],
         "time/train_images_per_s": row["train_images_per_s"],
     }
@@ -27,7 +29,7 @@ def epoch_scalars(row: dict[str, Any]) -> dict[str, float | None]:
 
 def epoch_line(row: dict[str, Any], epochs: int, best_test_acc: float) -> str:
     """One line per epoch: losses, accuracies, learning rate, mapping changes and where the time went."""
-    changes = "" if row["mapping_changes"] is None else f"  mapping changes {row['mapping_changes']}"
+    changes = "" if row.get("mapping_changes") is None else f"  mapping changes {row['mapping_changes']}"
     val = "" if row["val_acc"] is None else f"  val {row['val_acc']:.2f}%"
     return (
         f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"
@@ -35,6 +37,15 @@ def epoch_line(row: dict[str, Any], epochs: int, best_test_acc: float) -> str:
         f"  [{row['epoch_seconds']:.1f}s: mapping {row['mapping_seconds']:.1f} train {row['train_seconds']:.1f}"
         f" eval {row['eval_seconds']:.1f}; {row['train_images_per_s']:.0f} img/s]"
     )
+
+
+SPLIT_METRICS = ("acc", "top5", "loss")  # what every split reports (algorithms.engine.evaluation)
+
+
+def final_metrics(last: dict[str, Any]) -> dict[str, float | None]:
+    """Top-1, top-5 and loss of every split after the last epoch: ``final_<split>_<metric>`` (val only with a validation split)."""
+    splits = ("train", "test", "val") if last.get("val_acc") is not None else ("train", "test")
+    return {f"final_{split}_{metric}": last.get(f"{split}_{metric}") for split in splits for metric in SPLIT_METRICS}
 
 
 def run_summary(config: RunConfig, history: list[dict], best: dict, trainable: int, data: TargetData, info: dict) -> dict:
@@ -51,6 +62,7 @@ def run_summary(config: RunConfig, history: list[dict], best: dict, trainable: i
         "best_test_acc": best["test_acc"],
         "best_epoch": best["epoch"],
         **val_selection(history),
+        **final_metrics(last),
         "protocol": PROTOCOL,
         "trainable_params": trainable,
         "data_sizes": data.sizes(),
@@ -58,9 +70,3 @@ def run_summary(config: RunConfig, history: list[dict], best: dict, trainable: i
         "mean_epoch_seconds": seconds / len(history) if history else None,
         **info,
     }
-
-
-def prediction_counts(epoch: int, test_counts: torch.Tensor, mapping: torch.nn.Module, source_names: list[str], class_names: list[str]) -> PredictionCounts:
-    """The epoch's test predictions (source top-1 against target label) for the mapping heatmap."""
-    S, K = mapping.num_source, mapping.num_target
-    return PredictionCounts(epoch, test_counts.round().long().cpu().numpy(), mapped_sources(mapping, S, K), list(source_names), list(class_names))

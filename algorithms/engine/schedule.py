@@ -1,8 +1,15 @@
-"""The optimizer and the learning rate per step: warmup, then multistep, cosine or constant."""
+"""The optimizers and the learning rate per step: warmup, then multistep, cosine or constant.
+
+A run has one optimizer (``--optimizer --lr --weight-decay``, the schedule of ``--scheduler``)
+unless a part brings its own: an optimizer group with a ``"recipe"`` (run settings such as
+``{"optimizer": "adam", "lr": 0.1, "scheduler": "multistep"}``) goes into an optimizer of its own
+with that optimizer and schedule over the same steps (``--mapping head``: linear probing's).
+"""
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,6 +23,33 @@ def build_optimizer(config: RunConfig, groups: list[dict]) -> torch.optim.Optimi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     raise UserError(f"unknown optimizer {config.optimizer!r}; choose adam or sgd")
+
+
+@dataclass
+class Optimization:
+    """One optimizer and its per-step schedule, and the settings both follow."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    settings: RunConfig
+
+
+def build_optimizations(config: RunConfig, groups: list[dict], steps_per_epoch: int) -> list[Optimization]:
+    """The run's optimizer over the groups without a ``"recipe"`` (first), then one optimizer per
+    distinct recipe over its groups, in the order they appear."""
+    plain = [g for g in groups if "recipe" not in g]
+    recipes: list[dict] = []
+    for group in groups:
+        if "recipe" in group and group["recipe"] not in recipes:
+            recipes.append(group["recipe"])
+    built = []
+    for settings, members in [(config, plain)] + [(replace(config, **r), [g for g in groups if g.get("recipe") == r]) for r in recipes]:
+        if not members and settings is not config:
+            continue
+        members = [{k: v for k, v in g.items() if k != "recipe"} for g in members] or [{"params": []}]
+        optimizer = build_optimizer(settings, members)
+        built.append(Optimization(optimizer, build_scheduler(settings, optimizer, steps_per_epoch), settings))
+    return built
 
 
 def lr_factor(config: RunConfig, steps_per_epoch: int, scheduled: bool = True) -> Callable[[int], float]:

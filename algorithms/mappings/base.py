@@ -10,6 +10,9 @@ Every mapping is a small ``nn.Module`` with one interface, so the engine treats 
   class into ``stats [S, K]``, on the device, across ranks.
 * ``fit(stats)``: set the mapping from the summed matrix.
 * ``describe(source_names, target_names)``: a JSON-ready, human-readable view.
+* ``reads_features``: False for mappings over the source logits; True for one that reads the
+  network's penultimate features instead (``head``): the family then builds the network without
+  its final classifier layer and passes the feature size as ``num_source``.
 
 A mapping module registers a factory under its ``--mapping`` name with :func:`register_mapping`;
 ``algorithms/mappings/__init__.py`` lists the modules. This module imports none of them.
@@ -17,12 +20,14 @@ A mapping module registers a factory under its ``--mapping`` name with :func:`re
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from common.choices import Choices, first_line
 from common.errors import UserError
+from common.options import Options, flag_of, given
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
@@ -57,6 +62,7 @@ class LabelMapping(nn.Module):
 
     num_source: int
     num_target: int
+    reads_features = False  # True: its input is the network's penultimate features, not source logits
 
     def refresh_due(self, epoch: int) -> bool:
         return False
@@ -87,16 +93,22 @@ MAPPING_CHOICES = Choices("mapping", lambda: MAPPING_DESCRIPTIONS)
 # dataset name -> the batch size the mapping's reference code trains with on it
 BatchSizeRule = Callable[[str], int]
 BATCH_SIZES: dict[str, BatchSizeRule] = {}
+FEATURE_READERS: set[str] = set()  # mappings that read the penultimate features (register_mapping(reads_features=True))
+MAPPING_OPTIONS: dict[str, type[Options]] = {}  # mapping name -> the options class it reads (register_mapping(options=...))
 
 
 def register_mapping(
-    name: str, description: str | None = None, batch_size: BatchSizeRule | None = None
+    name: str, description: str | None = None, batch_size: BatchSizeRule | None = None, reads_features: bool = False,
+    options: type[Options] | None = None,
 ) -> Callable[[MappingFactory], MappingFactory]:
     """Decorator: make ``factory(num_source, num_target, interval, seed)`` available as ``--mapping name``.
 
     ``description`` (default: the factory's docstring, first line) is its line in ``--help``;
     ``batch_size(dataset)``, if given, is the default ``--batch-size`` of runs with this mapping
-    (its reference recipe), in place of the dataset's.
+    (its reference recipe), in place of the dataset's. ``reads_features``: the factory's first
+    argument is the network's feature size, and the network ends at its features. ``options``: the
+    :class:`common.options.Options` class of its own flags (the families offering it list the class
+    in their ``options``; :func:`check_mapping_options` and :func:`complete_mapping_options` apply).
     """
 
     def decorator(factory: MappingFactory) -> MappingFactory:
@@ -104,6 +116,10 @@ def register_mapping(
         MAPPING_DESCRIPTIONS[name] = first_line(factory) if description is None else description
         if batch_size is not None:
             BATCH_SIZES[name] = batch_size
+        if reads_features:
+            FEATURE_READERS.add(name)
+        if options is not None:
+            MAPPING_OPTIONS[name] = options
         return factory
 
     return decorator
@@ -113,6 +129,28 @@ def mapping_batch_size(name: str, dataset: str) -> int | None:
     """The batch size the mapping ``name`` prescribes on ``dataset``; None: the dataset's default."""
     rule = BATCH_SIZES.get(name)
     return None if rule is None else rule(dataset)
+
+
+def reads_features(name: str) -> bool:
+    """Whether ``--mapping name`` reads the network's penultimate features instead of its source logits."""
+    return MAPPING_CHOICES.resolve(name) in FEATURE_READERS
+
+
+def check_mapping_options(config) -> None:
+    """An option of a mapping other than ``config.mapping``, given: one error (a run's settings, duck-typed)."""
+    chosen = MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(config.mapping))
+    for name, cls in MAPPING_OPTIONS.items():
+        if cls is not chosen:
+            for option_name in given(cls, config.option_values):
+                raise UserError(f"{flag_of(cls, option_name)} applies to --mapping {name}, not --mapping {config.mapping}")
+
+
+def complete_mapping_options(config) -> None:
+    """Every option of the chosen mapping joins the run's settings, defaults included (and so its identity):
+    runs of other mappings keep their folders, and a later change of a default names new ones."""
+    cls = MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(config.mapping))
+    if cls is not None:
+        config.option_values.update(asdict(config.options(cls)))
 
 
 def maps_fewer_targets(name: str, num_source: int = 1000) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from algorithms.engine import Experiment
-from algorithms.mappings import build_mapping
+from algorithms.mappings import build_mapping, reads_features
 from algorithms.methods.clip_prompting import CLIPModelOptions, clip_from_config, clip_input_side, clip_prompt, clip_weights, prompt_augment, prompted_input, random_patch_moves
 from algorithms.methods.prompting import note_revision, prompt_options
 from algorithms.methods.registry import MethodSpec, register_family, register_method
@@ -69,7 +69,10 @@ def attribute_paths(config: RunConfig) -> dict[str, Path]:
 
 
 def check_attrvr(config: RunConfig) -> None:
-    """Before any data loads: both attribute files exist, ``k`` fits in ``m``, the prompt's options are its own."""
+    """Before any data loads: both attribute files exist, ``k`` fits in ``m``, the prompt's options are
+    its own, the mapping reads the class scores."""
+    if reads_features(config.mapping):
+        raise UserError(f"attrvr maps its class scores; --mapping {config.mapping} reads a network's features (use a CLIP prompting script)")
     for kind, path in attribute_paths(config).items():
         if not path.is_file():
             raise UserError(f"{kind} attribute file not found: {path}")

@@ -13,7 +13,6 @@ one forward pass over the data instead of one per epoch, with the same batches a
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from algorithms.engine import Experiment, Precompute, Precomputed, precompute_inputs
 from algorithms.mappings import IdentityMapping
+from algorithms.mappings.head import LINEAR_PROBING_RECIPE, new_head
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
@@ -29,24 +29,12 @@ from common.errors import UserError
 from common.options import ALWAYS, Options, option
 from data.augment_recipes import NONE, build_recipe, recipe_help, resolve_recipe
 from data.registry import TargetData
-from models.layers import Float32Linear, ResizeNormalize
+from models.layers import ResizeNormalize
 from models.networks import SubmoduleAt, final_linear_layer, load_network, replace_module
 from models.reprogrammer import ReprogrammingModel
 
 # what the baselines' --train-augment values meant before the recipes had their own names
 LEGACY_AUGMENT = {"crop_flip": "random_resized_crop_flip", "trivialaugment": "trivialaugment_wide"}
-
-
-def new_head(in_features: int, num_classes: int, seed: int) -> nn.Linear:
-    """A K-way linear layer with ``nn.Linear``'s default init, drawn from ``seed`` alone; it computes
-    its logits in float32 under autocast, as every network's output layer does here."""
-    head = Float32Linear(in_features, num_classes)
-    generator = torch.Generator().manual_seed(seed)
-    bound = 1.0 / math.sqrt(in_features)
-    with torch.no_grad():
-        head.weight.uniform_(-bound, bound, generator=generator)
-        head.bias.uniform_(-bound, bound, generator=generator)
-    return head
 
 
 @dataclass(frozen=True)
@@ -58,7 +46,6 @@ class BaselineOptions(Options):
                                 flag="--augment", metavar="RECIPE")  # fmt: skip  (help built when shown: every registered recipe)
     cache_features: bool | None = option(None, "linear probing: compute the frozen network's features once and train the head on them, with the same result",
                                          default_help="on unless --augment is set", action=argparse.BooleanOptionalAction)  # fmt: skip
-
 
 def add_baseline_arguments(group) -> None:
     """The former spelling of --augment, still accepted; not in --help."""
@@ -186,9 +173,9 @@ register_family(
     augment_recipe=baseline_augment,
 )
 
+# the head and its recipe are --mapping head's too (algorithms.mappings.head), so a prompt + head starts as linear probing
 register_method(MethodSpec("linear_probing", "linear_probe", "Linear probing: a new K-way head on the frozen network (Chen et al., CVPR 2023, Table 1).",
-                           {"epochs": 200, "lr": 0.1, "optimizer": "adam", "weight_decay": 0.0, "scheduler": "multistep",
-                            "milestones": [0.5, 0.72], "mapping": "identity", "train_augment": "none"}))  # fmt: skip
+                           {"epochs": 200, **LINEAR_PROBING_RECIPE, "mapping": "identity", "train_augment": "none"}))  # fmt: skip
 register_method(MethodSpec("full_finetune", "full_finetune", "Full fine-tuning: every weight trains, new K-way head (Chen et al., CVPR 2023, Table 1).",
                            {"epochs": 200, "lr": 1e-4, "optimizer": "adam", "weight_decay": 5e-4, "scheduler": "cosine",
                             "mapping": "identity", "train_augment": "random_resized_crop_flip"}))  # fmt: skip

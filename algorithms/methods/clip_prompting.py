@@ -22,7 +22,8 @@ from torch import nn
 
 from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
 from algorithms.gradient_rules import ACAVP_CLIP_VALUE
-from algorithms.mappings import build_mapping
+from algorithms.mappings import HeadOptions, build_mapping, check_mapping_options, complete_mapping_options, reads_features
+from algorithms.mappings.head import NormalisedImageFeatures
 from algorithms.methods.prompting import chosen_prompt, gradient_hooks, note_revision, prompt_options, prompt_parameter_groups
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
@@ -78,14 +79,16 @@ class CLIPPromptingOptions(Options):
 def check_clip_prompting(config: RunConfig) -> None:
     template_number(config)
     prompt_options(config, CLIP)
+    check_mapping_options(config)
 
 
 def complete_clip_prompting(config: RunConfig) -> None:
-    """A trainable mapping's learning rate joins the settings (and so the run's identity) only where
-    it is used; so does the chosen prompt's revision on CLIP."""
+    """A trainable mapping's learning rate (the head's options) joins the settings (and so the run's
+    identity) only where it is used; so does the chosen prompt's revision on CLIP."""
     note_revision(config, CLIP)
     if config.mapping == "linear" and config.options(CLIPPromptingOptions).mapping_lr is None:
         config.set_options(CLIPPromptingOptions, mapping_lr=CLIP_MAPPING_LR)
+    complete_mapping_options(config)
 
 
 def clip_weights(config: RunConfig) -> None:
@@ -131,7 +134,7 @@ def clip_prompt(config: RunConfig, clip: LoadedCLIP, generator: torch.Generator 
 
 def clip_prompt_training(config: RunConfig, clip: LoadedCLIP, prompt: nn.Module, mapping: nn.Module) -> dict:
     """What the engine needs of a CLIP prompt beyond the model: optimizer groups, augmentation, gradient rule, info."""
-    groups, info = prompt_parameter_groups(prompt, mapping, config.lr, config.options(CLIPPromptingOptions).mapping_lr)
+    groups, info = prompt_parameter_groups(prompt, mapping, config.lr, config.options(CLIPPromptingOptions).mapping_lr, config.options(HeadOptions))
     recipe = clip_augment_recipe(config)
     augment = prompt_augment(prompt) if recipe == "none" else build_recipe(recipe, (clip.image_size, clip.image_size), clip.image_size)
     rule = type(prompt).GRADIENT_RULE.get(CLIP, "raw")
@@ -169,7 +172,10 @@ def build_clip_visual_prompt(config: RunConfig, data: TargetData, runtime: Runti
             print(f"zero-shot test accuracy (no prompt, template {number} {TEMPLATES[number]!r}): {acc:.2f}%", flush=True)
     classifier = CLIPClassifier(clip.model.visual, clip.model.logit_scale, embeddings.flatten(0, 1))
     prompt = clip_prompt(config, clip)
-    mapping = build_mapping(config.mapping, classifier.num_labels, data.num_classes, interval=config.mapping_interval, seed=config.seed)
+    if reads_features(config.mapping):  # --mapping head: on the normalised image embedding, not the text scores
+        classifier = NormalisedImageFeatures(clip.model.visual)
+    num_source = embeddings.shape[-1] if reads_features(config.mapping) else classifier.num_labels
+    mapping = build_mapping(config.mapping, num_source, data.num_classes, interval=config.mapping_interval, seed=config.seed)
     model = ReprogrammingModel(prompted_input(clip, prompt), classifier, mapping, channels_last=config.channels_last, recompute=config.recompute)
     source_names = [fill(t, c) for t in templates for c in names]
     training = clip_prompt_training(config, clip, prompt, mapping)
@@ -221,7 +227,7 @@ def clip_input_side(config: RunConfig) -> int:
 register_family(
     "clip_visual_prompt",
     build_clip_visual_prompt,
-    options=(CLIPModelOptions, CLIPPromptingOptions),
+    options=(CLIPModelOptions, CLIPPromptingOptions, HeadOptions),
     networks=CLIP_NETWORKS,
     prompts=CLIP_PROMPT_CHOICES,
     check=check_clip_prompting,

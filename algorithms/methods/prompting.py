@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from algorithms.gradient_rules import normalise_and_clip
+from algorithms.mappings import HeadOptions, head_group
 from algorithms.methods.registry import get_method
 from algorithms.settings import RunConfig
 from common.errors import UserError
@@ -46,13 +47,16 @@ def count(params) -> int:
     return sum(p.numel() for p in params)
 
 
-def prompt_parameter_groups(prompt: nn.Module, mapping: nn.Module, lr: float, mapping_lr: float | None) -> tuple[list[dict] | None, dict]:
+def prompt_parameter_groups(
+    prompt: nn.Module, mapping: nn.Module, lr: float, mapping_lr: float | None, head: HeadOptions | None = None
+) -> tuple[list[dict] | None, dict]:
     """Optimizer groups and the parameter counts for results.json.
 
     The prompt's pattern learns at ``lr``; each part the prompt declares in
     :meth:`~models.prompts.base.VisualPrompt.parameter_groups` (SMM's mask network) at its own rate
     (``lr`` when unset); a trainable mapping (``--mapping linear``) at ``mapping_lr`` (``lr`` when
-    None). One group (None, the default) when nothing differs.
+    None), one that reads the network's features (``--mapping head``) in an optimizer of its own
+    (``head``'s recipe, linear probing's by default). One group (None, the default) when nothing differs.
     """
     parts = [g for g in prompt.parameter_groups() if g["params"]]
     in_parts = {id(p) for g in parts for p in g["params"]}
@@ -65,7 +69,9 @@ def prompt_parameter_groups(prompt: nn.Module, mapping: nn.Module, lr: float, ma
     groups = [{"params": pattern_params}]
     for g in parts:
         groups.append({"params": g["params"], "lr": lr if g.get("lr") is None else g["lr"], "scheduled": g.get("scheduled", True)})
-    if mapping_params:
+    if mapping_params and getattr(mapping, "reads_features", False):
+        groups.append(head_group(HeadOptions() if head is None else head, mapping_params))
+    elif mapping_params:
         groups.append({"params": mapping_params, "lr": lr if mapping_lr is None else mapping_lr})
     return groups, info
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algorithms.engine import Experiment
-from algorithms.mappings import build_mapping
+from algorithms.mappings import HeadOptions, build_mapping, check_mapping_options, complete_mapping_options, features_network, reads_features
 from algorithms.methods.prompting import GRADIENT_RULES, chosen_prompt, gradient_hooks, prompt_options, prompt_parameter_groups
 from algorithms.methods.registry import MethodSpec, register_family, register_method
 from algorithms.runtime import Runtime
@@ -97,13 +97,13 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
     recipe = resolve_augment(config, prompt_cls)
     net = load_network(config.network, config.weights)
     prompt = build_prompt(config.prompt, prompt_spec(config, data, net.mean, net.std, net.input_size, options))
-    mapping = build_mapping(
-        config.mapping, net.num_classes, data.num_classes, interval=config.mapping_interval, seed=config.seed
-    )
-    model = ReprogrammingModel(prompt, net.model, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
+    # --mapping head reads the features the network's final layer would read
+    network, num_source = features_network(net.model) if reads_features(config.mapping) else (net.model, net.num_classes)
+    mapping = build_mapping(config.mapping, num_source, data.num_classes, interval=config.mapping_interval, seed=config.seed)
+    model = ReprogrammingModel(prompt, network, mapping, channels_last=config.channels_last, fold_batch_norm=config.fold_bn,
                                fast_frozen_ops=config.fast_frozen_ops, recompute=config.recompute)  # fmt: skip
     augment = build_recipe(recipe, data.image_size, net.input_size)
-    groups, info = prompt_parameter_groups(prompt, mapping, config.lr, config.options(VisualPromptOptions).mapping_lr)
+    groups, info = prompt_parameter_groups(prompt, mapping, config.lr, config.options(VisualPromptOptions).mapping_lr, config.options(HeadOptions))
     return Experiment(
         model=model,
         source_names=net.class_names,
@@ -115,9 +115,10 @@ def build_visual_prompt(config: RunConfig, data: TargetData, runtime: Runtime) -
 
 
 def check_visual_prompt(config: RunConfig) -> None:
-    """Flag combinations, before any data loads: a prompt option given to a prompt that ignores it."""
+    """Flag combinations, before any data loads: a prompt's or a mapping's option given where another is chosen."""
     prompt_options(config, CNN)
     resolve_augment(config, chosen_prompt(config, CNN))
+    check_mapping_options(config)
 
 
 def has_mask_network(config: RunConfig) -> bool:
@@ -131,9 +132,10 @@ register_family(
     "visual_prompt",
     build_visual_prompt,
     add_visual_prompt_arguments,
-    options=(VisualPromptOptions,),
+    options=(VisualPromptOptions, HeadOptions),
     prompts=PROMPT_CHOICES,
     check=check_visual_prompt,
+    complete=complete_mapping_options,
     cuda_precision="fp16",
     batch_dependent=has_mask_network,
     augment_recipe=lambda config: resolve_augment(config, chosen_prompt(config, CNN)),
