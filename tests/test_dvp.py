@@ -296,6 +296,7 @@ def test_bad_descriptions_and_flags_are_one_error_line(tmp_path, capsys):
         (("--clusters", "2"), "--clusters applies to --grouping cluster"),
         (("--mapping", "ilm"), "--mapping ilm does not apply to DVP"),
         (("--prompt", "random_patch"), "--prompt random_patch is not available to DVP"),
+        (("--prompt", "acavp"), "--prompt acavp is not available to DVP"),
         (("--grouping", "clusters"), "argument --grouping: invalid choice: 'clusters'"),
     ]:
         assert main("dvp", dvp_args(results, data, folder, *extra)) == 2

@@ -52,6 +52,10 @@ NUM_CAUSES, DEFAULT_M, DEFAULT_TOP_K, DEFAULT_PROMPT_SIZE = 3, 20, 3, 16
 CLUSTERS = {"caltech101": 3, "dtd": 3, "eurosat": 1, "fgvc": 3, "food101": 2, "oxford_flowers": 3, "oxford_pets": 3,
             "stanford_cars": 3, "sun397": 3, "ucf101": 2, "resisc45": 3}  # fmt: skip
 DEFAULT_CLUSTERS, KMEANS_SEED = 3, 0
+UNAVAILABLE_PROMPTS = {
+    "random_patch": "its P prompts would each need their own stream of locations",
+    "acavp": "it trains with its own gradient rule and augmentation, which DVP's recipe does not have",
+}
 AUGMENT = "random_resized_crop_flip"  # DVP's training views (random resized crop at 192, flip)
 RELEASED = ", ".join(CLUSTERS)  # the eleven CoOp datasets with released description files
 SOURCES = {
@@ -120,8 +124,8 @@ def check_dvp(config: RunConfig) -> None:
     kind = grouping(config)
     if config.mapping != "identity":
         raise UserError(f"--mapping {config.mapping} does not apply to DVP: its descriptions reach the classes through its reweighting matrix")
-    if config.prompt == "random_patch":
-        raise UserError("--prompt random_patch is not available to DVP (its P prompts would need P location streams)")
+    if config.prompt in UNAVAILABLE_PROMPTS:
+        raise UserError(f"--prompt {config.prompt} is not available to DVP: {UNAVAILABLE_PROMPTS[config.prompt]}")
     if kind == "cause" and config.extra.get("clusters") is not None:
         raise UserError("--clusters applies to --grouping cluster")
     m, k = int(config.extra.get("descriptions_per_class", DEFAULT_M)), int(config.extra.get("prm_top_k", DEFAULT_TOP_K))
