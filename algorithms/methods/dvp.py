@@ -26,9 +26,10 @@ from typing import Any
 import torch
 
 from algorithms.engine import EpochContext, EpochHook, Experiment, StepOutput
+from algorithms.methods.attrvr import METHOD as ATTRVR
 from algorithms.methods.attrvr import absolute_path, file_digest
 from algorithms.methods.clip_prompting import add_clip_model_arguments, clip_from_config, clip_input_side, clip_weights
-from algorithms.methods.registry import MethodSpec, register_family, register_method
+from algorithms.methods.registry import MethodSpec, get_method, register_family, register_method
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import positive_int
@@ -253,13 +254,12 @@ register_family(
     augment_recipe=lambda config: AUGMENT,
 )
 
-# DVP's recipe: CLIP ViT-B/16, the 16-shot protocol, each prompt the image at 192 inside a 16-px
-# trainable frame, SGD lr 40, momentum 0.9, cosine decay over all steps, 200 epochs (the first only
-# estimates the PRM), batch 64, random resized crops and flips.
+# DVP's recipe is AttrVR's (the same authors' setup: 16 shots, each prompt the image at 192 inside a
+# 16-px trainable frame, SGD lr 40, momentum 0.9, cosine decay over all steps, 200 epochs, batch 64)
+# on CLIP ViT-B/16; the first epoch only estimates the PRM, training views are random resized crops and flips.
 register_method(MethodSpec(
     METHOD,
     "dvp",
     "DVP: several CLIP visual prompts, each scored against its own group of class descriptions, reweighted per class (Cai et al., ICML 2025).",
-    {"network": "ViT-B/16", "epochs": 200, "lr": 40.0, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "scheduler": "cosine",
-     "batch_size": 64, "shots": 16, "prompt": "resize_padding", "prompt_init": "zero", "decode": "crop", "mapping": "identity"},
+    {**get_method(ATTRVR).defaults, "network": "ViT-B/16"},
 ))  # fmt: skip
