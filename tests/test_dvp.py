@@ -294,6 +294,7 @@ def test_bad_descriptions_and_flags_are_one_error_line(tmp_path, capsys):
         (("--prm-top-k", "13"), "--prm-top-k 13 must be at most the 12 descriptions per class"),
         (("--grouping", "cluster", "--prm-top-k", "5"), "--prm-top-k 5 must be at most the 4 descriptions per class"),
         (("--clusters", "2"), "--clusters applies to --grouping cluster"),
+        (("--grouping", "cluster", "--clusters", "13"), "--clusters 13 exceeds the 12 descriptions (3 classes x 4)"),
         (("--mapping", "ilm"), "--mapping ilm does not apply to DVP"),
         (("--prompt", "random_patch"), "--prompt random_patch is not available to DVP"),
         (("--prompt", "acavp"), "--prompt acavp is not available to DVP"),
@@ -326,7 +327,9 @@ def test_help_lists_the_groupings_with_their_default():
 
 
 # ---------------------------------------------------------------------------------------------
-# The released description files (../shared/attributes), read where VP_SHARED is set
+# The released description files (../shared/attributes), read where VP_SHARED is set: gpt3/ from AttrVR's code
+# (MIT licence, copyright 2024 Chengyi Cai), dvp-causes/ from DVP's (MIT licence, copyright 2025 Chengyi Cai);
+# their LICENSE.AttrVR and LICENSE.DVP lie beside them. Read in place, never copied.
 
 
 def shared_descriptions() -> Path:

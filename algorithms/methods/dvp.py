@@ -150,7 +150,10 @@ def grouped_descriptions(config: RunConfig, clip: LoadedCLIP, class_names: list[
         texts = [s for sentences in drawn for s in sentences]
     embeddings = text_embeddings(clip, ["{}"], texts, device=runtime.device, progress=runtime.is_main)[0]  # no template
     if grouping(config) == "cluster":
-        groups = cluster_descriptions(embeddings, int(config.extra["clusters"]), seed=KMEANS_SEED)
+        k = int(config.extra["clusters"])
+        if k > len(texts):
+            raise UserError(f"--clusters {k} exceeds the {len(texts)} descriptions ({len(class_names)} classes x {m})")
+        groups = cluster_descriptions(embeddings, k, seed=KMEANS_SEED)
     n = len(texts) // len(class_names)
     names = [f"{class_names[j // n]} [prompt {int(g) + 1}]: {text}" for j, (g, text) in enumerate(zip(groups, texts))]
     info = {
