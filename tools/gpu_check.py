@@ -71,6 +71,7 @@ FAMILIES = {  # a method of each family (and the prompt and mapping variants wit
     "ilm_tp_vp": ("ilm_tp_vp", CLIP),
     "clip_linear_probe": ("clip_linear_probe", CLIP),
     "attrvr": ("attrvr", (*CLIP, "--attributes", "{attributes}")),  # attribute files written for the check's classes
+    "dvp": ("dvp", (*CLIP, "--grouping", "cluster", "--descriptions", "{attributes}")),  # clusters of the descriptive file
 }
 FEATURES = {  # checked on ILM-VP against its plain run at the default precision
     "compile": ("--compile",),

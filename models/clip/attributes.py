@@ -29,6 +29,11 @@ def attribute_stem(dataset: str) -> str:
     return ATTRIBUTE_STEMS.get(dataset, dataset)
 
 
+def stem_file(folder: str | Path, dataset: str, suffix: str) -> Path:
+    """``folder/<stem>_<suffix>.json``, the released files' naming (``suffix``: des, dist, cse_1, ...)."""
+    return Path(folder).expanduser() / f"{attribute_stem(dataset)}_{suffix}.json"
+
+
 def attribute_file(kind: str, dataset: str, folder: str | Path | None, file: str | Path | None) -> Path:
     """The file of ``kind`` (descriptive, distinctive): ``file`` if given, else ``folder/<stem>_<suffix>.json``."""
     if file is not None:
@@ -38,7 +43,7 @@ def attribute_file(kind: str, dataset: str, folder: str | Path | None, file: str
             f"AttrVR reads class attributes: pass --attributes DIR (holding <dataset>_des.json and <dataset>_dist.json) "
             f"or --{kind}-attributes FILE"
         )
-    return Path(folder).expanduser() / f"{attribute_stem(dataset)}_{KINDS[kind]}.json"
+    return stem_file(folder, dataset, KINDS[kind])
 
 
 def _key(name: str) -> str:
@@ -91,3 +96,8 @@ def sample_attributes(
             index = torch.randint(len(usable), (m,), generator=generator)
         drawn.append([usable[i] for i in index.tolist()])
     return drawn
+
+
+def draw_attributes(path: Path, class_names: Sequence[str], m: int, generator: torch.Generator, kind: str = "attributes") -> list[list[str]]:
+    """:func:`read_attributes` then :func:`sample_attributes`: ``m`` sentences per class of ``path``."""
+    return sample_attributes(read_attributes(path, class_names, kind), class_names, m, generator, kind, str(path))
