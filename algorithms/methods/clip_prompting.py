@@ -90,7 +90,7 @@ def clip_parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Modu
     mapping_params = [p for p in mapping.parameters() if p.requires_grad]
     if not mapping_params:
         return None
-    if mapping.reads_features:
+    if getattr(mapping, "reads_features", False):  # --mapping head
         return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, head_group(config.extra, mapping_params)]
     lr = config.extra.get("mapping_lr") or CLIP_MAPPING_LR
     return [{"params": [p for p in prompt.parameters() if p.requires_grad]}, {"params": mapping_params, "lr": lr}]

@@ -138,7 +138,7 @@ def parameter_groups(config: RunConfig, prompt: nn.Module, mapping: nn.Module) -
     if mask_params:
         mask_lr = config.lr if config.extra.get("mask_lr") is None else config.extra["mask_lr"]
         groups.append({"params": mask_params, "lr": mask_lr, "scheduled": bool(config.extra.get("mask_decay", True))})
-    if mapping_params and mapping.reads_features:  # --mapping head: its own optimizer
+    if mapping_params and getattr(mapping, "reads_features", False):  # --mapping head: its own optimizer
         groups.append(head_group(config.extra, mapping_params))
     elif mapping_params:  # a trainable mapping (linear) learns at --mapping-lr
         mapping_lr = config.lr if config.extra.get("mapping_lr") is None else config.extra["mapping_lr"]
