@@ -41,7 +41,8 @@ Precompute = Callable[[TargetData, Runtime, int], Precomputed]
 
 
 def default_hooks() -> list[EpochHook]:
-    """Every family's default: refit the model's label mapping when the mapping asks for it."""
+    """Every family's default: refit the model's label mapping when the mapping asks for it, write its
+    files and heatmap counts. It reads ``model.label_mapping``: a model without one hands the engine its own hooks."""
     return [MappingRefit()]
 
 

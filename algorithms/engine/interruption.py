@@ -21,7 +21,7 @@ class EpochProgress:
 
     epoch: int  # 0-based epoch in progress
     steps_done: int
-    sums: torch.Tensor  # [loss sum, correct, samples seen] over the done steps (this rank)
+    sums: torch.Tensor  # [loss sum, correct, samples seen, top-5 correct] over the done steps (this rank; 3 before top-5 existed)
     augment_state: torch.Tensor  # the epoch's augmentation generator after the done steps
     rng_state: torch.Tensor  # torch's global CPU generator
     entries: dict[str, Any] = field(default_factory=dict)  # the metric-row entries of the epoch's hooks
