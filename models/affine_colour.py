@@ -1,7 +1,7 @@
 """ACAVP's input transform (Enomoto, NeurIPS 2025): affine warp, colour gain, additive prompt in the empty region.
 
-One implementation for the CNN prompt (:mod:`models.prompts.acavp`) and the CLIP prompt
-(:mod:`models.clip.prompts`), both of which subclass :class:`AffineColourAdditive`. On an image
+The ``acavp`` prompt (:mod:`models.prompts.acavp`, one class for CNN and CLIP) subclasses
+:class:`AffineColourAdditive`. On an image
 ``x`` in ``[0, 1]`` already at the network's side ``S``::
 
     w = warp(x)                       # 7 bounded affine scalars, bilinear, zero padding
@@ -130,7 +130,7 @@ class AffineColourAdditive(nn.Module):
     """
 
     def __init__(self, size: int, channels: int = 3, pivot: str = "corner", prompt_init: torch.Tensor | None = None, **base) -> None:
-        super().__init__(**base)  # ``base``: what a prompt's base class is built from (the CNN prompts' spec)
+        super().__init__(**base)  # ``base``: what a prompt's base class is built from (its spec)
         if pivot not in PIVOTS:
             raise UserError(f"unknown warp pivot {pivot!r}; choose {' or '.join(PIVOTS)}")
         self.size, self.pivot = size, pivot

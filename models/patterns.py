@@ -1,7 +1,7 @@
 """The pieces every visual prompt (CNN and CLIP) shares: a pattern's initial values, the low-rank
 pattern of LoR-VP, and how a pattern is drawn as an image.
 
-``models/prompts`` and ``models/clip`` import this module and never each other.
+``models/prompts`` imports this module; the prompts serve CNNs and CLIP alike.
 
 Initialisation (``--prompt-init``), one rule for every prompt: ``zero`` starts every trainable
 value of the pattern at 0; ``randn`` draws each from ``N(0, scale^2)``, where ``scale`` is the

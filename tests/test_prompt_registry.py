@@ -268,3 +268,9 @@ def test_the_walkthroughs_name_the_registries_and_their_choices():
     from algorithms.methods.visual_prompt import VisualPromptOptions
 
     assert VisualPromptOptions in FAMILIES["visual_prompt"].options  # the family the mapping step names
+
+
+@pytest.mark.parametrize("method", ["ilm_vp", "ilm_tp_vp", "attrvr", "linear_probing", "clip_linear_probe"])
+def test_generated_help_is_plain_text(method):
+    text = build_parser(method).format_help()
+    assert "``" not in text and "docstring" not in text and ":class:" not in text

@@ -60,11 +60,11 @@ def test_bad_axis_value_and_empty_space_are_one_error_line(tmp_path, capsys):
 
 def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_recipe():
     from algorithms.methods import METHODS, MethodSpec, register_method
-    from models.prompts import PROMPTS, register_prompt
+    from models.prompts import PROMPT_CHOICES, PROMPTS, register_prompt
     from tools.search_space import build_space, recipe, recipe_lr
 
     space = build_space("full")
-    assert set(space.prompts) == set(PROMPTS) and "blmplus" in space.mappings and space.lr_factor is not None
+    assert set(space.prompts) == set(PROMPT_CHOICES.names()) and "blmplus" in space.mappings and space.lr_factor is not None
     assert "identity" not in space.mappings  # it cannot map 1000 source labels to fewer classes: no trial wasted on it
     assert recipe("pad", "blmplus").name == "blmplus_vp" and recipe("smm", "ilm").name == "smm_vp"
     assert recipe("watermark", "hungarian").name == "ilm_vp"  # no method of its own: the generic recipe

@@ -38,7 +38,7 @@ from data.augment_recipes import build_recipe
 from data.loader import BatchLoader
 from data.registry import TargetData
 from models.clip.model import CLIP_NETWORKS, CLIPClassifier, CLIPPreprocess, LoadedCLIP, clip_input_size, find_weights, load_clip
-from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, build_clip_prompt
+from models.clip.prompts import CLIP_PROMPT_CHOICES, PromptedCLIPInput, build_clip_prompt, clip_prompt_input_size
 from models.clip.templates import TEMPLATES, fill
 from models.clip.text import clip_class_name, text_embeddings
 from models.prompts import CLIP
@@ -219,7 +219,7 @@ def clip_input_side(config: RunConfig) -> int:
     if config.prompt is None or config.prompt not in CLIP_PROMPT_CHOICES.names() + list(CLIP_PROMPT_CHOICES.aliases()):
         return size
     cls = chosen_prompt(config, CLIP)
-    return cls.input_side(size, config.options(cls.OPTIONS) if cls.OPTIONS is not None else None)
+    return clip_prompt_input_size(config.prompt, size, config.options(cls.OPTIONS) if getattr(cls, "OPTIONS", None) is not None else None)
 
 
 # The ILM-VP code trains the CLIP prompt under fp16 autocast with a gradient scaler. The random

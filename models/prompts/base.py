@@ -181,3 +181,17 @@ class VisualPrompt(nn.Module):
         if tuple(x.shape[-2:]) not in sizes:
             wanted = " or ".join(f"{h}x{w}" for h, w in sizes)
             raise ValueError(f"prompt built for {wanted} images, got {tuple(x.shape[-2:])}")
+
+
+class SizedPatternPrompt(VisualPrompt):
+    """Base of Bahng et al.'s frame and patches: ``--prompt-size`` pixels of an unconstrained
+    pattern added after the normalization (normalized units, ``randn`` from ``N(0, 1)`` as their code)."""
+
+    OPTIONS = PromptSizeOptions
+    UNITS = "normalized"
+    RANDN_SCALE = 1.0
+    CROP_FLIP = "resize32_crop_flip"
+
+    def __init__(self, spec: PromptSpec) -> None:
+        super().__init__(spec)
+        self.prompt_size = self.options.prompt_size

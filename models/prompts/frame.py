@@ -21,7 +21,7 @@ from torch import nn
 
 from common.errors import UserError
 from models.patterns import initial_values
-from models.prompts.base import PromptSizeOptions, PromptSpec, VisualPrompt
+from models.prompts.base import PromptSizeOptions, PromptSpec, SizedPatternPrompt
 from models.prompts.registry import register_prompt
 
 
@@ -30,20 +30,15 @@ from models.prompts.registry import register_prompt
     "Bahng et al.'s frame of width --prompt-size added to the border of the normalized image",
     aliases={"clip": ("pad",)},  # the CNN scripts' name for their frame prompt, stored as padding on CLIP
 )
-class PaddingPrompt(VisualPrompt):
+class PaddingPrompt(SizedPatternPrompt):
     """A trainable frame of width ``prompt_size`` added to the border of the image."""
-
-    OPTIONS = PromptSizeOptions
-    UNITS = "normalized"
-    RANDN_SCALE = 1.0  # N(0, 1), as Bahng et al.'s code
-    CROP_FLIP = "resize32_crop_flip"
 
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)
-        size, p = spec.out_size, self.options.prompt_size
+        size, p = spec.out_size, self.prompt_size
         if not 0 < 2 * p < size:
             raise UserError(f"--prompt-size {p} must be positive and less than half the {size}px image")
-        self.prompt_size, inner = p, size - 2 * p
+        inner = size - 2 * p
         shapes = {"pad_up": (p, size), "pad_down": (p, size), "pad_left": (inner, p), "pad_right": (inner, p)}
         for name, shape in shapes.items():
             setattr(self, name, nn.Parameter(initial_values((spec.channels, *shape), spec.init, spec.generator, self.RANDN_SCALE)))

@@ -20,25 +20,19 @@ from torch import nn
 
 from common.errors import UserError
 from models.patterns import initial_values
-from models.prompts.base import CNN, PromptSizeOptions, PromptSpec, VisualPrompt
+from models.prompts.base import CNN, PromptSpec, SizedPatternPrompt
 from models.prompts.registry import register_prompt
 
 
 @register_prompt("fixed_patch", "Bahng et al.'s --prompt-size square added at the top-left corner")
-class FixedPatchPrompt(VisualPrompt):
+class FixedPatchPrompt(SizedPatternPrompt):
     """A trainable ``prompt_size`` square added at the top-left corner."""
-
-    OPTIONS = PromptSizeOptions
-    UNITS = "normalized"
-    RANDN_SCALE = 1.0  # N(0, 1), as Bahng et al.'s code
-    CROP_FLIP = "resize32_crop_flip"
 
     def __init__(self, spec: PromptSpec) -> None:
         super().__init__(spec)
-        size, p = spec.out_size, self.options.prompt_size
+        size, p = spec.out_size, self.prompt_size
         if not 0 < p <= size:
             raise UserError(f"--prompt-size {p} must be between 1 and the image size {size}")
-        self.prompt_size = p
         self.patch = nn.Parameter(initial_values((spec.channels, p, p), spec.init, spec.generator, self.RANDN_SCALE))
 
     def pattern_at(self, top: int, left: int) -> torch.Tensor:

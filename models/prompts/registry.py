@@ -20,6 +20,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -102,8 +103,6 @@ def readers(options: type[Options]) -> list[str]:
 
 def prompts_reading(name: str) -> list[str]:
     """The registered prompts with an option called ``name`` (``input_size``)."""
-    from dataclasses import fields
-
     return sorted(n for n, cls in PROMPTS.items() if getattr(cls, "OPTIONS", None) is not None and name in {f.name for f in fields(cls.OPTIONS)})
 
 
