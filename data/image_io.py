@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from common import progress
+from common import preemption, progress
 from common.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -55,7 +55,7 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int], desc: str = "dec
     """Decode files into one ``uint8 [N, 3, H, W]`` tensor (a progress bar for large sets)."""
     out = torch.empty((len(paths), 3, size[0], size[1]), dtype=torch.uint8)
     view = out.numpy()
-    for i, path in enumerate(progress.bar(paths, desc=desc, unit="img", enabled=len(paths) >= 2000)):
+    for i, path in enumerate(preemption.stoppable(progress.bar(paths, desc=desc, unit="img", enabled=len(paths) >= 2000), f"during {desc}")):
         view[i] = read_image(path, size, decode).transpose(2, 0, 1)
     return out
 

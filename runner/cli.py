@@ -98,6 +98,8 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
         runtime.barrier()  # every rank has checked the folder before rank 0 writes into it
         return execute(family, config, data_root, runtime, run_dir, argv)
     except BaseException as exc:
+        if isinstance(exc, preemption.Stopped):  # stopped outside a training step: the last checkpoint stays
+            exc.kept(run_dir.location(CHECKPOINT) if run_dir.holds_checkpoint() else None)
         note = run_dir.abandon()
         if note and isinstance(exc, UserError):
             raise UserError(f"{exc}; {note}") from exc
@@ -241,13 +243,20 @@ def result_line(results: dict) -> str:
     return text
 
 
-def main(method: str, argv: list[str] | None = None) -> int:
+def main(method: str, argv: list[str] | None = None, install_signal_handlers: bool | None = None) -> int:
     """Parse flags for ``method`` and run it; user errors print one line and return 2; a run stopped
-    by a signal (:mod:`common.preemption`) returns :data:`~common.preemption.EXIT_STOPPED`."""
+    by a signal (:mod:`common.preemption`) returns :data:`~common.preemption.EXIT_STOPPED`.
+
+    The handlers of ``--stop-signals`` are installed for the run and the previous ones restored
+    after it. A method script (``argv`` None: the command line) installs them; a library call with
+    ``argv`` (a notebook, a test) leaves the process's signals alone unless
+    ``install_signal_handlers=True``, so that a SIGTERM meant for the caller still stops the caller.
+    """
+    install = argv is None if install_signal_handlers is None else install_signal_handlers
     try:
         args = build_parser(method).parse_args(argv)
         session = session_flags(args)
-        signals = preemption.parse_signals(session["stop_signals"])
+        signals = preemption.parse_signals(session["stop_signals"]) if install else []
         with progress.console(session["progress_interval"], session["quiet"], session["log_file"]):
             return run_session(method, args, argv, signals, session["requeue"])
     except UserError as exc:

@@ -36,7 +36,7 @@ import torch
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts
 from algorithms.settings import PRECISION_SETTINGS, RunConfig, arithmetic_of, result_settings
 from common.errors import UserError
-from common.files import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
+from common.files import atomic_write_bytes, atomic_write_json, load_checkpoint, previous_checkpoint, save_checkpoint
 from runner.run_lock import RunLock
 from runner.snapshots import COUNTS_DIR, PROMPTS_DIR, write_epoch_snapshots
 
@@ -46,7 +46,7 @@ RESULTS = "results.json"
 NEW, RESUME, EVAL = "new", "resume", "eval"
 # what a run writes before its first checkpoint: cleared from a folder that holds no run before
 # a new run starts there, so that its files never mix with those of a run killed early
-LEFTOVERS = ("config.json", "metrics.jsonl", BEST, "eval.json", "probe.pth", "tensorboard", "mappings", PROMPTS_DIR, COUNTS_DIR)
+LEFTOVERS = ("config.json", "metrics.jsonl", BEST, previous_checkpoint(Path(CHECKPOINT)).name, "eval.json", "probe.pth", "tensorboard", "mappings", PROMPTS_DIR, COUNTS_DIR)
 
 
 class NoRunError(UserError):
@@ -293,7 +293,7 @@ class RunDir:
     def save(self, name: str, state: dict) -> None:
         if self.enabled:
             with self._writing(self.path / name):
-                save_checkpoint(self.path / name, state)
+                save_checkpoint(self.path / name, state, keep_previous=name == CHECKPOINT)
             if name == CHECKPOINT:
                 self._commit()
 

@@ -97,10 +97,12 @@ def prompt_snapshots(run: Path) -> dict[str, tuple[np.ndarray, float | None]]:
         return out
     import torch
 
+    from common.files import load_checkpoint
+
     images = {}
     for name in ("best.pth", "ckpt.pth"):
         if (run / name).is_file():
-            state = torch.load(run / name, map_location="cpu", weights_only=False)
+            state = load_checkpoint(run / name)  # verified against its checksum
             theta, mask = state["model"].get("input_transform.theta"), state["model"].get("input_transform.mask")
             if theta is not None:
                 pattern = torch.sigmoid(theta.float()) * (mask if mask is not None else 1.0)

@@ -25,7 +25,7 @@ from algorithms.engine.evaluation import evaluation_batch_size, top1_accuracy
 from algorithms.engine.experiment import Experiment
 from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
 from algorithms.engine.hooks import EpochContext, MappingRefit
-from algorithms.engine.interruption import EpochProgress
+from algorithms.engine.interruption import EpochProgress, stoppable_pass
 from algorithms.engine.loaders import build_loaders
 from algorithms.engine.reporting import epoch_line, epoch_scalars, prediction_counts, run_summary
 from algorithms.engine.schedule import build_optimizer, build_scheduler
@@ -71,7 +71,7 @@ class Trainer:
             # a frozen network's buffers are identical on every rank: re-broadcast rank 0's buffers each
             # step only when a trained module keeps some (batch-norm statistics of a mask network, say)
             self.train_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=self.model.trains_buffers)
-        self.context = EpochContext(self.model, runtime, config, self.stats_loader, self._bar)
+        self.context = EpochContext(self.model, runtime, config, self.stats_loader, self._pass_bar)
         self.history: list[dict] = []
         self.best = {"test_acc": None, "epoch": None}
         self.start_epoch = 0
@@ -98,6 +98,9 @@ class Trainer:
 
     def _bar(self, loader, desc: str):
         return progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=self.show_bars)
+
+    def _pass_bar(self, loader, desc: str):  # a no-grad pass: stops before its next batch on request
+        return stoppable_pass(self._bar(loader, desc), loader, desc)
 
     def _grad_sync(self, last_chunk: bool) -> contextlib.AbstractContextManager:
         """Under DDP the gradients are all-reduced once per step: with the last chunk's backward."""
@@ -261,7 +264,7 @@ class Trainer:
     def evaluate(self, loader: BatchLoader, desc: str = "test", source_counts: torch.Tensor | None = None) -> float:
         """Accuracy in %; ``source_counts [S, K]``, if given, accumulates source top-1 vs target label."""
         self.model.eval()
-        return top1_accuracy(self.model, self._bar(loader, desc), self.runtime, source_counts)
+        return top1_accuracy(self.model, self._pass_bar(loader, desc), self.runtime, source_counts)
 
     def _new_stats(self) -> torch.Tensor:
         return torch.zeros(self.mapping.num_source, self.mapping.num_target, device=self.device)
