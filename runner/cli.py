@@ -13,9 +13,10 @@ import torch
 
 import cfg
 from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
+from algorithms.engine.checkpoint import differing_settings
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
-from algorithms.settings import DATA_LOCATION, RunConfig, precision_change
+from algorithms.settings import RunConfig, precision_change
 from common import preemption, progress
 from common.errors import UserError
 from common.files import load_checkpoint
@@ -24,7 +25,7 @@ from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args, session_flags
 from runner.devices import arithmetic, setup_runtime, shutdown_runtime
 from runner.requeue import requeue
-from runner.run_dir import NoRunError, RunDir, runs_in_other_arithmetic, runs_on_other_data
+from runner.run_dir import NoRunError, RunDir, run_folder, runs_in_other_arithmetic, runs_on_other_data, similar_runs
 
 
 def library_versions() -> dict[str, str]:
@@ -85,7 +86,7 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
         for warning in schedule_warnings(config):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     seed_everything(config.seed)
-    run_dir = RunDir(config.run_path(), enabled=runtime.is_main)
+    run_dir = RunDir(run_folder(config), enabled=runtime.is_main)
     if config.resume == "auto":
         config = replace(config, resume=auto_resume(config, run_dir))
     if config.eval_only and config.checkpoint:  # a file outside the run folder: read, write nothing
@@ -144,11 +145,14 @@ def auto_resume(config: RunConfig, run_dir: RunDir) -> bool:
     """``--resume auto``: continue (True) if the run folder holds this run, start (False) if it holds
     none; a folder holding a run of other settings is refused, as a pinned ``--run-name`` can cause."""
     if not run_dir.holds_checkpoint():
+        if run_dir.enabled:
+            for folder, differing in similar_runs(run_dir.path, config.identity())[:3]:
+                print(f"warning: --resume auto starts a new run in {run_dir.path}: {folder} holds a run of the same method, data,"
+                      f" network and seed with other settings ({', '.join(differing)})", file=sys.stderr, flush=True)  # fmt: skip
         return False
     saved = run_dir.saved_identity()
     if saved is not None:  # without config.json, Trainer.resume compares the checkpoint's settings
-        now = config.identity()
-        differing = sorted(k for k in set(saved) | set(now) if k != DATA_LOCATION and saved.get(k) != now.get(k))
+        differing = differing_settings(saved, config.identity())
         if differing:
             raise UserError(
                 f"--resume auto: run folder {run_dir.path} holds another run (settings that differ: {', '.join(differing)});"

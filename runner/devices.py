@@ -11,6 +11,7 @@ from algorithms.runtime import Runtime
 from common.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = "auto, cpu, cuda, cuda:N"  # what --device accepts: the device types the engine is written and tested for
 EVAL_PRECISIONS = ("fp32", "train")
 
 
@@ -42,8 +43,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from exc
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"unknown device {name!r}; choose from {DEVICES}") from exc
+    if device.type not in ("cpu", "cuda"):  # torch knows mps, meta, xpu, ...: the engine does not run on them
+        raise UserError(f"unsupported device {name!r}; choose from {DEVICES}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
