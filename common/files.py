@@ -148,7 +148,7 @@ def load_checkpoint(path: Path) -> dict:
     if verified is None and str(path) not in _unverified_noted:
         _unverified_noted.add(str(path))
         if os.environ.get("RANK", "0") == "0":
-            print(f"note: checkpoint {path} has no checksum (written before checksums were added): loaded unverified", file=sys.stderr)
+            print(f"note: checkpoint {path} has no checksum (written before checksums were added): loaded unverified", flush=True)
     return state
 
 

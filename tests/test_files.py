@@ -65,7 +65,7 @@ def test_a_checkpoint_written_before_checksums_loads_with_one_note(tmp_path, cap
     torch.save(state(4), path)
     assert checksum_matches(path.read_bytes()) is None
     assert load_checkpoint(path)["epoch"] == 4 and load_checkpoint(path)["epoch"] == 4
-    assert capsys.readouterr().err.count(f"note: checkpoint {path} has no checksum") == 1
+    assert capsys.readouterr().out.count(f"note: checkpoint {path} has no checksum") == 1
 
 
 def test_a_run_refuses_its_corrupted_checkpoint_and_continues_exactly_from_the_previous_one(tmp_path, cifar_root, monkeypatch, capsys):
