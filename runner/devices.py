@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 
 import torch
@@ -122,8 +123,17 @@ def shutdown_runtime(wait_for_peers: bool = False) -> None:
 
     After a successful run ``wait_for_peers`` first waits for every rank: a rank that tears the
     group down while a peer still has collectives in flight can abort that peer (gloo).
+
+    The run's objects are collected first: the trainer sits in a reference cycle, and its
+    DistributedDataParallel keeps the process group alive past ``destroy_process_group`` (gloo's
+    worker and TCP-loop threads kept running) until the cycle collector frees it, at whatever
+    moment, the interpreter's own finalization included, where a gloo thread that needs the GIL
+    is terminated and the process aborts ("terminate called without an active exception", the
+    rare SIGABRT of a rank at exit). Collected here, the group and its threads end in
+    ``destroy_process_group``, with every rank past the barrier and Python fully alive.
     """
     if dist.is_available() and dist.is_initialized():
         if wait_for_peers:
             dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

@@ -96,3 +96,32 @@ def test_two_processes_match_one_with_augmentation(tmp_path, cifar_root, flags):
     for x, y in zip(a["history"], b["history"]):
         assert x["test_acc"] == y["test_acc"] and x["train_acc"] == y["train_acc"]
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+
+
+def gloo_threads() -> list[str]:
+    """The names of this process's threads that gloo runs (its work queue and its TCP loop)."""
+    names = (Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task"))
+    return sorted(n for n in names if "gloo" in n)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread list from /proc")
+def test_shutdown_ends_the_gloo_threads_even_while_a_cycle_holds_the_ddp_model(tmp_path):
+    """A rank's DistributedDataParallel in a reference cycle (as the trainer is) kept the process group
+    and gloo's threads alive past destroy_process_group, to be torn down at an arbitrary moment, the
+    interpreter's finalization included: the rare SIGABRT ("terminate called without an active
+    exception") of a rank at exit. runner.devices.shutdown_runtime ends them while Python is alive."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from runner.devices import shutdown_runtime
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        holder = {"model": DistributedDataParallel(torch.nn.Linear(3, 2))}
+        holder["self"] = holder  # unreachable after the del below, except through the cycle collector
+        holder["model"](torch.ones(4, 3)).sum().backward()
+        del holder
+        assert gloo_threads()
+    finally:
+        shutdown_runtime(wait_for_peers=True)
+    assert not dist.is_initialized() and gloo_threads() == []
