@@ -6,7 +6,8 @@ a chosen point; launched by tests/test_interruption.py and tests/test_stops.py.
 
 ``PATTERN:K``: when the K-th item of a progress bar whose description contains PATTERN is drawn
 (decoding, the mapping pass, evaluation); the entry then prints to stderr how many items of that
-pass were drawn after the signal (``items drawn after the signal: N``).
+pass were drawn after the signal (``items drawn after the signal: N``). Under torchrun only the rank
+named by ``SIGNAL_RANK`` (default: every rank) sends itself the signal.
 """
 import os
 import signal
@@ -61,7 +62,9 @@ def signal_in_pass(signum: int, pattern: str, at: int) -> None:
 if __name__ == "__main__":
     name, after, method, *argv = sys.argv[1:]
     signum = getattr(signal, f"SIG{name}")
-    if ":" in after:
+    if os.environ.get("SIGNAL_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+        pass  # another rank is signalled
+    elif ":" in after:
         pattern, at = after.rsplit(":", 1)
         signal_in_pass(signum, pattern, int(at))
     else:

@@ -37,13 +37,13 @@ def outputs(folder: Path) -> dict:
     }
 
 
-def two_ranks(tmp_path, argv: list[str]) -> subprocess.CompletedProcess:
-    """ILM-VP under torchrun with 2 CPU processes (gloo); fails the test unless it exits 0."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+def two_ranks(tmp_path, argv: list[str], entry: tuple[str, ...] = ("torchrun_entry.py", "ilm_vp"), status: int = 0, **env: str) -> subprocess.CompletedProcess:
+    """ILM-VP under torchrun with 2 CPU processes (gloo); fails the test unless it exits with ``status``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *argv]  # fmt: skip
+           str(REPO / "tests" / entry[0]), *entry[1:], *argv]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == status, proc.stderr[-3000:]
     return proc
 
 
@@ -125,3 +125,14 @@ def test_shutdown_ends_the_gloo_threads_even_while_a_cycle_holds_the_ddp_model(t
     finally:
         shutdown_runtime(wait_for_peers=True)
     assert not dist.is_initialized() and gloo_threads() == []
+
+
+def test_a_signal_to_one_rank_during_evaluation_stops_both_ranks_at_the_same_batch(tmp_path, cifar_root):
+    """Rank 0 alone is signalled at the first test batch of epoch 2; the ranks agree before each batch
+    (common.preemption.stoppable), so rank 1 stops there too instead of waiting at the pass's reduction."""
+    argv = tiny_args(tmp_path / "two", cifar_root, "--eval-batch-size", "4", "--milestones", "0.9", "0.95")
+    argv[argv.index("--batch-size") + 1] = "8"
+    entry = ("signal_entry.py", "TERM", "epoch 2 test:1", "ilm_vp")
+    proc = two_ranks(tmp_path, argv, entry, status=1, SIGNAL_RANK="0")  # torchrun reports its workers' 75 as a failure
+    assert proc.stderr.count("stopped by SIGTERM during the epoch 2 test pass; the last checkpoint ") == 2, proc.stderr[-3000:]
+    assert "items drawn after the signal: 2" not in proc.stderr
