@@ -13,6 +13,7 @@ from conftest import same_training, tiny_args
 
 from common import preemption
 from common.errors import UserError
+from common.files import load_checkpoint
 from runner.cli import main
 from runner.requeue import requeue
 
@@ -205,3 +206,22 @@ def test_a_pass_stops_at_the_first_item_after_a_request_and_not_without_one():
     assert seen == [0, 1]
     stop.value.kept(None)
     assert str(stop.value) == "stopped by SIGUSR2 during counting; the run had no checkpoint yet: it starts again"
+
+
+def test_a_signal_during_a_checkpoint_write_leaves_it_whole_and_stops_at_the_next_pass(tmp_path, cifar_root, monkeypatch, capsys):
+    import common.files
+
+    real, sent = common.files.atomic_write_bytes, []
+
+    def signalled_write(path, payload):
+        if path.name == "ckpt.pth" and not sent:
+            sent.append(path)
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the checkpoint is written
+        real(path, payload)
+
+    monkeypatch.setattr(common.files, "atomic_write_bytes", signalled_write)
+    args = tiny_args(tmp_path, cifar_root, "--epochs", "3", "--milestones", "0.9", "0.95")
+    assert main("ilm_vp", args, install_signal_handlers=True) == preemption.EXIT_STOPPED
+    run = _run(tmp_path)
+    assert "stopped by SIGTERM during the epoch 2 mapping pass; the last checkpoint" in capsys.readouterr().err
+    assert load_checkpoint(run / "ckpt.pth")["epoch"] == 1  # whole, and it verifies

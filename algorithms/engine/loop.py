@@ -86,11 +86,7 @@ class Trainer:
 
     def _stop_signal(self) -> str | None:
         """The stop signal's name, if one arrived (on any rank: the ranks agree, costing one all-reduce)."""
-        name = preemption.requested()
-        if self.runtime.distributed:  # the ranks agree, or one would wait for the others forever
-            asked = torch.tensor(float(name is not None), device=self.device)
-            name = name or ("TERM" if float(self.runtime.all_reduce_sum(asked)) > 0 else None)
-        return name
+        return preemption.agreed(preemption.requested())  # the ranks agree, or one would wait for the others forever
 
     def _note(self, text: str) -> None:
         if self.runtime.is_main:
