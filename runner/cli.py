@@ -260,7 +260,8 @@ def main(method: str, argv: list[str] | None = None, install_signal_handlers: bo
     try:
         args = build_parser(method).parse_args(argv)
         session = session_flags(args)
-        signals = preemption.parse_signals(session["stop_signals"]) if install else []
+        signals = preemption.parse_signals(session["stop_signals"])
+        signals = signals if install else []
         with progress.console(session["progress_interval"], session["quiet"], session["log_file"]):
             return run_session(method, args, argv, signals, session["requeue"])
     except UserError as exc:

@@ -340,7 +340,7 @@ def run_folder(config: RunConfig) -> Path:
     that holds no run but the folder named before the result-neutral settings left the hash does (a
     run made with ``--eval-batch-size 8``, say), that older folder, so the run is still found."""
     path = config.run_path()
-    if config.run_name is not None:
+    if config.run_name:
         check_run_name(config.run_name)
         return path
     legacy = path.with_name(f"seed{config.seed}-{config.config_hash(legacy=True)}")
