@@ -13,7 +13,7 @@ from conftest import TINY_NETWORK, tiny_args
 
 from common.errors import UserError
 from runner.cli import main as run_method
-from tools import reproduce as rp
+from tools import sweep as rp
 
 
 def test_presets_expand_to_the_paper_grids():
