@@ -140,37 +140,46 @@ def run_logged(task: Task, env: dict[str, str] | None = None) -> int:
         return 127
 
 
+def stopping() -> bool:
+    """Whether a stop signal reached the launcher: start nothing more, and stop waiting for more work."""
+    return CHILDREN.stopping.is_set()
+
+
 class forwarding_signals:
-    """While active (main thread only): SIGTERM, SIGINT and SIGUSR1 go to every run as SIGTERM; the
-    launcher then waits for them and raises :class:`Interrupted`. The previous handlers come back after."""
+    """While active (main thread only): SIGTERM, SIGINT and SIGUSR1 go to every run as SIGTERM and
+    :func:`stopping` turns true; at the end the launcher waits for its runs (each writes its
+    checkpoint) and raises :class:`Interrupted`. The previous handlers come back after. The
+    handler only records and forwards (raising from it could land in any library's code)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
     def __enter__(self) -> forwarding_signals:
         self._saved = {}
+        self.received: int | None = None
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._saved[signum] = signal.signal(signum, self._handle)
-        self.received: int | None = None
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            return
-        self.received = signum
+        if self.received is None:
+            self.received = signum
         CHILDREN.stopping.set()
         CHILDREN.signal_all(signal.SIGTERM)
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-        if self.received is not None:  # the runs were asked to stop: let them write their checkpoints
-            with CHILDREN.lock:
-                procs = list(CHILDREN.live)
-            for proc in procs:
-                stop(proc)
-        CHILDREN.stopping.clear()
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if self.received is not None:  # the runs were asked to stop: let them write their checkpoints
+                with CHILDREN.lock:
+                    procs = list(CHILDREN.live)
+                for proc in procs:
+                    stop(proc)
+        finally:
+            for signum, handler in self._saved.items():
+                signal.signal(signum, handler)
+            CHILDREN.stopping.clear()
+        if self.received is not None and kind is None:
+            raise Interrupted(f"stopped by {signal.Signals(self.received).name}")
 
 
 def run_local(
@@ -180,7 +189,7 @@ def run_local(
     told its GPU and how many share it; ``done(task, code)`` as each ends. Returns the failures."""
 
     def execute(task: Task, gpu: str | None) -> int:
-        if CHILDREN.stopping.is_set():
+        if stopping():
             return 130
         return run_logged(task, {**run_environment(gpu, runs_per_gpu), **task.env})
 
