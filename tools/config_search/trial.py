@@ -23,7 +23,7 @@ from common.errors import UserError
 from common.preemption import EXIT_STOPPED
 from runner import launch
 from runner.gpu_share import run_environment
-from runner.records import lock_held, read_json, read_metrics
+from runner.records import lock_held, read_finished, read_metrics
 from tools.config_search.space import TrialPlan
 from tools.sweep.jobs import FINISHED, PARTIAL, find_script, method_config, run_status
 
@@ -162,7 +162,7 @@ class TrialRunner:
 
 
 def read_results(run_dir: Path) -> dict:
-    return read_json(run_dir / "results.json") or {}
+    return read_finished(run_dir) or {}
 
 
 def last_error(log_path: Path) -> str | None:
