@@ -87,15 +87,23 @@ def check_axes(runner: TrialRunner, space: Space, seed: int) -> None:
                 raise UserError(f"{axis}: {value!r} is refused by the method scripts: {reason}")
 
 
+def quiet_optuna() -> None:
+    """Optuna's own log off below errors (a failed trial is one line of ours, not its traceback)."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def open_study(url: str, name: str, args: argparse.Namespace, settings: dict):
     """Create or load the study; a study of that name with other settings is refused."""
-    import warnings
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not Optuna's traceback
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_optuna()
     # a worker that stops sending heartbeats (killed) has its trial failed and queued again with
     # the same parameters; the run continues from its checkpoint
     storage = None
