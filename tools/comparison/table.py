@@ -21,7 +21,7 @@ class Entry:
     expected_seeds: list[int]
     val_selected: dict[int, float] = field(default_factory=dict)  # seed -> test accuracy at the best validation epoch
     best_on_test: dict[int, float] = field(default_factory=dict)  # seed -> the best test accuracy over epochs (not a selection)
-    params: int | None = None  # trainable parameters
+    trainable_params: int | None = None
     epoch_seconds: dict[int, float] = field(default_factory=dict)
     peak_memory_mb: dict[int, float] = field(default_factory=dict)
     differences: list[str] = field(default_factory=list)  # subset or budget against the protocol
@@ -67,7 +67,7 @@ def entries(planned: list[PlannedJob], epochs: int, references: set[str]) -> dic
         if results.get("peak_memory_mb") is not None:
             entry.peak_memory_mb[seed] = float(results["peak_memory_mb"])
         if results.get("trainable_params") is not None:
-            entry.params = int(results["trainable_params"])
+            entry.trainable_params = int(results["trainable_params"])
         entry.run_dirs[seed] = str(p.run_dir)
         entry.differences = sorted(set(entry.differences) | set(record.differences(epochs if record.epochs is not None else None)))
     return found
@@ -91,7 +91,7 @@ def markdown(found: dict[tuple[str, str, str], Entry]) -> str:
         label = f"*{e.row}* (reference)" if e.reference else e.row
         lines.append(
             f"| {e.dataset} | {e.network} | {label} | {_cell(e.val_selected)} | {_cell(e.best_on_test)} | "
-            f"{'–' if e.params is None else f'{e.params:,}'} | {_cell(e.epoch_seconds)} | {_cell(e.peak_memory_mb, 0)} | "
+            f"{'–' if e.trainable_params is None else f'{e.trainable_params:,}'} | {_cell(e.epoch_seconds)} | {_cell(e.peak_memory_mb, 0)} | "
             f"{' '.join(map(str, sorted(e.val_selected))) or '–'} | {'; '.join(marks)} |"
         )
     return "\n".join(lines) + "\n"
@@ -105,7 +105,7 @@ def to_csv(found: dict[tuple[str, str, str], Entry]) -> str:
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for e in found.values():
         (vm, vs), (bm, bs) = mean_std(e.val_selected), mean_std(e.best_on_test)
-        writer.writerow([e.dataset, e.network, e.row, int(e.reference), fmt(vm), fmt(vs), fmt(bm), fmt(bs), "" if e.params is None else e.params,
+        writer.writerow([e.dataset, e.network, e.row, int(e.reference), fmt(vm), fmt(vs), fmt(bm), fmt(bs), "" if e.trainable_params is None else e.trainable_params,
                          fmt(mean_std(e.epoch_seconds)[0]), fmt(mean_std(e.peak_memory_mb)[0]), " ".join(map(str, sorted(e.val_selected))),
                          " ".join(map(str, sorted(e.expected_seeds))), "; ".join(e.differences)])  # fmt: skip
     return out.getvalue()

@@ -10,6 +10,7 @@ import cfg
 from algorithms.methods import METHOD_CHOICES
 from common import progress
 from common.errors import UserError
+from common.preemption import EXIT_STOPPED
 from data.registry import DATASETS
 from models.networks import NETWORKS
 from runner.config import name_type, split_passthrough, tool_parser
@@ -31,7 +32,9 @@ def launch_local(planned: list[PlannedJob], gpus: list[str], runs_per_gpu: int =
     with progress.bar(total=len(todo), desc="runs", unit="run") as bar:
 
         def done(task, code: int) -> None:
-            if code != 0:
+            if code == EXIT_STOPPED:
+                progress.line(f"stopped with a checkpoint: {task.label}; the same command continues it")
+            elif code != 0:
                 progress.line(f"FAILED ({code}) {task.label}: see {task.log}")
             bar.update(1)
 
