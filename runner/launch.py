@@ -32,6 +32,7 @@ from runner.gpu_share import run_environment, run_in_slots, slots
 STOP_GRACE_S = 120.0  # a run asked to stop finishes its step and writes its checkpoint in this time (SLURM's warning)
 SIGNAL_WARNING_S = 120  # SLURM sends USR1 this long before the time limit: time for the current step's checkpoint
 _PR_SET_PDEATHSIG = 1
+NOT_STARTED = 130  # the exit code of a task the launcher did not start because it was stopping
 
 
 class Interrupted(KeyboardInterrupt):
@@ -190,7 +191,7 @@ def run_local(
 
     def execute(task: Task, gpu: str | None) -> int:
         if stopping():
-            return 130
+            return NOT_STARTED
         return run_logged(task, {**run_environment(gpu, runs_per_gpu), **task.env})
 
     return run_in_slots(list(tasks), slots(gpus, runs_per_gpu), execute, done)

@@ -15,7 +15,7 @@ from data.registry import DATASETS
 from models.networks import NETWORKS
 from runner.config import name_type, split_passthrough, tool_parser
 from runner.gpu_share import RUN_MEMORY_GIB, distinct, resolve_runs_per_gpu, runs_per_gpu_value
-from runner.launch import ArrayOptions, forwarding_signals, run_local, shell_lines, visible_gpus, write_array
+from runner.launch import NOT_STARTED, ArrayOptions, forwarding_signals, run_local, shell_lines, stopping, visible_gpus, write_array
 from tools.sweep.jobs import FINISHED, NEW, PARTIAL, Job, PlannedJob, expand_grid, expand_variants, plan, slurm_command
 from tools.sweep.presets import BEYOND_BY_LABEL, BEYOND_DATASETS, PAPER_SEEDS, PRESETS
 
@@ -32,7 +32,9 @@ def launch_local(planned: list[PlannedJob], gpus: list[str], runs_per_gpu: int =
     with progress.bar(total=len(todo), desc="runs", unit="run") as bar:
 
         def done(task, code: int) -> None:
-            if code == EXIT_STOPPED:
+            if code == NOT_STARTED and stopping():
+                progress.line(f"not started (stopping): {task.label}")
+            elif code == EXIT_STOPPED:
                 progress.line(f"stopped with a checkpoint: {task.label}; the same command continues it")
             elif code != 0:
                 progress.line(f"FAILED ({code}) {task.label}: see {task.log}")
