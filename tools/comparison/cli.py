@@ -12,14 +12,13 @@ from pathlib import Path
 import cfg
 from common.errors import UserError
 from runner.config import split_passthrough, tool_parser
-from runner.gpu_share import RUN_MEMORY_GIB, resolve_runs_per_gpu, runs_per_gpu_value
-from runner.launch import shell_lines, visible_gpus
+from runner.launch import shell_lines
 from runner.records import FINISHED
 from tools.comparison.figures import pareto_figures
 from tools.comparison.plan import Protocol, clip_weights_missing, plan_rows, row_jobs
 from tools.comparison.rows import CLIP_ROWS, CNN_ROWS, cnn_rows, search_row
 from tools.comparison.table import FEWER_MARK, SUBSET_MARK, entries, markdown, to_csv, to_json
-from tools.sweep.cli import dataset_label, launch_local, write_slurm
+from tools.sweep.cli import add_launch_flags, dataset_label, run_here, write_slurm
 from tools.sweep.presets import BEYOND_DATASETS
 
 
@@ -43,15 +42,8 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="train nothing: the board from the finished runs")
     p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
                    help="local: run here, --runs-per-gpu at a time per GPU; slurm: write a job array; print: the commands (default: local)")  # fmt: skip
-    p.add_argument("--runs-per-gpu", type=runs_per_gpu_value, default=1, metavar="N|auto", help="local: runs at once on each GPU (on the CPU: at once in all) (default: 1)")
-    p.add_argument("--gpus", nargs="*", metavar="ID", help="local: GPU ids to use (default: the visible ones)")
     p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter of the run commands (default: this one)")
-    g = p.add_argument_group("slurm")
-    g.add_argument("--slurm-dir", default=None, metavar="DIR", help="where the .sbatch and .jobs.tsv go (default: <results>/slurm)")
-    g.add_argument("--array-limit", type=int, default=32, metavar="N", help="array tasks running at once (default: 32)")
-    g.add_argument("--cpus", type=int, default=8, metavar="N", help="CPUs per task (default: 8)")
-    g.add_argument("--time", default="24:00:00", help="time limit per task (default: 24:00:00)")
-    g.add_argument("--sbatch", action="append", default=[], metavar="OPTION", help="extra #SBATCH option (default: none)")
+    add_launch_flags(p, "leaderboard")
     return p
 
 
@@ -95,15 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             print(shell_lines([p.task() for p in todo]), end="")
             return 0
         if args.launcher == "slurm":
-            written = write_slurm(everything, Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm", "leaderboard",
+            written = write_slurm(everything, Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm", args.slurm_name or "leaderboard",
                                   limit=args.array_limit, cpus=args.cpus, time=args.time, sbatch=args.sbatch)  # fmt: skip
             print(f"wrote {written[0]}; submit with: sbatch {shlex.quote(str(written[0]))}; then run this command again with --report-only"
                   if written else "nothing to run: every run is finished", file=sys.stderr)  # fmt: skip
             return 0
         failures = []
         if todo and not args.report_only:
-            gpus = visible_gpus() if args.gpus is None else args.gpus
-            failures = launch_local(everything, gpus, resolve_runs_per_gpu(args.runs_per_gpu, gpus, RUN_MEMORY_GIB))
+            failures = run_here(everything, args)
         out = Path(args.output).expanduser() if args.output else results / "leaderboard"
         write_board(out, planned, clip_planned, rows, protocol, notes, argv)
     except UserError as exc:

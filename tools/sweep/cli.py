@@ -45,6 +45,15 @@ def launch_local(planned: list[PlannedJob], gpus: list[str], runs_per_gpu: int =
     return [(by_task[task], code) for task, code in failures]
 
 
+def run_here(planned: list[PlannedJob], args: argparse.Namespace) -> list[tuple[PlannedJob, int]]:
+    """The local launcher with the flags of :func:`add_launch_flags`: the GPUs and how many runs share each."""
+    gpus = visible_gpus() if args.gpus is None else args.gpus
+    runs_per_gpu = resolve_runs_per_gpu(args.runs_per_gpu, gpus, args.run_memory_gib)
+    if runs_per_gpu > 1:
+        print(f"{runs_per_gpu} runs at once per {'GPU' if gpus else 'machine (no GPU)'}", file=sys.stderr)
+    return launch_local(planned, gpus, runs_per_gpu)
+
+
 def write_slurm(planned: list[PlannedJob], out_dir: Path, name: str, *, limit: int = 32, cpus: int = 8, time: str = "24:00:00", sbatch=()) -> tuple[Path, Path] | None:
     """Write ``<name>.jobs.tsv`` and ``<name>.sbatch`` for the unfinished jobs (None if there are none)."""
     todo = [p for p in planned if p.status != FINISHED]
@@ -77,6 +86,12 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--results-path", default=None, metavar="DIR", help=f"results root passed to every run (default: {cfg.RESULTS_PATH})")
     p.add_argument("--data-path", default=None, metavar="DIR", help="data root passed to every run (default: each run's VP_DATA)")
     p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter in the generated commands")
+    add_launch_flags(p, "the preset, or 'grid'")
+    return p
+
+
+def add_launch_flags(p: argparse.ArgumentParser, name_default: str) -> None:
+    """The flags of the one launcher (runner/launch.py) that every tool running runs shares: GPUs, sharing, the SLURM array."""
     p.add_argument("--gpus", nargs="*", metavar="ID", help="local: GPU ids to use (default: the visible ones)")
     p.add_argument("--runs-per-gpu", type=runs_per_gpu_value, default=1, metavar="N|auto",
                    help="local: runs at once on each GPU (on the CPU without GPUs: at once in all), each its own process;"
@@ -84,12 +99,11 @@ def build_cli() -> argparse.ArgumentParser:
     p.add_argument("--run-memory-gib", type=float, default=RUN_MEMORY_GIB, metavar="GIB", help="local: one run's GPU memory, for --runs-per-gpu auto")
     g = p.add_argument_group("slurm")
     g.add_argument("--slurm-dir", default=None, metavar="DIR", help="where the .sbatch and .jobs.tsv go (default: <results>/slurm)")
-    g.add_argument("--slurm-name", default=None, metavar="NAME", help="job name and file stem (default: the preset, or 'grid')")
+    g.add_argument("--slurm-name", default=None, metavar="NAME", help=f"job name and file stem (default: {name_default})")
     g.add_argument("--array-limit", type=int, default=32, metavar="N", help="array tasks running at once")
     g.add_argument("--cpus", type=int, default=8, metavar="N", help="CPUs per task")
     g.add_argument("--time", default="24:00:00", help="time limit per task")
     g.add_argument("--sbatch", action="append", default=[], metavar="OPTION", help="extra #SBATCH option, e.g. --sbatch=--partition=gpu (default: none)")
-    return p
 
 
 def jobs_from_args(args: argparse.Namespace, extra: list[str]) -> list[Job]:
@@ -139,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"wrote {written[0]} and {written[1]}; submit with: sbatch {shlex.quote(str(written[0]))}", file=sys.stderr)
             return 0
-        gpus = visible_gpus() if args.gpus is None else args.gpus
-        runs_per_gpu = resolve_runs_per_gpu(args.runs_per_gpu, gpus, args.run_memory_gib)
-        if runs_per_gpu > 1:
-            print(f"{runs_per_gpu} runs at once per {'GPU' if gpus else 'machine (no GPU)'}", file=sys.stderr)
-        failures = launch_local(planned, gpus, runs_per_gpu)
+        failures = run_here(planned, args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
