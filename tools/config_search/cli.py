@@ -46,7 +46,7 @@ def build_cli() -> argparse.ArgumentParser:
                    help="preset axes; the flags below replace one axis each (default: autovp)\n" + "\n".join(f"  {k}: {v}" for k, v in SPACES.items()))  # fmt: skip
     g.add_argument("--prompts", nargs="*", type=name_type(PROMPT_CHOICES), metavar="NAME", help=PROMPT_CHOICES.help("prompts (default: all)"))
     g.add_argument("--mappings", nargs="*", type=name_type(MAPPING_CHOICES), metavar="NAME", help=MAPPING_CHOICES.help("label mappings (default: all)"))
-    g.add_argument("--augments", nargs="*", metavar="NAME", help=f"augmentations, of {', '.join(AUGMENT_CHOICES)} (default: all)")
+    g.add_argument("--augments", nargs="*", metavar="NAME", help=f"augmentations: any value the scripts' --augment takes (a recipe, steps joined by +) (default: {' '.join(AUGMENT_CHOICES)})")
     g.add_argument("--input-sizes", nargs="*", metavar="N", help=f"--input-size of the prompts that read it; 'own' = unresized (default: {' '.join(DEFAULT_INPUT_SIZES)})")
     g.add_argument("--schedulers", nargs="*", metavar="NAME", help=f"learning-rate schedules (default: full: {' '.join(DEFAULT_SCHEDULERS)}; autovp: the recipe's)")
     g.add_argument("--lr-factor", type=float, default=None, metavar="F",
