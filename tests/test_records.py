@@ -77,3 +77,16 @@ def test_folders_without_a_readable_config_and_hidden_ones_are_not_runs(tmp_path
     (hidden / "config.json").write_text((next(tmp_path.rglob("seed1-*/config.json"))).read_text())
     assert len(records.find_runs(tmp_path)) == 1
     assert records.read_metrics(tmp_path / "nowhere") == [] and records.read_run(tmp_path / "junk") is None
+
+
+def test_the_table_says_a_run_is_running(tmp_path):
+    from tools import tables
+
+    run = fake_run(tmp_path, "ilm_vp", "cifar10", "resnet18", 1, None, done=1)
+    lock = RunLock.acquire(records.lock_path(run), run)
+    try:
+        cells = tables.build_cells(tables.collect_runs(tmp_path), None, [1])
+        (line,) = tables.missing_report(cells)
+        assert "seed 1 incomplete, running, 1/5 epochs" in line
+    finally:
+        lock.release()

@@ -116,6 +116,7 @@ def missing_report(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
         for run in sorted(cell.incomplete, key=lambda r: r.seed):
             what = (
                 f"{run.epochs_done}/{run.epochs} epochs" if run.status == "partial" else
+                f"running, {run.epochs_done}/{run.epochs} epochs" if run.status == "running" else
                 "no checkpoint yet (failed or running)" if run.status == "started" else
                 f"no {PROTOCOLS[cell.protocol]} in results.json"
             )  # fmt: skip
