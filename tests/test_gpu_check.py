@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 
 from common.errors import UserError
-from tools import gpu_check as gc
+from tools import gpu_checks as gc
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -13,7 +13,7 @@ from common.errors import UserError
 from data.imagenet_variants import load_imagenet_r, load_imagenet_sketch
 from data.registry import DataRequest, SubsetSpec, dataset_names, load_dataset
 from runner.cli import main
-from tools.reproduce import CLIP_DATASETS
+from tools.sweep import CLIP_DATASETS
 
 WNIDS = list(IMAGENET_FIXTURE_COUNTS)
 LOADERS = {"imagenet-r": load_imagenet_r, "imagenet-sketch": load_imagenet_sketch}

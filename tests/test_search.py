@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TINY_NETWORK
 
-from tools import search
-from tools.reproduce import PRESETS, expand_variants, plan
+from tools import config_search as search
+from tools.sweep import PRESETS, expand_variants, plan
 
 optuna = pytest.importorskip("optuna")
 
@@ -61,7 +61,7 @@ def test_bad_axis_value_and_empty_space_are_one_error_line(tmp_path, capsys):
 def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_recipe():
     from algorithms.methods import METHODS, MethodSpec, register_method
     from models.prompts import PROMPTS, register_prompt
-    from tools.search_space import build_space, recipe, recipe_lr
+    from tools.config_search.space import build_space, recipe, recipe_lr
 
     space = build_space("full")
     assert set(space.prompts) == set(PROMPTS) and "blmplus" in space.mappings and space.lr_factor is not None
@@ -75,7 +75,7 @@ def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_rec
         assert "fake_sgd_prompt" in build_space("autovp").prompts
         assert recipe("fake_sgd_prompt", "ilm").name == "fake_sgd_vp" and recipe_lr(recipe("fake_sgd_prompt", "ilm")) == 40.0
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
-        from tools.search_space import suggest
+        from tools.config_search.space import suggest
 
         for _ in range(30):
             trial = study.ask()
@@ -252,9 +252,12 @@ def test_slurm_script_runs_workers_of_one_study(tmp_path, cifar_root):
     text = script.read_text()
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "#SBATCH --array=0-2" in text and "#SBATCH --partition=gpu" in text
-    command = [line for line in text.splitlines() if "tools/search.py" in line and not line.startswith("#")][0]
-    assert "--storage postgresql://db/vp" in command and "--no-final" in command and '--worker-index "$SLURM_ARRAY_TASK_ID"' in command
-    assert "--launcher" not in command and command.split(" -- ")[1].startswith("--batch-size 64")
+    # the array of runner.launch: one line of the jobs file per task, here one worker of the study each
+    commands = [line.split("\t")[1] for line in script.with_suffix(".jobs.tsv").read_text().splitlines()]
+    for k, command in enumerate(commands):
+        assert "--storage postgresql://db/vp" in command and "--no-final" in command and f"--worker-index {k}" in command
+        assert "--launcher" not in command and command.split(" -- ")[1].startswith("--batch-size 64")
+    assert len(commands) == 3
 
 
 @pytest.mark.slow
@@ -289,7 +292,7 @@ def test_prompt_mapping_figure_keeps_completed_and_only_pruned_pairs_apart(tmp_p
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from tools.search_report import prompt_mapping_cells, prompt_mapping_figure
+    from tools.config_search.report import prompt_mapping_cells, prompt_mapping_figure
 
     dists = {"prompt": CategoricalDistribution(["pad", "smm"]), "mapping": CategoricalDistribution(["ilm", "linear"])}
 
