@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY_NETWORK, TINY_SOURCE_CLASSES, TinyNet, tiny_args
+from conftest import REPO, TINY_NETWORK, TINY_SOURCE_CLASSES, TinyNet, interrupt_at_epoch, tiny_args
 
 from algorithms.engine import Trainer, build_optimizer
 from algorithms.methods import FAMILIES, get_method
@@ -243,34 +243,6 @@ def test_tiny_run_writes_every_output_and_evaluates(method, tmp_path, cifar_root
     assert evaluated["test_acc"] == out["best_test_acc"]
 
 
-def interrupt_after_first_epoch(monkeypatch, method: str, args: list[str]) -> None:
-    """Run ``method`` and stop it, as Ctrl-C would, once its first epoch is written."""
-    original = Trainer._write_epoch
-
-    def stop_after_first_epoch(self, *args):
-        original(self, *args)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_write_epoch", stop_after_first_epoch)
-        assert main(method, args) == 130
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_resume_replays_the_uninterrupted_run(method, tmp_path, cifar_root, monkeypatch):
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(method, tiny_args(full, cifar_root)) == 0
-    interrupt_after_first_epoch(monkeypatch, method, tiny_args(cut, cifar_root))
-    assert main(method, tiny_args(cut, cifar_root, "--resume")) == 0
-    a = torch.load(run_dir_of(full) / "ckpt.pth", weights_only=False)
-    b = torch.load(run_dir_of(cut) / "ckpt.pth", weights_only=False)
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    strip = lambda rows: [{k: r[k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")} for r in rows]  # noqa: E731
-    assert strip(a["history"]) == strip(b["history"])
-
-
 def run_outputs(results: Path) -> dict:
     run = run_dir_of(results)
     return {
@@ -308,7 +280,9 @@ def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar
 
 def test_a_run_interrupted_without_the_cache_resumes_with_it(tmp_path, cifar_root, monkeypatch):
     assert main("linear_probing", tiny_args(tmp_path / "full", cifar_root)) == 0
-    interrupt_after_first_epoch(monkeypatch, "linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--no-cache-features"))
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch)
+        assert main("linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--no-cache-features")) == 130
     assert main("linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--resume")) == 0
     full, cut = run_outputs(tmp_path / "full"), run_outputs(tmp_path / "cut")
     assert cut["results"]["feature_cache"] is True
