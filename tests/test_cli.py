@@ -19,7 +19,7 @@ def run_dir_of(results: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method", ["ilm_vp", "flm_vp", "rlm_vp"])
+@pytest.mark.parametrize("method", ["ilm_vp", pytest.param("flm_vp", marks=pytest.mark.slow), pytest.param("rlm_vp", marks=pytest.mark.slow)])
 def test_tiny_run_writes_every_output(method, tmp_path, cifar_root):
     assert main(method, tiny_args(tmp_path / "res", cifar_root)) == 0
     run = run_dir_of(tmp_path / "res")
@@ -42,6 +42,7 @@ def test_tiny_run_writes_every_output(method, tmp_path, cifar_root):
     assert len(set(mapping.values())) == 10 and all(v.startswith("source class") for v in mapping.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, resume",
     [("ilm_vp", ("--resume",)), ("flm_vp", ("--resume",)), ("ilm_vp", ("--resume", "auto")), ("linear_probing", ("--resume",)), ("full_finetune", ("--resume",))],
@@ -59,6 +60,7 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(method, resume, tmp_path,
     assert json.loads((a / "results.json").read_text())["best_test_acc"] == json.loads((b / "results.json").read_text())["best_test_acc"]
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_the_best_epoch(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root)
     assert main("ilm_vp", args) == 0
@@ -75,6 +77,7 @@ def _error(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_clobbered(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root)
     assert main("ilm_vp", args) == 0
@@ -114,6 +117,7 @@ def test_unwritable_results_folder(tmp_path, cifar_root, capsys):
     assert "cannot write to results folder" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_corrupt_and_mismatched_checkpoints(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root)
     assert main("ilm_vp", args) == 0
@@ -135,6 +139,7 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, cifar_root, capsys):
     assert "other settings (lr)" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_scripts_run_from_any_directory_and_fail_cleanly(tmp_path, cifar_root):
     env = {"VP_DOWNLOAD": "0", "PATH": "/usr/bin:/bin"}
     script = REPO / "experiments" / "cnn" / "rlm_vp.py"
@@ -161,6 +166,7 @@ def _folder_args(results: Path, data: Path, *extra: str) -> list[str]:
     return tiny_args(results, data, "--dataset", "folder", "--image-size", "16", *extra)
 
 
+@pytest.mark.slow
 def test_two_data_locations_get_two_run_folders(tmp_path):
     a = write_image_folder(tmp_path / "a", ["x", "y"], {"train": 4, "test": 2}, size=16)
     b = write_image_folder(tmp_path / "b", ["x", "y"], {"train": 5, "test": 2}, size=16)
@@ -271,6 +277,7 @@ def test_crop_decoding_reaches_the_run(tmp_path, folder_dataset):
     assert not torch.equal(squashed.train.images, data.train.images)  # bilinear vs bicubic: another input
 
 
+@pytest.mark.slow
 def test_a_checkpoint_computed_in_fp16_is_not_resumed_or_evaluated_in_fp32_unless_allowed(tmp_path, cifar_root, capsys, monkeypatch):
     """A CUDA fp16 checkpoint faked on the CPU: its saved identity says cuda-fp16 (issue 23)."""
     args = tiny_args(tmp_path / "res", cifar_root)
@@ -319,6 +326,7 @@ def _epochs(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_then_continues(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--resume", "auto")
     assert not (tmp_path / "res").exists()

@@ -26,6 +26,7 @@ def last_checkpoint(results: Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
+@pytest.mark.slow
 def test_dtd10_runs_and_computes_what_the_folder_spelling_computes(tmp_path):
     data = tmp_path / "data"
     write_image_folder(data / "dtd10", CLASSES, {"train": 6, "test": 3}, size=40, ext=".jpg")
