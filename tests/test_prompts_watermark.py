@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_args
@@ -97,6 +98,7 @@ def test_random_crop_flip_matches_a_per_sample_reference():
     assert crop_padding_for((32, 32)) == 4 and crop_padding_for((224, 224)) == 28 and crop_padding_for((4, 4)) == 1
 
 
+@pytest.mark.slow
 def test_augmentation_runs_on_training_batches_only_and_evaluation_is_deterministic(tmp_path, cifar_root):
     config, data, runtime, experiment = build(cifar_root, tmp_path, "watermark", None)
     seen = []
@@ -116,6 +118,7 @@ def test_augmentation_runs_on_training_batches_only_and_evaluation_is_determinis
     assert trainer.evaluate(trainer.test_loader) == first and sum(seen) == len(data.train)
 
 
+@pytest.mark.slow
 def test_watermark_end_to_end(tmp_path, cifar_root):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "watermark")) == 0
     run = run_dir_of(tmp_path / "res")

@@ -64,6 +64,7 @@ def _missing_weights(cifar_root: Path, args: list[str]) -> list[str]:
     return args + ["--weights", str(cifar_root / "missing.pth")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", [_break_data, _missing_data_path, _missing_weights])
 def test_overwrite_that_fails_validation_keeps_every_old_file(breakage, tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
@@ -78,6 +79,7 @@ def test_overwrite_that_fails_validation_keeps_every_old_file(breakage, tmp_path
     assert sorted(p.name for p in run.parent.iterdir()) == [RUN]  # no lock file, nothing moved aside
 
 
+@pytest.mark.slow
 def test_overwrite_that_fails_in_its_first_epoch_puts_the_old_run_back(tmp_path, monkeypatch, capsys):
     root = write_image_folder(tmp_path / "data", ["a", "b"], {"train": 4, "test": 2}, size=16)
     args = tiny_args(tmp_path / "res", root, "--dataset", "folder", "--image-size", "16", "--run-name", RUN, "--epochs", "1", "--scheduler", "constant")
@@ -100,6 +102,7 @@ def test_overwrite_that_fails_in_its_first_epoch_puts_the_old_run_back(tmp_path,
     assert "0000.png" in one_error(capsys) and files_of(run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_removes_the_old_run_only_once_the_new_one_has_a_checkpoint(tmp_path, cifar_root, monkeypatch):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     assert main("ilm_vp", args) == 0
@@ -121,6 +124,7 @@ def test_overwrite_removes_the_old_run_only_once_the_new_one_has_a_checkpoint(tm
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_an_overwrite_killed_midway_is_settled_at_the_next_start(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     assert main("ilm_vp", args) == 0
@@ -178,6 +182,7 @@ sys.stdin.read()  # held until the test kills this process
 """
 
 
+@pytest.mark.slow
 def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     lock, folder = tmp_path / ".run.lock", tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), str(folder)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -315,6 +320,7 @@ def test_a_failed_write_keeps_the_last_checkpoint_and_resume_is_exact(target, co
     assert sorted(p.name for p in (run / "mappings").iterdir()) == ["epoch_001.json", "epoch_002.json", "epoch_003.json"]
 
 
+@pytest.mark.slow
 def test_a_failed_write_before_the_first_checkpoint_abandons_the_run(tmp_path, cifar_root, monkeypatch, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     with monkeypatch.context() as patch:
@@ -332,6 +338,7 @@ def test_a_failed_write_before_the_first_checkpoint_abandons_the_run(tmp_path, c
     assert files_of(run) == before
 
 
+@pytest.mark.slow
 def test_a_new_run_clears_what_a_run_killed_before_its_first_checkpoint_left(tmp_path, cifar_root):
     run = run_folder(tmp_path / "res")
     (run / "tensorboard").mkdir(parents=True)
