@@ -47,6 +47,7 @@ def two_ranks(tmp_path, argv: list[str], entry: tuple[str, ...] = ("torchrun_ent
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lm_source, micro_batch", [("pass", None), ("train", None), ("pass", "3")])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root, lm_source, micro_batch):
     # 50 training and 20 test images: 2 ranks x 8 per step == 1 process x 16 per step, and the
@@ -72,6 +73,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root
         assert a["mapping_changes"] == b["mapping_changes"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [("--prompt", "watermark"), ("--augment", "pad_crop_flip")])
 def test_two_processes_match_one_with_augmentation(tmp_path, cifar_root, flags):
     """Augmented prompts without batch statistics: each sample's augmentation is drawn from its own

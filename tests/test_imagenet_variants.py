@@ -114,6 +114,7 @@ def test_unknown_wnid_folder_is_named(tmp_path, stray):
     assert "\n" not in msg and str(tmp_path / "imagenet-r" / stray) in msg and "not an ImageNet-1k wnid" in msg
 
 
+@pytest.mark.slow
 def test_ilm_vp_end_to_end_on_imagenet_r_fixture(tmp_path):
     write_wnid_folders(tmp_path / "data" / "imagenet-r")
     args = tiny_args(tmp_path / "res", tmp_path / "data", "--dataset", "imagenet-r", "--image-size", "32")

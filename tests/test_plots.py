@@ -66,6 +66,7 @@ def synthetic_run(tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("figure", ["prompts", "mapping", "text-prompts", "curves", "heatmap"])
 def test_run_figures_render(figure, synthetic_run, tmp_path):
     out = tmp_path / f"{figure}.png"
@@ -96,6 +97,7 @@ def test_prompts_fall_back_to_checkpoints(tmp_path):
     assert plots.main(["prompts", str(tmp_path / "empty_dir_missing"), "-o", str(tmp_path / "e.png")]) == 2
 
 
+@pytest.mark.slow
 def test_sweep_figures_render(tmp_path):
     root = tmp_path / "res"
     for dataset, (ilm, flm) in {"cifar10": (60.0, 55.0), "gtsrb": (70.0, 72.0)}.items():

@@ -69,6 +69,7 @@ def fake_scontrol(tmp_path: Path, monkeypatch, status: int = 0) -> Path:
     return record
 
 
+@pytest.mark.slow
 def test_signal_stops_after_a_checkpoint_requeues_and_resume_auto_finishes_exactly(tmp_path, cifar_root, monkeypatch, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "straight", cifar_root, "--epochs", "3")) == 0
     record = fake_scontrol(tmp_path, monkeypatch)
@@ -93,6 +94,7 @@ def test_signal_stops_after_a_checkpoint_requeues_and_resume_auto_finishes_exact
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_stop_signals_none_keeps_the_default_handlers(tmp_path, cifar_root, monkeypatch):
     seen = []
     monkeypatch.setattr(signal, "signal", lambda s, h: seen.append(s))
@@ -100,6 +102,7 @@ def test_stop_signals_none_keeps_the_default_handlers(tmp_path, cifar_root, monk
     assert seen == []
 
 
+@pytest.mark.slow
 def test_a_signal_in_the_last_epoch_stops_it_too_and_resume_auto_finishes(tmp_path, cifar_root, monkeypatch):
     with monkeypatch.context() as patch:
         _signal_during_epoch(patch, 1, signal.SIGTERM)

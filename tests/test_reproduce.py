@@ -86,6 +86,7 @@ def test_status_new_partial_finished(tmp_path, cifar_root):
     assert rp.plan([tiny_job(cifar_root)], tmp_path)[0].status == rp.FINISHED
 
 
+@pytest.mark.slow
 def test_print_launcher_emits_parseable_commands_for_unfinished_runs(tmp_path, cifar_root, capsys):
     argv = ["--datasets", "cifar10", "--networks", TINY_NETWORK, "--methods", "ilm_vp", "flm_vp", "--seeds", "1", "2",
             "--launcher", "print", "--results-path", str(tmp_path), "--",
@@ -126,6 +127,7 @@ def test_local_launcher_reports_failures_and_runs_the_rest(tmp_path, cifar_root)
     assert used <= {"3", "5"} and used
 
 
+@pytest.mark.slow
 def test_slurm_script_is_valid_bash_and_skips_or_resumes(tmp_path, cifar_root):
     jobs = [tiny_job(cifar_root, seed) for seed in (1, 2, 3)]
     planned = rp.plan(jobs, tmp_path / "res", python=fake_python(tmp_path))

@@ -37,6 +37,7 @@ def test_execution_details_and_paths_as_typed_stay_out_of_the_identity(tmp_path)
     assert result_settings(saved) == {k: v for k, v in base.identity().items() if k != DATA_LOCATION}
 
 
+@pytest.mark.slow
 def test_batch_dependence_is_resolved_while_parsing_and_the_hash_needs_no_import(tmp_path):
     """SMM with --micro-batch: the chunk joins the identity; a config.json read back in an
     interpreter that imported no method gives the same folder name (no import-order effect)."""
