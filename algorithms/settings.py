@@ -50,13 +50,20 @@ OPTIONS_KEY = "extra"  # config.json's key of the options (RunConfig.option_valu
 ARITHMETIC = "arithmetic"  # the key of the resolved device type and precision in RunConfig.identity()
 
 
+# Settings whose help says results do not depend on them but which were part of the folder hash:
+# held at their default (None) in the identity, so every value shares the default's folder (and
+# the default's folder name is unchanged); a run made before with another value is found in its
+# old folder through RunConfig.config_hash(legacy=True) (runner.run_dir.run_folder).
+RESULT_NEUTRAL = ("eval_batch_size",)
+
+
 def _identifying(key: str, value: Any, later: set | frozenset = LATER_SETTINGS) -> bool:
     return key not in VOLATILE and not (key in later and value is None)
 
 
 def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The result-determining flags of a saved ``config.json`` ``config`` (or :meth:`RunConfig.to_dict`)."""
-    settings = {k: v for k, v in config.items() if _identifying(k, v)}
+    settings = {k: None if k in RESULT_NEUTRAL else v for k, v in config.items() if _identifying(k, v)}
     settings[OPTIONS_KEY] = {k: v for k, v in config.get(OPTIONS_KEY, {}).items() if _identifying(k, v, OLD_UNSET_OPTIONS)}
     return settings
 
@@ -255,8 +262,12 @@ class RunConfig:
         """``micro_batch`` where it changes what the run trains (:attr:`batch_dependent`), else nothing."""
         return {"micro_batch": self.micro_batch} if self.micro_batch is not None and self.batch_dependent else {}
 
-    def config_hash(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+    def config_hash(self, legacy: bool = False) -> str:
+        """``legacy``: the hash before the :data:`RESULT_NEUTRAL` settings left it (the folder of an older run)."""
+        identity = self.identity()
+        if legacy:
+            identity.update({k: getattr(self, k) for k in RESULT_NEUTRAL})
+        blob = json.dumps(identity, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
     @property

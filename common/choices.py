@@ -7,6 +7,7 @@ with nothing else to change.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +18,18 @@ def first_line(obj: object) -> str:
     """The first line of ``obj``'s docstring, without a trailing period: a plug-in's one-line description."""
     doc = (getattr(obj, "__doc__", None) or "").strip()
     return doc.splitlines()[0].strip().rstrip(".") if doc else ""
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")  # :func:`name`, :data:`~pkg.name`
+_LITERAL = re.compile(r"``([^`]+)``")
+_DOCSTRING_POINTER = re.compile(r"\s*\([^()]*\bdocstring\b[^()]*\)")  # "(see the module docstring)"
+
+
+def plain_text(text: str) -> str:
+    """A docstring line as ``--help`` shows it: reST markup removed, pointers to docstrings dropped
+    (help is read in a terminal, where neither renders nor leads anywhere)."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if m.group(0).count("~") else m.group(1), text)
+    return _DOCSTRING_POINTER.sub("", _LITERAL.sub(r"\1", text)).strip()
 
 
 def _empty() -> dict[str, str]:
@@ -61,7 +74,7 @@ class Choices:
         lines = [summary]
         for name in self.names():
             label = name + (f" (also: {', '.join(also[name])})" if name in also else "")
-            lines.append(f"  {label}: {entries[name] or '-'}")
+            lines.append(f"  {label}: {plain_text(entries[name]) or '-'}")
         if self.others:
             lines.append(f"  or {self.others}")
         return "\n".join(lines)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import cfg
-from common import progress
+from common import preemption, progress
 from common.errors import UserError
 from data.image_io import decode_images, read_image
 
@@ -74,7 +74,7 @@ def build_cache(paths: Sequence[Path], size: tuple[int, int], path: Path, desc: 
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            for file in progress.bar(paths, desc=desc, unit="img"):
+            for file in preemption.stoppable(progress.bar(paths, desc=desc, unit="img"), f"during {desc}"):  # the partial file goes
                 fh.write(np.ascontiguousarray(read_image(file, size, decode).transpose(2, 0, 1)).tobytes())
         os.replace(partial, path)
     except OSError as exc:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from common import progress
+from common import preemption, progress
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -24,6 +27,8 @@ DECODE_MODES = ("squash", "crop")
 def resize_image(img: Image.Image, size: tuple[int, int], decode: str = "squash") -> Image.Image:
     """``img`` (RGB) brought to ``size`` = (H, W) as ``decode`` says (see :data:`DECODE_MODES`)."""
     if decode == "squash":
+        from PIL import Image
+
         return img if (img.height, img.width) == tuple(size) else img.resize((size[1], size[0]), Image.BILINEAR)
     if decode == "crop":
         import torchvision.transforms.functional as TF
@@ -39,6 +44,8 @@ def resize_image(img: Image.Image, size: tuple[int, int], decode: str = "squash"
 
 def read_image(path: Path, size: tuple[int, int] | None, decode: str = "squash") -> np.ndarray:
     """One RGB image as ``uint8 [H, W, 3]``, brought to ``size`` = (H, W) by ``decode`` (None: as stored)."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
@@ -55,7 +62,7 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int], desc: str = "dec
     """Decode files into one ``uint8 [N, 3, H, W]`` tensor (a progress bar for large sets)."""
     out = torch.empty((len(paths), 3, size[0], size[1]), dtype=torch.uint8)
     view = out.numpy()
-    for i, path in enumerate(progress.bar(paths, desc=desc, unit="img", enabled=len(paths) >= 2000)):
+    for i, path in enumerate(preemption.stoppable(progress.bar(paths, desc=desc, unit="img", enabled=len(paths) >= 2000), f"during {desc}")):
         view[i] = read_image(path, size, decode).transpose(2, 0, 1)
     return out
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from data.augment import Augment
 from data.augment_draws import AugmentDraws
@@ -56,6 +55,7 @@ def draw_trivialaugment(n: int, generator: torch.Generator) -> list[tuple[str, f
 
 def apply_trivialaugment_op(image: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
     """One TrivialAugment op on ``[..., C, H, W]`` images in ``[0, 1]`` (nearest interpolation, black fill)."""
+    import torchvision.transforms.v2.functional as TF  # noqa: N812 (torchvision's own name); here: the flags parse without it
     if name == "Identity":
         return image
     if name in ("ShearX", "ShearY"):  # shear angle atan(m), about the top-left corner

@@ -13,9 +13,10 @@ import torch
 
 import cfg
 from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
+from algorithms.engine.checkpoint import differing_settings
 from algorithms.methods import FAMILIES, Family, get_method
 from algorithms.outputs import BEST, CHECKPOINT
-from algorithms.settings import DATA_LOCATION, RunConfig, precision_change
+from algorithms.settings import RunConfig, precision_change
 from common import preemption, progress
 from common.errors import UserError
 from common.files import load_checkpoint
@@ -24,7 +25,7 @@ from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args, session_flags
 from runner.devices import arithmetic, setup_runtime, shutdown_runtime
 from runner.requeue import requeue
-from runner.run_dir import NoRunError, RunDir, runs_in_other_arithmetic, runs_on_other_data
+from runner.run_dir import NoRunError, RunDir, run_folder, runs_in_other_arithmetic, runs_on_other_data, similar_runs
 
 
 def library_versions() -> dict[str, str]:
@@ -85,7 +86,7 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
         for warning in schedule_warnings(config):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     seed_everything(config.seed)
-    run_dir = RunDir(config.run_path(), enabled=runtime.is_main)
+    run_dir = RunDir(run_folder(config), enabled=runtime.is_main)
     if config.resume == "auto":
         config = replace(config, resume=auto_resume(config, run_dir))
     if config.eval_only and config.checkpoint:  # a file outside the run folder: read, write nothing
@@ -98,6 +99,8 @@ def run(config: RunConfig, argv: list[str] | None = None) -> dict:
         runtime.barrier()  # every rank has checked the folder before rank 0 writes into it
         return execute(family, config, data_root, runtime, run_dir, argv)
     except BaseException as exc:
+        if isinstance(exc, preemption.Stopped):  # stopped outside a training step: the last checkpoint stays
+            exc.kept(run_dir.location(CHECKPOINT) if run_dir.holds_checkpoint() else None)
         note = run_dir.abandon()
         if note and isinstance(exc, UserError):
             raise UserError(f"{exc}; {note}") from exc
@@ -142,11 +145,14 @@ def auto_resume(config: RunConfig, run_dir: RunDir) -> bool:
     """``--resume auto``: continue (True) if the run folder holds this run, start (False) if it holds
     none; a folder holding a run of other settings is refused, as a pinned ``--run-name`` can cause."""
     if not run_dir.holds_checkpoint():
+        if run_dir.enabled:
+            for folder, differing in similar_runs(run_dir.path, config.identity())[:3]:
+                print(f"warning: --resume auto starts a new run in {run_dir.path}: {folder} holds a run of the same method, data,"
+                      f" network and seed with other settings ({', '.join(differing)})", file=sys.stderr, flush=True)  # fmt: skip
         return False
     saved = run_dir.saved_identity()
     if saved is not None:  # without config.json, Trainer.resume compares the checkpoint's settings
-        now = config.identity()
-        differing = sorted(k for k in set(saved) | set(now) if k != DATA_LOCATION and saved.get(k) != now.get(k))
+        differing = differing_settings(saved, config.identity())
         if differing:
             raise UserError(
                 f"--resume auto: run folder {run_dir.path} holds another run (settings that differ: {', '.join(differing)});"
@@ -242,13 +248,21 @@ def result_line(results: dict) -> str:
     return text
 
 
-def main(method: str, argv: list[str] | None = None) -> int:
+def main(method: str, argv: list[str] | None = None, install_signal_handlers: bool | None = None) -> int:
     """Parse flags for ``method`` and run it; user errors print one line and return 2; a run stopped
-    by a signal (:mod:`common.preemption`) returns :data:`~common.preemption.EXIT_STOPPED`."""
+    by a signal (:mod:`common.preemption`) returns :data:`~common.preemption.EXIT_STOPPED`.
+
+    The handlers of ``--stop-signals`` are installed for the run and the previous ones restored
+    after it. A method script (``argv`` None: the command line) installs them; a library call with
+    ``argv`` (a notebook, a test) leaves the process's signals alone unless
+    ``install_signal_handlers=True``, so that a SIGTERM meant for the caller still stops the caller.
+    """
+    install = argv is None if install_signal_handlers is None else install_signal_handlers
     try:
         args = build_parser(method).parse_args(argv)
         session = session_flags(args)
         signals = preemption.parse_signals(session["stop_signals"])
+        signals = signals if install else []
         with progress.console(session["progress_interval"], session["quiet"], session["log_file"]):
             return run_session(method, args, argv, signals, session["requeue"])
     except UserError as exc:

@@ -160,7 +160,7 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--no-fast-frozen-ops", dest="fast_frozen_ops", action="store_false",
                    help="run the frozen network's TF-SAME convolutions and in-place activations as written (outputs are the same)")  # fmt: skip
     g.add_argument("--resident-data", type=yes_no, default=None, metavar="{true,false}",
-                   help="keep the uint8 data on the device (default: when it fits)")  # fmt: skip
+                   help="keep the uint8 data on the device; results do not depend on it (default: when it fits)")  # fmt: skip
     if family.trains_epochs:
         g.add_argument("--micro-batch", type=micro_batch_value, default=None, metavar="N|auto",
                        help="compute each training step in chunks of N samples whose gradients add up before the one optimizer step: the whole batch's update in less memory;"
@@ -187,7 +187,7 @@ def build_parser(method: str) -> ArgumentParser:
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in the run folder; the old run is kept aside until the new one's first checkpoint")  # fmt: skip
     g.add_argument("--progress-interval", type=positive_float, default=progress.DEFAULT_INTERVAL, metavar="SECONDS",
-                   help="when the output is not a terminal (a log file): at most one progress line per long step every SECONDS")  # fmt: skip
+                   help="when the output is not a terminal (a log file): at most one progress line per long step every SECONDS; results do not depend on it")  # fmt: skip
     g.add_argument("--quiet", action="store_true", help="print only warnings, errors and the final result line")
     g.add_argument("--log-file", default=None, metavar="FILE", help="append a copy of every output line to FILE, progress bars excepted (default: none)")
     if family.trains_epochs:
@@ -197,7 +197,7 @@ def build_parser(method: str) -> ArgumentParser:
         g.add_argument("--requeue", action="store_true",
                        help="after a stop by signal under SLURM, requeue this job (scontrol requeue $SLURM_JOB_ID); use with --resume auto")  # fmt: skip
         g.add_argument("--log-interval", type=positive_int, default=base.log_interval, metavar="N", help="steps between progress points: the bar's loss, the non-finite-loss check, "
-                   "under torchrun the ranks' stop-signal check")
+                   "under torchrun the ranks' stop-signal check; results do not depend on it")
     g = p.add_argument_group("method-specific")
     for cls in family.option_classes():  # each declared once, by the family, mapping or prompt reading it
         users = readers(cls)

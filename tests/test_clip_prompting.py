@@ -72,6 +72,7 @@ def test_zero_shot_accuracy_counts_correct_predictions():
     assert zero_shot_accuracy(model, data, CPU, batch_size=3) == pytest.approx(100.0 * 6 / 8)
 
 
+@pytest.mark.slow
 def test_ilm_tp_vp_end_to_end(tmp_path, cifar_root):
     results = tmp_path / "res"
     assert main("ilm_tp_vp", tiny_clip_args(results, cifar_root)) == 0
@@ -105,6 +106,7 @@ def test_ilm_tp_vp_end_to_end(tmp_path, cifar_root):
     assert json.loads((run / "eval.json").read_text())["test_acc"] == out["best_test_acc"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", ["fixed_patch", "random_patch"])
 def test_single_tp_vp_end_to_end(prompt, tmp_path, cifar_root):
     results = tmp_path / "res"
@@ -116,6 +118,7 @@ def test_single_tp_vp_end_to_end(prompt, tmp_path, cifar_root):
     assert not (run_dir_of(results, "single_tp_vp") / "mappings").exists()  # identity: nothing to record
 
 
+@pytest.mark.slow
 def test_single_tp_vp_with_attrvrs_resize_padding(tmp_path, cifar_root):
     """--prompt resize_padding decodes at CLIP's side less the frame (24 here) and zero-shot still sees CLIP's 32."""
     results = tmp_path / "res"
@@ -124,6 +127,7 @@ def test_single_tp_vp_with_attrvrs_resize_padding(tmp_path, cifar_root):
     assert out["trainable_params"] == 3 * (2 * 4 * 32 + 2 * 24 * 4) and "zero_shot_test_acc" in out
 
 
+@pytest.mark.slow
 def test_clip_runs_read_stored_images_as_clips_preprocessing(tmp_path):
     """A folder of non-square images: the CLIP run decodes each file with --decode crop at CLIP's
     input size (the tiny model's 32), and its zero-shot pass sees exactly those pixels."""
@@ -155,6 +159,7 @@ def test_clip_runs_read_stored_images_as_clips_preprocessing(tmp_path):
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     expected = 100.0 * float(((features @ text.t()).argmax(1) == labels).float().mean())
     assert json.loads((run / "results.json").read_text())["zero_shot_test_acc"] == pytest.approx(expected)
+@pytest.mark.slow
 def test_single_tp_vp_with_the_low_rank_prompt(tmp_path, cifar_root, capsys):
     results = tmp_path / "res"
     args = tiny_clip_args(results, cifar_root, "--prompt", "lowrank", "--rank", "2", "--epochs", "1", "--no-zero-shot", prompt_size=None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import TINY_NETWORK
 
 from tools.compare_mappings import main, method_for
@@ -14,6 +15,7 @@ def test_method_for_uses_named_scripts_where_they_exist():
     assert method_for("linear") == ("ilm_vp", ["--mapping", "linear"])
 
 
+@pytest.mark.slow
 def test_grid_writes_table_and_reuses_finished_runs(tmp_path, cifar_root):
     out = tmp_path / "cmp.md"
     argv = [

@@ -89,6 +89,7 @@ def test_boundary_values_are_accepted():
             parse(text)
 
 
+@pytest.mark.slow
 def test_a_script_reports_a_bad_value_without_a_traceback(tmp_path):
     script = REPO / "experiments" / "cnn" / "ilm_vp.py"
     result = subprocess.run(

@@ -111,6 +111,7 @@ def test_cli_reports_missing_dataset(tmp_path, capsys):
     assert "UCF-101-midframes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ilm_vp_end_to_end_on_coop_fixture(tmp_path):
     write_coop_dataset(tmp_path / "data", "dtd")
     args = [

@@ -37,16 +37,17 @@ def outputs(folder: Path) -> dict:
     }
 
 
-def two_ranks(tmp_path, argv: list[str]) -> subprocess.CompletedProcess:
-    """ILM-VP under torchrun with 2 CPU processes (gloo); fails the test unless it exits 0."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+def two_ranks(tmp_path, argv: list[str], entry: tuple[str, ...] = ("torchrun_entry.py", "ilm_vp"), status: int = 0, **env: str) -> subprocess.CompletedProcess:
+    """ILM-VP under torchrun with 2 CPU processes (gloo); fails the test unless it exits with ``status``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(REPO / "tests" / "torchrun_entry.py"), "ilm_vp", *argv]  # fmt: skip
+           str(REPO / "tests" / entry[0]), *entry[1:], *argv]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == status, proc.stderr[-3000:]
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lm_source, micro_batch", [("pass", None), ("train", None), ("pass", "3")])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root, lm_source, micro_batch):
     # 50 training and 20 test images: 2 ranks x 8 per step == 1 process x 16 per step, and the
@@ -72,6 +73,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, cifar_root
         assert a["mapping_changes"] == b["mapping_changes"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [("--prompt", "watermark"), ("--augment", "pad_crop_flip")])
 def test_two_processes_match_one_with_augmentation(tmp_path, cifar_root, flags):
     """Augmented prompts without batch statistics: each sample's augmentation is drawn from its own
@@ -96,3 +98,43 @@ def test_two_processes_match_one_with_augmentation(tmp_path, cifar_root, flags):
     for x, y in zip(a["history"], b["history"]):
         assert x["test_acc"] == y["test_acc"] and x["train_acc"] == y["train_acc"]
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+
+
+def gloo_threads() -> list[str]:
+    """The names of this process's threads that gloo runs (its work queue and its TCP loop)."""
+    names = (Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task"))
+    return sorted(n for n in names if "gloo" in n)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread list from /proc")
+def test_shutdown_ends_the_gloo_threads_even_while_a_cycle_holds_the_ddp_model(tmp_path):
+    """A rank's DistributedDataParallel in a reference cycle (as the trainer is) kept the process group
+    and gloo's threads alive past destroy_process_group, to be torn down at an arbitrary moment, the
+    interpreter's finalization included: the rare SIGABRT ("terminate called without an active
+    exception") of a rank at exit. runner.devices.shutdown_runtime ends them while Python is alive."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from runner.devices import shutdown_runtime
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        holder = {"model": DistributedDataParallel(torch.nn.Linear(3, 2))}
+        holder["self"] = holder  # unreachable after the del below, except through the cycle collector
+        holder["model"](torch.ones(4, 3)).sum().backward()
+        del holder
+        assert gloo_threads()
+    finally:
+        shutdown_runtime(wait_for_peers=True)
+    assert not dist.is_initialized() and gloo_threads() == []
+
+
+def test_a_signal_to_one_rank_during_evaluation_stops_both_ranks_at_the_same_batch(tmp_path, cifar_root):
+    """Rank 0 alone is signalled at the first test batch of epoch 2; the ranks agree before each batch
+    (common.preemption.stoppable), so rank 1 stops there too instead of waiting at the pass's reduction."""
+    argv = tiny_args(tmp_path / "two", cifar_root, "--eval-batch-size", "4", "--milestones", "0.9", "0.95")
+    argv[argv.index("--batch-size") + 1] = "8"
+    entry = ("signal_entry.py", "TERM", "epoch 2 test:1", "ilm_vp")
+    proc = two_ranks(tmp_path, argv, entry, status=1, SIGNAL_RANK="0")  # torchrun reports its workers' 75 as a failure
+    assert proc.stderr.count("stopped by SIGTERM during the epoch 2 test pass; the last checkpoint ") == 2, proc.stderr[-3000:]
+    assert "items drawn after the signal: 2" not in proc.stderr

@@ -37,6 +37,7 @@ def make_trainer(tmp_path, cifar_root, *extra: str, **overrides) -> Trainer:
     return Trainer(config, experiment, data, runtime, RunDir(tmp_path / "run", enabled=False))
 
 
+@pytest.mark.slow
 def test_lm_source_train_counts_equal_a_pass_when_the_prompt_does_not_move(tmp_path, cifar_root):
     # a learning rate of 0 (refused on the command line) keeps the prompt where it starts
     trainer = make_trainer(tmp_path, cifar_root, "--lm-source", "train", "--prompt-init", "randn", lr=0.0)
@@ -56,6 +57,7 @@ def test_lm_source_train_skips_the_pass_and_uses_the_collected_counts(tmp_path, 
     assert mapping_refit(trainer).pending is None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16")
 def test_bf16_run_trains_close_to_fp32(tmp_path, cifar_root):
     import json
@@ -68,6 +70,7 @@ def test_bf16_run_trains_close_to_fp32(tmp_path, cifar_root):
     assert abs(rows["bf16"]["train_loss"] - rows["fp32"]["train_loss"]) < 0.05
 
 
+@pytest.mark.slow
 def test_a_milestone_on_epoch_zero_is_warned_about(tmp_path, cifar_root, capsys):
     from algorithms.engine import lr_factor, schedule_warnings
     from algorithms.settings import RunConfig
@@ -172,6 +175,7 @@ def _mappings_for_ten_classes() -> list[str]:
     return [name for name in MAPPINGS if name != "identity"]  # identity needs a 10-way head
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", ["pad", "watermark", "smm", "lowrank"])
 def test_every_prompt_trains_with_every_mapping(prompt, tmp_path, cifar_root):
     """One epoch per mapping: the run finishes, its zero-initialised pattern has moved, and

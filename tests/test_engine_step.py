@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_args
@@ -58,6 +59,7 @@ def test_the_default_step_is_cross_entropy_on_the_mapped_logits(tmp_path, cifar_
     assert default.abs().sum() > 0 and not torch.allclose(default, other, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_family_step_runs_on_every_chunk_and_its_loss_is_reported(tmp_path, cifar_root):
     sizes = []
 

@@ -69,6 +69,7 @@ def test_timm_batchnorm_act_keeps_its_activation():
     torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_folding_does_not_change_a_run(tmp_path, cifar_root):
     for name, extra in (("fold", []), ("plain", ["--no-fold-bn"])):
         assert main("ilm_vp", tiny_args(tmp_path / name, cifar_root, "--prompt-init", "randn", *extra)) == 0

@@ -11,9 +11,10 @@ import torch
 from conftest import REPO
 
 from common.errors import UserError
-from tools import gpu_check as gc
+from tools import gpu_checks as gc
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_without_cuda_it_says_so_in_one_line_and_exits_2():
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py")], capture_output=True, text=True, cwd=REPO, timeout=300)

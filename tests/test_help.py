@@ -67,6 +67,7 @@ def test_every_registered_name_is_listed_in_the_help_of_every_script_that_accept
         assert "any torchvision classifier" in text and "timm model" in text
 
 
+@pytest.mark.slow
 def test_the_real_script_prints_the_listing(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPTS["ilm_vp"]), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

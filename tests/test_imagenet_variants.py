@@ -13,7 +13,7 @@ from common.errors import UserError
 from data.imagenet_variants import load_imagenet_r, load_imagenet_sketch
 from data.registry import DataRequest, SubsetSpec, dataset_names, load_dataset
 from runner.cli import main
-from tools.reproduce import CLIP_DATASETS
+from tools.sweep import CLIP_DATASETS
 
 WNIDS = list(IMAGENET_FIXTURE_COUNTS)
 LOADERS = {"imagenet-r": load_imagenet_r, "imagenet-sketch": load_imagenet_sketch}
@@ -114,6 +114,7 @@ def test_unknown_wnid_folder_is_named(tmp_path, stray):
     assert "\n" not in msg and str(tmp_path / "imagenet-r" / stray) in msg and "not an ImageNet-1k wnid" in msg
 
 
+@pytest.mark.slow
 def test_ilm_vp_end_to_end_on_imagenet_r_fixture(tmp_path):
     write_wnid_folders(tmp_path / "data" / "imagenet-r")
     args = tiny_args(tmp_path / "res", tmp_path / "data", "--dataset", "imagenet-r", "--image-size", "32")

@@ -34,6 +34,7 @@ def signalled_run(folder, cifar_root, signal_name: str, after: int, *extra: str)
 
 
 # 4 steps an epoch (50 images, batches of 16): step 5 is inside epoch 2, step 4 an epoch's last
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name, steps", [("USR1", 5), ("TERM", 4)])
 def test_a_signal_inside_an_epoch_then_resume_auto_equals_the_uninterrupted_run(tmp_path, cifar_root, signal_name, steps):
     assert main("ilm_vp", tiny_args(tmp_path / "straight", cifar_root, *ARGS)) == 0

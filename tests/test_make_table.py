@@ -7,33 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tool_fixtures import fake_run
 
-from algorithms.methods import resolve_settings
-from algorithms.settings import RunConfig
-from tools import make_table as mt
-
-
-def fake_run(
-    root: Path, method: str, dataset: str, network: str, seed: int, acc: float | None, *,
-    epochs: int = 5, done: int | None = None, val_acc: float | None = None, **config,
-) -> Path:  # fmt: skip
-    """A run folder as the engine writes it: finished when ``acc`` is given, else partial after ``done`` epochs."""
-    cfg = resolve_settings(RunConfig(method=method, network=network, dataset=dataset, seed=seed, epochs=epochs, **config))
-    path = cfg.run_path().relative_to(cfg.results_root)
-    run = root / path
-    (run / "mappings").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.config_hash()}))
-    rows = epochs if acc is not None else (done or 0)
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(rows)))
-    if rows:
-        (run / "ckpt.pth").write_bytes(b"x")
-    if acc is not None:
-        results = {"method": method, "dataset": dataset, "network": network, "seed": seed, "epochs": epochs,
-                   "best_test_acc": acc, "final_test_acc": acc - 1.0}  # fmt: skip
-        if val_acc is not None:
-            results["val_selected_test_acc"] = val_acc
-        (run / "results.json").write_text(json.dumps(results))
-    return run
+from tools import tables as mt
 
 
 @pytest.fixture
@@ -179,7 +155,7 @@ def test_random_weight_runs_are_marked(tmp_path, capsys):
     assert {r["method"]: r["random_weights"] for r in rows} == {"ilm_tp_vp": "1", "single_tp_vp": "0"}
 def finish(planned, best: float, val: float, seconds: float, **extra) -> None:
     """Write what a finished run of ``planned`` leaves behind."""
-    from tools import reproduce as rp
+    from tools import sweep as rp
 
     planned.run_dir.mkdir(parents=True)
     (planned.run_dir / "ckpt.pth").write_bytes(b"x")
@@ -189,7 +165,7 @@ def finish(planned, best: float, val: float, seconds: float, **extra) -> None:
 
 
 def test_comparison_table_has_a_row_per_configuration_and_both_protocols(tmp_path, capsys):
-    from tools import reproduce as rp
+    from tools import sweep as rp
 
     jobs = rp.expand_variants(rp.PRESETS["beyond"], datasets=["dtd10"], labels=["pad+ilm", "smm+ilm", "linear_probing"])
     planned = {(p.job.variant, p.job.seed): p for p in rp.plan(jobs, tmp_path)}

@@ -50,6 +50,7 @@ def test_target_without_samples_gets_a_uniform_column():
     assert torch.allclose(omega[:, 0], torch.tensor([(2 / 3) / (2 / 3 + 1 / 2), (1 / 2) / (2 / 3 + 1 / 2)]))
 
 
+@pytest.mark.slow
 def test_blm_fit_from_the_engine_statistics_path():
     """One-hot top-1 votes summed per target class reproduce COUNTS, and fit gives the hand matrix."""
     mapping = build_mapping("blm", 3, 2)
@@ -82,6 +83,7 @@ def test_top_k_probabilities_keep_only_the_largest_with_lowest_index_ties():
     assert torch.allclose(kept, expected)
 
 
+@pytest.mark.slow
 def test_blmplus_fit_on_hand_computed_probabilities():
     mapping = BayesianMapping(3, 2, top_k=2)
     logits = torch.tensor([[math.log(6.0), math.log(3.0), 0.0], [0.0, 0.0, math.log(2.0)]])  # softmax [.6,.3,.1], [.25,.25,.5]
@@ -94,6 +96,7 @@ def test_blmplus_fit_on_hand_computed_probabilities():
     assert torch.allclose(mapping.omega, p / p.sum(dim=0, keepdim=True), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_gradient_reaches_omega_but_the_input_gets_one():
     mapping = build_mapping("blm", 3, 2)
     mapping.fit(COUNTS)
@@ -104,6 +107,7 @@ def test_no_gradient_reaches_omega_but_the_input_gets_one():
     assert source.grad is not None and source.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_describe_and_changes_since():
     mapping = build_mapping("blm", 3, 2)
     mapping.fit(COUNTS)
@@ -146,6 +150,7 @@ def test_linear_mapping_initialisation_depends_on_seed_only():
 # -- end to end on the tiny network ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,top_k", [("blm_vp", None), ("blmplus_vp", 1)])
 def test_blm_scripts_run_end_to_end(method, top_k, tmp_path, cifar_root):
     assert main(method, tiny_args(tmp_path / "res", cifar_root)) == 0
@@ -164,6 +169,7 @@ def test_blm_scripts_run_end_to_end(method, top_k, tmp_path, cifar_root):
     assert results["trainable_params"] == 3 * 64 * 64  # omega is not trained
 
 
+@pytest.mark.slow
 def test_linear_mapping_end_to_end_trains_with_its_own_learning_rate(tmp_path, cifar_root):
     args = tiny_args(tmp_path / "res", cifar_root, "--mapping", "linear", "--mapping-lr", "0.003", "--scheduler", "constant")
     assert main("ilm_vp", args) == 0

@@ -92,6 +92,7 @@ def test_mapping_pass_and_evaluation_counts_are_identical_in_chunks(tmp_path, ci
         assert a == b if isinstance(a, float) else torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_short_run_in_chunks_matches_the_whole_batch_run(tmp_path, cifar_root):
     folders = {}
     for name, extra in (("whole", ()), ("chunks", ("--micro-batch", "5"))):
@@ -263,6 +264,7 @@ def test_mapping_statistics_and_test_counts_do_not_depend_on_the_eval_batch(tmp_
         assert int(a.sum()) in (50, 20) and torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_run_with_the_automatic_eval_batch_matches_batch_7(tmp_path, cifar_root, monkeypatch, capsys):
     """The auto probe on CPU with a fake device (40 samples fit): same mappings and accuracies as batch 7."""
     assert main("ilm_vp", tiny_args(tmp_path / "seven", cifar_root, "--prompt-init", "randn", "--eval-batch-size", "7")) == 0
@@ -366,6 +368,7 @@ def test_undeclared_batch_statistics_in_the_trained_part_are_refused(tmp_path, c
 
 
 
+@pytest.mark.slow
 def test_clip_prompt_in_chunks_with_recompute_matches_the_plain_run(tmp_path, cifar_root):
     from clip_helpers import tiny_clip_args
 

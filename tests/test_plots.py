@@ -9,11 +9,12 @@ import pytest
 import torch
 from conftest import tiny_args
 from PIL import Image
-from test_make_table import fake_run
+from tool_fixtures import fake_run
 
 from runner.cli import main as run_method
 from runner.snapshots import PredictionCounts, heatmap_data, load_test_counts, save_prompt_png, save_test_counts, snapshot_due
-from tools import plots
+from tools import figures as plots
+from tools.figures import common as figure_common
 
 
 def assert_png(path: Path) -> None:
@@ -65,6 +66,7 @@ def synthetic_run(tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("figure", ["prompts", "mapping", "text-prompts", "curves", "heatmap"])
 def test_run_figures_render(figure, synthetic_run, tmp_path):
     out = tmp_path / f"{figure}.png"
@@ -95,6 +97,7 @@ def test_prompts_fall_back_to_checkpoints(tmp_path):
     assert plots.main(["prompts", str(tmp_path / "empty_dir_missing"), "-o", str(tmp_path / "e.png")]) == 2
 
 
+@pytest.mark.slow
 def test_sweep_figures_render(tmp_path):
     root = tmp_path / "res"
     for dataset, (ilm, flm) in {"cifar10": (60.0, 55.0), "gtsrb": (70.0, 72.0)}.items():
@@ -144,12 +147,12 @@ def kept_figure(monkeypatch):
         kept["fig"] = fig
         return Path(out)
 
-    monkeypatch.setattr(plots, "save", save)
+    monkeypatch.setattr(figure_common, "save", save)  # every figure saves through it
     return kept
 
 
 def test_gain_says_what_it_compares_with_error_bars(tmp_path, kept_figure):
-    from tools.make_table import Cell
+    from tools.tables import Cell
 
     a = Cell("cifar10", "efficientnet_lite0", "ilm_vp", [1, 2, 3], {1: 60.0, 2: 64.0, 3: 59.0})
     b = Cell("cifar10", "efficientnet_lite0", "flm_vp", [1, 2, 3], {1: 55.0, 2: 61.0, 3: 57.0})

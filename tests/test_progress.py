@@ -27,6 +27,7 @@ def bars(monkeypatch):
     return opened
 
 
+@pytest.mark.slow
 def test_clip_run_shows_text_encoding_and_zero_shot(tmp_path, cifar_root, bars, monkeypatch):
     monkeypatch.setattr(cfg, "CACHE_PATH", tmp_path / "cache")  # no text embeddings cached by other tests
     assert main("ilm_tp_vp", tiny_clip_args(tmp_path, cifar_root, "--epochs", "1")) == 0
@@ -36,6 +37,7 @@ def test_clip_run_shows_text_encoding_and_zero_shot(tmp_path, cifar_root, bars, 
     assert [d for d, _ in bars].index("zero-shot test") < [d for d, _ in bars].index("epoch 1 train")
 
 
+@pytest.mark.slow
 def test_linear_probing_shows_the_feature_cache(tmp_path, cifar_root, bars):
     assert main("linear_probing", tiny_args(tmp_path, cifar_root, "--epochs", "1")) == 0
     described = dict(bars)
@@ -112,6 +114,7 @@ def run_piped(tmp_path, cifar_root, *flags: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_run_with_piped_output_prints_a_few_lines(tmp_path, cifar_root):
     done = run_piped(tmp_path, cifar_root, "--log-file", str(tmp_path / "copy.log"))
     assert done.returncode == 0, done.stderr
@@ -122,6 +125,7 @@ def test_a_run_with_piped_output_prints_a_few_lines(tmp_path, cifar_root):
     assert (tmp_path / "copy.log").read_text() == done.stdout + done.stderr  # nothing on stderr here but warnings
 
 
+@pytest.mark.slow
 def test_quiet_run_prints_only_the_result_line(tmp_path, cifar_root):
     done = run_piped(tmp_path, cifar_root, "--quiet")
     assert done.returncode == 0, done.stderr

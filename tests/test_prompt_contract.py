@@ -143,7 +143,7 @@ def test_clip_prompts_draw_in_normalized_units_and_snapshots_find_them():
 
 
 def test_the_prompt_figure_titles_each_signed_panel_with_its_scale(tmp_path):
-    from tools import plots
+    from tools import figures as plots
 
     run = tmp_path / "run"
     for epoch, value in ((1, 0.02), (2, -0.5)):
@@ -218,9 +218,9 @@ def test_one_low_rank_implementation_for_cnn_and_clip():
 def test_make_table_keeps_random_start_runs_from_before_the_generators_apart(tmp_path):
     import json
 
-    from test_make_table import fake_run
+    from tool_fixtures import fake_run
 
-    from tools import make_table as mt
+    from tools import tables as mt
 
     def setting(run, new: bool) -> str:
         written = json.loads((run / "config.json").read_text())

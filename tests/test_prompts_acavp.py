@@ -169,6 +169,7 @@ def test_warp_pivot_is_refused_for_other_prompts(tmp_path, cifar_root, capsys):
     assert "--warp-pivot applies to --prompt acavp" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_recipe_defaults_and_the_engine_calls_the_gradient_rule_before_every_step(tmp_path, cifar_root, monkeypatch):
     from algorithms.methods import prompting, visual_prompt
 
@@ -216,6 +217,7 @@ def test_the_written_out_inverse_inverts_the_forward_matrix():
     torch.testing.assert_close(inverse_matrix(values) @ forward_matrix(values), torch.eye(2), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("private_cache")
 def test_acavp_clip_end_to_end_on_a_tiny_clip(tmp_path, cifar_root):
     from clip_helpers import run_dir_of as clip_run_dir

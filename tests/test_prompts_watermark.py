@@ -6,20 +6,17 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_NETWORK, tiny_args
+from conftest import tiny_args
+from test_augment import build  # the prompt's experiment from a RunConfig (its default recipe is tested there)
 from test_cli import run_dir_of
 
 from algorithms.engine import Trainer
-from algorithms.methods.visual_prompt import build_visual_prompt
-from algorithms.settings import RunConfig
 from data.augment import crop_padding_for, random_crop_flip
 from data.augment_draws import AugmentDraws
 from data.augment_recipes import build_recipe
-from data.registry import SubsetSpec, load_dataset
 from models.prompts import PROMPTS, PromptSpec
 from models.prompts.watermark import WatermarkVisualPrompt
 from runner.cli import main
-from runner.devices import setup_runtime
 from runner.run_dir import RunDir
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
@@ -101,26 +98,7 @@ def test_random_crop_flip_matches_a_per_sample_reference():
     assert crop_padding_for((32, 32)) == 4 and crop_padding_for((224, 224)) == 28 and crop_padding_for((4, 4)) == 1
 
 
-def build(cifar_root, tmp_path, prompt: str, augment: bool | None):
-    config = RunConfig(
-        method="ilm_vp", network=TINY_NETWORK, dataset="cifar10", epochs=1, batch_size=16, device="cpu",
-        prompt=prompt, results_path=str(tmp_path / "res"), extra={"augment": augment, "mapping_lr": None},
-    )  # fmt: skip
-    data = load_dataset("cifar10", cifar_root, image_size=None, batch_size=16, download=False, subset=SubsetSpec())
-    runtime = setup_runtime("cpu", "fp32")
-    return config, data, runtime, build_visual_prompt(config, data, runtime)
-
-
-@pytest.mark.parametrize(
-    "prompt,flag,expected,recipe",
-    [("watermark", None, True, "resize4_crop"), ("pad", None, False, "none"), ("watermark", False, False, "none"), ("pad", True, True, "pad_crop_flip")],
-)
-def test_augment_defaults_to_on_for_watermark_only(prompt, flag, expected, recipe, tmp_path, cifar_root):
-    *_, experiment = build(cifar_root, tmp_path, prompt, flag)  # True/False: the former on/off flag
-    assert (experiment.train_augment is not None) == expected
-    assert experiment.info["augment"] == recipe
-
-
+@pytest.mark.slow
 def test_augmentation_runs_on_training_batches_only_and_evaluation_is_deterministic(tmp_path, cifar_root):
     config, data, runtime, experiment = build(cifar_root, tmp_path, "watermark", None)
     seen = []
@@ -140,6 +118,7 @@ def test_augmentation_runs_on_training_batches_only_and_evaluation_is_determinis
     assert trainer.evaluate(trainer.test_loader) == first and sum(seen) == len(data.train)
 
 
+@pytest.mark.slow
 def test_watermark_end_to_end(tmp_path, cifar_root):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--prompt", "watermark")) == 0
     run = run_dir_of(tmp_path / "res")

@@ -122,6 +122,7 @@ def test_efficientnet_with_every_rewrite_and_recompute_matches_without():
     assert torch.equal(y_wrapped, y_plain) and torch.equal(g_wrapped, g_plain)
 
 
+@pytest.mark.slow
 def test_a_run_with_recompute_equals_one_without_and_keeps_its_folder(tmp_path, cifar_root):
     folders = {}
     for name, extra in (("plain", ()), ("recompute", ("--recompute",))):

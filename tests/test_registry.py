@@ -1,4 +1,4 @@
-"""data/registry.py and the loaders behind it: names, formats, layouts, missing-data errors."""
+"""data/registry.py and the loaders behind it: names, formats (torchvision's on-disk layouts of CIFAR, SVHN, GTSRB; image folders), missing-data errors."""
 from __future__ import annotations
 
 import csv
@@ -32,21 +32,25 @@ def test_cifar10_pickles(cifar_root):
     assert torch.equal(data.train.images[0], torch.from_numpy(raw[b"data"][0].reshape(3, 32, 32)))
     assert data.train.labels[:10].tolist() == raw[b"labels"]
     assert data.batch_size == 128
+    assert load_dataset("cifar10", cifar_root, subset=SubsetSpec(val_fraction=0.2)).sizes()["val"] > 0
 
 
 def test_cifar100_pickles_fine_labels(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     rng = np.random.default_rng(1)
+    fine = {}
     for name, n in (("train", 30), ("test", 10)):
+        fine[name] = [int(x) for x in rng.integers(0, 100, n)]
         with open(folder / name, "wb") as fh:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": list(rng.integers(0, 100, n)), b"coarse_labels": [0] * n}, fh)
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": fine[name], b"coarse_labels": [0] * n}, fh)
     names = [f"class_{i}" for i in range(100)]
     names[3] = "maple_tree"
     with open(folder / "meta", "wb") as fh:
         pickle.dump({b"fine_label_names": [n.encode() for n in names]}, fh)
     data = load_dataset("cifar100", tmp_path)
-    assert data.sizes()["train"] == 30 and data.num_classes == 100 and data.class_names[3] == "maple tree"
+    assert data.sizes() == {"train": 30, "val": 0, "test": 10} and data.num_classes == 100 and data.class_names[3] == "maple tree"
+    assert data.train.labels.tolist() == fine["train"] and data.test.labels.tolist() == fine["test"]  # the fine labels
 
 
 def test_cifar10_image_folder_layout_is_preferred(tmp_path):
@@ -103,7 +107,21 @@ def test_gtsrb_torchvision_layout_resized_to_32(tmp_path):
     data = load_dataset("gtsrb", tmp_path)
     assert data.num_classes == 43 and data.class_names[14] == "stop"
     assert data.image_size == (32, 32) and data.train.labels.tolist() == [0, 0, 0, 14, 14, 14]
-    assert data.test.labels.tolist() == [0, 14, 0, 14]
+    assert data.test.labels.tolist() == [0, 14, 0, 14] and data.sizes() == {"train": 6, "val": 0, "test": 4}
+    assert data.class_names[0] == "speed limit 20" and data.text_names[0] == "20_speed"
+    assert len(load_dataset("gtsrb", tmp_path, subset=SubsetSpec(train_fraction=0.34)).train) == 2
+
+
+def test_gtsrb_text_names_follow_the_official_label_map():
+    """43 names by class id; the descriptive names stay the dataset's class names."""
+    from data.gtsrb import GTSRB_CLASSES, GTSRB_LABEL_MAP
+    from models.clip.text import clip_class_name
+
+    assert len(GTSRB_LABEL_MAP) == len(GTSRB_CLASSES) == 43 == len(set(GTSRB_LABEL_MAP))
+    assert [clip_class_name(n) for n in GTSRB_LABEL_MAP[:2]] == ["20 speed", "30 speed"]
+    assert GTSRB_LABEL_MAP[14] == "stop" and GTSRB_CLASSES[14] == "stop"
+    assert (GTSRB_LABEL_MAP[6], GTSRB_CLASSES[6]) == ("80_lifted", "end of speed limit 80")
+    assert (GTSRB_LABEL_MAP[42], GTSRB_CLASSES[42]) == ("lifted_no_overtaking_trucks", "end of no passing by vehicles over 3.5 tons")
 
 
 @pytest.mark.parametrize(
@@ -114,7 +132,7 @@ def test_missing_data_names_files_folder_and_source(tmp_path, name, expected):
     with pytest.raises(UserError) as info:
         load_dataset(name, tmp_path)
     message = str(info.value)
-    assert expected in message and str(tmp_path) in message and "\n" not in message
+    assert "not found" in message and expected in message and str(tmp_path) in message and "\n" not in message
 
 
 def test_unreadable_image_names_the_file(folder_dataset):
@@ -135,10 +153,10 @@ def test_a_dataset_of_one_class_is_refused(tmp_path):
     one = write_image_folder(tmp_path / "one", ["cat"], {"train": 3, "test": 2}, size=8)
     with pytest.raises(UserError, match=r"has 1 class \(cat\); classification needs at least two"):
         load_dataset("folder", one, image_size=8)
-    # two class folders, but the training images are all of one class
+    # two class folders, but one holds no images: refused as such, naming it (tests/test_folder.py)
     two = write_image_folder(tmp_path / "two", ["cat", "dog"], {"train": 3, "test": 2}, size=8)
     for image in (two / "train" / "dog").iterdir():
         image.unlink()
     (two / "train" / "dog" / "notes.txt").write_text("no images here")
-    with pytest.raises(UserError, match=r"holds images of one class only \(cat\)"):
+    with pytest.raises(UserError, match=f"class folder {two / 'train' / 'dog'} holds no images"):
         load_dataset("folder", two, image_size=8)

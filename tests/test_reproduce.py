@@ -13,7 +13,7 @@ from conftest import TINY_NETWORK, tiny_args
 
 from common.errors import UserError
 from runner.cli import main as run_method
-from tools import reproduce as rp
+from tools import sweep as rp
 
 
 def test_presets_expand_to_the_paper_grids():
@@ -86,6 +86,7 @@ def test_status_new_partial_finished(tmp_path, cifar_root):
     assert rp.plan([tiny_job(cifar_root)], tmp_path)[0].status == rp.FINISHED
 
 
+@pytest.mark.slow
 def test_print_launcher_emits_parseable_commands_for_unfinished_runs(tmp_path, cifar_root, capsys):
     argv = ["--datasets", "cifar10", "--networks", TINY_NETWORK, "--methods", "ilm_vp", "flm_vp", "--seeds", "1", "2",
             "--launcher", "print", "--results-path", str(tmp_path), "--",
@@ -126,6 +127,7 @@ def test_local_launcher_reports_failures_and_runs_the_rest(tmp_path, cifar_root)
     assert used <= {"3", "5"} and used
 
 
+@pytest.mark.slow
 def test_slurm_script_is_valid_bash_and_skips_or_resumes(tmp_path, cifar_root):
     jobs = [tiny_job(cifar_root, seed) for seed in (1, 2, 3)]
     planned = rp.plan(jobs, tmp_path / "res", python=fake_python(tmp_path))
@@ -221,7 +223,7 @@ def test_a_run_launched_beside_another_gives_the_results_it_gets_alone(tmp_path,
     assert rp.launch_local(shared, gpus=[], runs_per_gpu=2) == []
     assert "VP_RUNS_PER_GPU" not in os.environ
     assert (shared[0].run_dir / "launcher.log").read_text().count("$ ") == 1  # the repeat did not start
-    timing = {"total_seconds", "mean_epoch_seconds"}
+    timing = {"total_seconds", "mean_epoch_seconds", "peak_memory_mb"}  # measurements, not results
 
     def results(run_dir: Path) -> dict:
         return {k: v for k, v in json.loads((run_dir / "results.json").read_text()).items() if k not in timing}

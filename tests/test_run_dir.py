@@ -64,6 +64,7 @@ def _missing_weights(cifar_root: Path, args: list[str]) -> list[str]:
     return args + ["--weights", str(cifar_root / "missing.pth")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", [_break_data, _missing_data_path, _missing_weights])
 def test_overwrite_that_fails_validation_keeps_every_old_file(breakage, tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
@@ -78,6 +79,7 @@ def test_overwrite_that_fails_validation_keeps_every_old_file(breakage, tmp_path
     assert sorted(p.name for p in run.parent.iterdir()) == [RUN]  # no lock file, nothing moved aside
 
 
+@pytest.mark.slow
 def test_overwrite_that_fails_in_its_first_epoch_puts_the_old_run_back(tmp_path, monkeypatch, capsys):
     root = write_image_folder(tmp_path / "data", ["a", "b"], {"train": 4, "test": 2}, size=16)
     args = tiny_args(tmp_path / "res", root, "--dataset", "folder", "--image-size", "16", "--run-name", RUN, "--epochs", "1", "--scheduler", "constant")
@@ -100,6 +102,7 @@ def test_overwrite_that_fails_in_its_first_epoch_puts_the_old_run_back(tmp_path,
     assert "0000.png" in one_error(capsys) and files_of(run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_removes_the_old_run_only_once_the_new_one_has_a_checkpoint(tmp_path, cifar_root, monkeypatch):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     assert main("ilm_vp", args) == 0
@@ -121,6 +124,7 @@ def test_overwrite_removes_the_old_run_only_once_the_new_one_has_a_checkpoint(tm
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_an_overwrite_killed_midway_is_settled_at_the_next_start(tmp_path, cifar_root, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     assert main("ilm_vp", args) == 0
@@ -174,13 +178,14 @@ from pathlib import Path
 from runner.run_lock import RunLock
 RunLock.acquire(Path(sys.argv[1]), Path(sys.argv[2]))
 print("locked", flush=True)
-time.sleep(120)
+sys.stdin.read()  # held until the test kills this process
 """
 
 
+@pytest.mark.slow
 def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     lock, folder = tmp_path / ".run.lock", tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), str(folder)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=rf"run folder {folder} is in use by process {holder.pid} on .*running since"):
@@ -195,20 +200,15 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     RunLock.acquire(lock, folder).release()
 
 
-def _start_holder(args: list[str], go: Path, lock: Path) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, str(REPO / "tests" / "run_holder.py"), str(go), "ilm_vp", *args],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if json.loads(lock.read_text())["pid"] == holder.pid:
-                return holder
-        except (OSError, ValueError, KeyError):
-            pass
-        assert holder.poll() is None, holder.stderr.read()
-        time.sleep(0.1)
-    holder.kill()
-    raise AssertionError("the run never locked its folder")
+def _start_holder(args: list[str], lock: Path) -> subprocess.Popen:
+    """A run holding its folder (locked, config written) until a line or the end of its stdin."""
+    holder = subprocess.Popen([sys.executable, str(REPO / "tests" / "run_holder.py"), "ilm_vp", *args], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if "holding\n" not in iter(holder.stdout.readline, ""):  # the run's event (after its other lines), or its end if it failed
+        holder.kill()
+        raise AssertionError(f"the run never held its folder: {holder.communicate()[1]}")
+    assert json.loads(lock.read_text())["pid"] == holder.pid
+    return holder
 
 
 @pytest.mark.slow
@@ -216,8 +216,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_at_once(tmp_path, cifar_ro
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     run = run_folder(tmp_path / "res")
     lock = run.parent / f".{RUN}.lock"
-    go = tmp_path / "go"
-    holder = _start_holder(args, go, lock)
+    holder = _start_holder(args, lock)
     try:
         for extra in ([], ["--overwrite"], ["--resume"], ["--eval-only"]):
             started = time.monotonic()
@@ -228,9 +227,9 @@ def test_a_second_run_into_a_folder_in_use_is_refused_at_once(tmp_path, cifar_ro
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     # killed: no stale lock; it had no checkpoint yet, so a new run may start there
-    holder = _start_holder(args, go, lock)
-    go.write_text("go")
-    assert holder.wait(timeout=300) == 0, holder.stderr.read()
+    holder = _start_holder(args, lock)
+    _, err = holder.communicate("go\n", timeout=300)
+    assert holder.returncode == 0, err
     assert not lock.exists()
     assert main("ilm_vp", args + ["--eval-only"]) == 0  # the finished run's folder is free again
     assert (run / "eval.json").is_file()
@@ -321,6 +320,7 @@ def test_a_failed_write_keeps_the_last_checkpoint_and_resume_is_exact(target, co
     assert sorted(p.name for p in (run / "mappings").iterdir()) == ["epoch_001.json", "epoch_002.json", "epoch_003.json"]
 
 
+@pytest.mark.slow
 def test_a_failed_write_before_the_first_checkpoint_abandons_the_run(tmp_path, cifar_root, monkeypatch, capsys):
     args = tiny_args(tmp_path / "res", cifar_root, "--run-name", RUN)
     with monkeypatch.context() as patch:
@@ -338,6 +338,7 @@ def test_a_failed_write_before_the_first_checkpoint_abandons_the_run(tmp_path, c
     assert files_of(run) == before
 
 
+@pytest.mark.slow
 def test_a_new_run_clears_what_a_run_killed_before_its_first_checkpoint_left(tmp_path, cifar_root):
     run = run_folder(tmp_path / "res")
     (run / "tensorboard").mkdir(parents=True)

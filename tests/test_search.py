@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TINY_NETWORK
 
-from tools import search
-from tools.reproduce import PRESETS, expand_variants, plan
+from tools import config_search as search
+from tools.sweep import PRESETS, expand_variants, plan
 
 optuna = pytest.importorskip("optuna")
 
@@ -48,6 +48,7 @@ def load(results: Path):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}"), db.parent
 
 
+@pytest.mark.slow
 def test_bad_axis_value_and_empty_space_are_one_error_line(tmp_path, capsys):
     common = ["--dataset", "cifar10", "--results-path", str(tmp_path)]
     for argv in (common + ["--prompts", "pad", "nope"], common + ["--mappings"], common + ["--augments", "none", "wild"],
@@ -61,7 +62,7 @@ def test_bad_axis_value_and_empty_space_are_one_error_line(tmp_path, capsys):
 def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_recipe():
     from algorithms.methods import METHODS, MethodSpec, register_method
     from models.prompts import PROMPT_CHOICES, PROMPTS, register_prompt
-    from tools.search_space import build_space, recipe, recipe_lr
+    from tools.config_search.space import build_space, recipe, recipe_lr
 
     space = build_space("full")
     assert set(space.prompts) == set(PROMPT_CHOICES.names()) and "blmplus" in space.mappings and space.lr_factor is not None
@@ -75,7 +76,7 @@ def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_rec
         assert "fake_sgd_prompt" in build_space("autovp").prompts
         assert recipe("fake_sgd_prompt", "ilm").name == "fake_sgd_vp" and recipe_lr(recipe("fake_sgd_prompt", "ilm")) == 40.0
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
-        from tools.search_space import suggest
+        from tools.config_search.space import suggest
 
         for _ in range(30):
             trial = study.ask()
@@ -103,6 +104,7 @@ def beyond_runs(results: Path, data: Path, values: dict[str, list[float]]) -> di
     return folders
 
 
+@pytest.mark.slow
 def test_the_choice_is_the_best_validation_not_test_and_the_table_is_the_run_folders(tmp_path, monkeypatch, cifar_root):
     runs = {
         "pad/ilm": {"val": [40, 60, 55, 50, 45], "test": [30, 35, 90, 90, 90], "seed_step": 1.0},  # best on validation
@@ -135,6 +137,7 @@ def test_the_choice_is_the_best_validation_not_test_and_the_table_is_the_run_fol
     assert len(pad_seed1) == 1
 
 
+@pytest.mark.slow
 def test_pruning_stops_a_trial_early(tmp_path, monkeypatch, cifar_root):
     runs = {"pad/ilm": {"val": [50, 60, 70], "sleep": 0.1}, "watermark/ilm": {"val": [10, 10, 10], "sleep": 0.6}}
     python, log = fake_python(tmp_path, monkeypatch, runs)
@@ -153,6 +156,7 @@ def test_pruning_stops_a_trial_early(tmp_path, monkeypatch, cifar_root):
     assert (run_dir / "ckpt.pth").exists()  # and can be continued if the sampler asks for it again
 
 
+@pytest.mark.slow
 def test_a_run_at_its_last_epoch_is_complete_not_pruned(tmp_path, monkeypatch, cifar_root):
     runs = {"pad/ilm": {"val": [50]}, "watermark/ilm": {"val": [10]}}
     python, _ = fake_python(tmp_path, monkeypatch, runs)
@@ -166,6 +170,7 @@ def test_a_run_at_its_last_epoch_is_complete_not_pruned(tmp_path, monkeypatch, c
     assert [(t.state.name, t.value) for t in optuna.load_study(study_name="last", storage=storage).trials] == [("COMPLETE", 50), ("COMPLETE", 10)]
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch, cifar_root, capsys):
     runs = {"pad/ilm": {"fail": "error: CUDA out of memory (a test)"}, "watermark/ilm": {"val": [30, 40]}}
     python, _ = fake_python(tmp_path, monkeypatch, runs)
@@ -180,6 +185,7 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_p
     assert "error: CUDA out of memory (a test)" in capsys.readouterr().err  # in the progress line
 
 
+@pytest.mark.slow
 def test_runs_per_gpu_runs_that_many_trials_at_once_and_tells_each_run(tmp_path, monkeypatch, cifar_root):
     """On the CPU (no GPU), --runs-per-gpu 2 is two trials at a time, each run told it shares its device with one more."""
     runs = {"default": {"val": [20, 30], "sleep": 0.5}}
@@ -201,6 +207,7 @@ def worker(tmp_path: Path, argv: list[str], name: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, start_new_session=True)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_sqlite_storage_never_run_the_same_trial(tmp_path, monkeypatch, cifar_root):
     runs = {"default": {"val": [20, 30], "sleep": 0.2}}
     python, log = fake_python(tmp_path, monkeypatch, runs)
@@ -220,6 +227,7 @@ def test_two_workers_on_one_sqlite_storage_never_run_the_same_trial(tmp_path, mo
     assert len(fresh) == len({tuple(a) for a in fresh})  # no run folder trained twice from scratch
 
 
+@pytest.mark.slow
 def test_a_killed_search_continues_the_same_study(tmp_path, monkeypatch, cifar_root):
     runs = {"default": {"val": [20, 30, 40], "sleep": 1.0}}
     python, log = fake_python(tmp_path, monkeypatch, runs)
@@ -244,6 +252,7 @@ def test_a_killed_search_continues_the_same_study(tmp_path, monkeypatch, cifar_r
     assert killed + ["--resume"] in launches(log)  # the killed run continued from its checkpoint
 
 
+@pytest.mark.slow
 def test_slurm_script_runs_workers_of_one_study(tmp_path, cifar_root):
     argv = ["--dataset", "cifar10", "--data-path", str(cifar_root), "--results-path", str(tmp_path), "--launcher", "slurm",
             "--array-tasks", "3", "--storage", "postgresql://db/vp", "--sbatch=--partition=gpu", "--", "--batch-size", "64"]  # fmt: skip
@@ -252,9 +261,12 @@ def test_slurm_script_runs_workers_of_one_study(tmp_path, cifar_root):
     text = script.read_text()
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "#SBATCH --array=0-2" in text and "#SBATCH --partition=gpu" in text
-    command = [line for line in text.splitlines() if "tools/search.py" in line and not line.startswith("#")][0]
-    assert "--storage postgresql://db/vp" in command and "--no-final" in command and '--worker-index "$SLURM_ARRAY_TASK_ID"' in command
-    assert "--launcher" not in command and command.split(" -- ")[1].startswith("--batch-size 64")
+    # the array of runner.launch: one line of the jobs file per task, here one worker of the study each
+    commands = [line.split("\t")[1] for line in script.with_suffix(".jobs.tsv").read_text().splitlines()]
+    for k, command in enumerate(commands):
+        assert "--storage postgresql://db/vp" in command and "--no-final" in command and f"--worker-index {k}" in command
+        assert "--launcher" not in command and command.split(" -- ")[1].startswith("--batch-size 64")
+    assert len(commands) == 3
 
 
 @pytest.mark.slow
@@ -289,7 +301,7 @@ def test_prompt_mapping_figure_keeps_completed_and_only_pruned_pairs_apart(tmp_p
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from tools.search_report import prompt_mapping_cells, prompt_mapping_figure
+    from tools.config_search.report import prompt_mapping_cells, prompt_mapping_figure
 
     dists = {"prompt": CategoricalDistribution(["pad", "smm"]), "mapping": CategoricalDistribution(["ilm", "linear"])}
 

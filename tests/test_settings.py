@@ -37,6 +37,7 @@ def test_execution_details_and_paths_as_typed_stay_out_of_the_identity(tmp_path)
     assert result_settings(saved) == {k: v for k, v in base.identity().items() if k != DATA_LOCATION}
 
 
+@pytest.mark.slow
 def test_batch_dependence_is_resolved_while_parsing_and_the_hash_needs_no_import(tmp_path):
     """SMM with --micro-batch: the chunk joins the identity; a config.json read back in an
     interpreter that imported no method gives the same folder name (no import-order effect)."""
@@ -97,7 +98,9 @@ def test_cpu_runs_keep_their_folders_once_the_arithmetic_is_resolved(method, fla
     config = config_from_args(method, build_parser(method).parse_args(["--data-path", "/datasets", *flags]))
     resolved = planned_arithmetic("cpu", config.precision)
     assert resolved is None and arithmetic("cpu", "bf16") is None
-    assert replace(config, arithmetic=resolved).config_hash() == CPU_FOLDERS[(method, flags)]
+    # legacy: the name of the folder a run of these flags was made in, where it is still found
+    # (--eval-batch-size has left the hash since: runner.run_dir.run_folder, tests/test_run_identity.py)
+    assert replace(config, arithmetic=resolved).config_hash(legacy=True) == CPU_FOLDERS[(method, flags)]
 
 
 def test_a_cuda_run_and_a_cpu_run_of_the_same_flags_get_two_folders(tmp_path):

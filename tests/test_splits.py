@@ -111,6 +111,7 @@ def test_val_selection_ties_pick_earliest():
     assert val_selection([{"epoch": 1, "val_acc": None, "test_acc": 3.0}]) == {}
 
 
+@pytest.mark.slow
 def test_run_with_val_fraction_reports_all_protocols(tmp_path, cifar_root):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--val-fraction", "0.2", "--epochs", "3")) == 0
     (results_file,) = (tmp_path / "res").rglob("results.json")
@@ -124,6 +125,7 @@ def test_run_with_val_fraction_reports_all_protocols(tmp_path, cifar_root):
     assert config["config"]["val_fraction"] == 0.2
 
 
+@pytest.mark.slow
 def test_run_without_val_has_no_val_fields(tmp_path, cifar_root):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--epochs", "1")) == 0
     (results_file,) = (tmp_path / "res").rglob("results.json")
@@ -156,6 +158,7 @@ def test_shots_errors(tmp_path):
         load_dataset("indexed_test_set", tmp_path, subset=SubsetSpec(shots=0))
 
 
+@pytest.mark.slow
 def test_shots_flag_end_to_end(tmp_path, cifar_root, capsys):
     assert main("ilm_vp", tiny_args(tmp_path / "res", cifar_root, "--shots", "2", "--epochs", "1")) == 0
     (results_file,) = (tmp_path / "res").rglob("results.json")

@@ -16,7 +16,6 @@ Flags after ``--`` go to every run unchanged (e.g. ``-- --lr 0.01 --batch-size 6
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -31,7 +30,8 @@ from models.networks import NETWORKS  # noqa: E402
 from models.prompts import PROMPT_CHOICES  # noqa: E402
 from runner.cli import main as run_method  # noqa: E402
 from runner.config import name_type, tool_parser  # noqa: E402
-from tools.reproduce import FINISHED, PARTIAL, method_config, run_status  # noqa: E402
+from runner.records import read_finished  # noqa: E402
+from tools.sweep.jobs import FINISHED, PARTIAL, method_config, run_status  # noqa: E402
 
 DEFAULT_MAPPINGS = ["ilm", "flm", "rlm", "blm", "blmplus", "linear"]
 DEFAULT_PROMPTS = ["pad", "watermark"]
@@ -53,7 +53,6 @@ def run_cell(method: str, argv: list[str], report_only: bool = False) -> dict | 
     """
     config = method_config(method, argv)
     path = config.run_path()
-    done = path / "results.json"
     status = run_status(path, config.epochs)
     if status != FINISHED:
         if report_only:
@@ -62,7 +61,7 @@ def run_cell(method: str, argv: list[str], report_only: bool = False) -> dict | 
         code = run_method(method, argv + resume)
         if code != 0:
             raise SystemExit(f"error: {method} {' '.join(argv)} exited with {code}")
-    return json.loads(done.read_text())
+    return read_finished(path)
 
 
 def mean_std(values: list[float]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from algorithms.settings import DATA_LOCATION, PRECISION_SETTINGS, RunConfig, precision_change
+from algorithms.settings import DATA_LOCATION, PRECISION_SETTINGS, RESULT_NEUTRAL, RunConfig, precision_change
 from common.errors import UserError
 from data.registry import TargetData
 
@@ -43,11 +43,19 @@ def check_same_settings(checkpoint: dict[str, Any], config: RunConfig, path: str
     checked by :func:`check_same_data`. The arithmetic is checked on its own (:func:`precision_change`).
     """
     saved, now = checkpoint.get("config", {}), config.identity()
-    ignored = {DATA_LOCATION, *PRECISION_SETTINGS}
-    differing = sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
+    differing = differing_settings(saved, now, ignore=PRECISION_SETTINGS)
     if differing:
         raise UserError(f"checkpoint {path} was written with other settings ({', '.join(differing)}); start a new run instead")
     return precision_change(saved, now, config.allow_precision_change, path)
+
+
+def differing_settings(saved: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings in which two run identities differ (method flags by their own names), leaving
+    out where the data is read, the :data:`~algorithms.settings.RESULT_NEUTRAL` settings (an older
+    identity holds their values) and ``ignore``."""
+    ignored = {DATA_LOCATION, *RESULT_NEUTRAL, *ignore}
+    flat = [{**{k: v for k, v in d.items() if k != "extra"}, **d.get("extra", {})} for d in (saved, now)]
+    return sorted(k for k in set(flat[0]) | set(flat[1]) if k not in ignored and flat[0].get(k) != flat[1].get(k))
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

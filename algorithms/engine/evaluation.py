@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from algorithms import micro_batching
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
-from common import progress
+from common import preemption, progress
 from common.errors import UserError
 from data.loader import BatchLoader, fits_on_device, to_float01
 from data.registry import TargetData
@@ -142,7 +142,7 @@ def stacked_outputs(
     """
     out, start = None, 0
     batches = loader if desc is None else progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=runtime.is_main)
-    for images, _ in batches:
+    for images, _ in preemption.stoppable(batches, f"during {desc or 'a precomputing'} pass", len(loader)):
         with runtime.autocast(precision):
             y = fn(to_float01(images)).float()
         if out is None:

@@ -9,10 +9,15 @@ and the epoch) and continues as if never stopped: on a CPU, bit for bit.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from common import preemption
+from data.loader import BatchLoader
 
 
 @dataclass
@@ -35,3 +40,19 @@ class EpochProgress:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EpochProgress:
         return cls(**state)
+
+
+def stoppable_pass(batches: Iterable, loader: BatchLoader, desc: str) -> Iterator:
+    """The batches of a no-grad pass over ``loader`` (the mapping's statistics, evaluation): a stop
+    request ends the run before the next batch, every rank at the same one
+    (:func:`common.preemption.stoppable`). Nothing of the pass is kept: the run's last checkpoint
+    precedes it, so ``--resume`` redoes the pass from its start, exactly."""
+    return preemption.stoppable(batches, f"during the {desc} pass", batches_on_every_rank(loader))
+
+
+def batches_on_every_rank(loader: BatchLoader) -> int:
+    """How many batches each rank draws at least: an evaluation loader does not pad, so shards of
+    ``N`` samples over ``W`` ranks hold ``N // W`` or one more."""
+    if loader.world_size == 1:
+        return len(loader)
+    return math.ceil(loader.num_samples // loader.world_size / loader.batch_size)

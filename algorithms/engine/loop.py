@@ -28,7 +28,7 @@ from algorithms.engine.evaluation import SUMS, evaluation_batch_size, split_metr
 from algorithms.engine.experiment import Experiment
 from algorithms.engine.guard import NumericalGuard, checkpoint_kept, likely_cause
 from algorithms.engine.hooks import EpochContext
-from algorithms.engine.interruption import EpochProgress
+from algorithms.engine.interruption import EpochProgress, stoppable_pass
 from algorithms.engine.loaders import build_loaders
 from algorithms.engine.reporting import epoch_line, epoch_scalars, run_summary
 from algorithms.engine.schedule import build_optimizations
@@ -75,7 +75,7 @@ class Trainer:
             # a frozen network's buffers are identical on every rank: re-broadcast rank 0's buffers each
             # step only when a trained module keeps some (batch-norm statistics of a mask network, say)
             self.train_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=self.model.trains_buffers)
-        self.context = EpochContext(self.model, runtime, config, self.stats_loader, self._bar, outputs, experiment.source_names, data.class_names)
+        self.context = EpochContext(self.model, runtime, config, self.stats_loader, self._pass_bar, outputs, experiment.source_names, data.class_names)
         self.history: list[dict] = []
         self.best = {"test_acc": None, "epoch": None}
         self.start_epoch = 0
@@ -90,11 +90,7 @@ class Trainer:
 
     def _stop_signal(self) -> str | None:
         """The stop signal's name, if one arrived (on any rank: the ranks agree, costing one all-reduce)."""
-        name = preemption.requested()
-        if self.runtime.distributed:  # the ranks agree, or one would wait for the others forever
-            asked = torch.tensor(float(name is not None), device=self.device)
-            name = name or ("TERM" if float(self.runtime.all_reduce_sum(asked)) > 0 else None)
-        return name
+        return preemption.agreed(preemption.requested())  # the ranks agree, or one would wait for the others forever
 
     def _note(self, text: str) -> None:
         if self.runtime.is_main:
@@ -102,6 +98,9 @@ class Trainer:
 
     def _bar(self, loader, desc: str):
         return progress.bar(loader, desc=desc, total=len(loader), unit="batch", enabled=self.show_bars)
+
+    def _pass_bar(self, loader, desc: str):  # a no-grad pass: stops before its next batch on request
+        return stoppable_pass(self._bar(loader, desc), loader, desc)
 
     def _grad_sync(self, last_chunk: bool) -> contextlib.AbstractContextManager:
         """Under DDP the gradients are all-reduced once per step: with the last chunk's backward."""
@@ -260,7 +259,7 @@ class Trainer:
         """``{"acc", "top5", "loss"}`` (%, %, mean cross-entropy) over ``split``; the hooks that ask see every batch's outputs."""
         self.model.eval()
         observers = [o for o in (h.evaluation_observer(self.context, split) for h in self.hooks) if o is not None]
-        return split_metrics(self.model, self._bar(loader, desc or split), self.runtime, observers)
+        return split_metrics(self.model, self._pass_bar(loader, desc or split), self.runtime, observers)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:

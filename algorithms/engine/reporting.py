@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from algorithms.engine.evaluation import PROTOCOL, val_selection
 from algorithms.settings import RunConfig
 from data.registry import TargetData
@@ -68,5 +70,19 @@ def run_summary(config: RunConfig, history: list[dict], best: dict, trainable: i
         "data_sizes": data.sizes(),
         "total_seconds": seconds,
         "mean_epoch_seconds": seconds / len(history) if history else None,
+        **peak_memory(),
         **info,
     }
+
+
+def peak_memory() -> dict:
+    """This process's peak memory in MiB: CUDA memory allocated by tensors where CUDA is in use, else the
+    host's peak resident set (``getrusage``); a resumed run reports the peak of its last process."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_allocated"}
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"peak_memory_mb": rss / (2**20 if sys.platform == "darwin" else 2**10), "peak_memory_kind": "host_rss"}
+

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from algorithms.engine import Augment, Experiment, evaluation_batch_size, top1_accuracy
+from algorithms.engine.interruption import stoppable_pass
 from algorithms.gradient_rules import ACAVP_CLIP_VALUE
 from algorithms.mappings import HeadOptions, build_mapping, check_mapping_options, complete_mapping_options, reads_features
 from algorithms.mappings.head import NormalisedImageFeatures
@@ -122,7 +123,7 @@ def zero_shot_accuracy(model: nn.Module, data: TargetData, runtime: Runtime, bat
     model.to(runtime.device).eval()
     loader = BatchLoader(data.test, batch_size, runtime.device, shuffle=False, rank=runtime.rank, world_size=runtime.world_size, resident=resident)  # fmt: skip
     batches = progress.bar(loader, desc="zero-shot test", total=len(loader), unit="batch", enabled=runtime.is_main)
-    return top1_accuracy(model, batches, runtime)
+    return top1_accuracy(model, stoppable_pass(batches, loader, "zero-shot test"), runtime)
 
 
 def clip_prompt(config: RunConfig, clip: LoadedCLIP, generator: torch.Generator | None = None) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import cfg
+from common import preemption
 from common import progress as display
 from common.files import atomic_write_bytes
 from models.clip.model import LoadedCLIP
@@ -39,7 +40,7 @@ def encode_texts(clip: LoadedCLIP, texts: Sequence[str], device: torch.device, p
     model = clip.model.to(device)
     out = []
     with display.bar(total=len(texts), desc="encode text prompts", unit="text", enabled=progress) as bar:
-        for start in range(0, len(texts), TEXT_BATCH):
+        for start in preemption.stoppable(range(0, len(texts), TEXT_BATCH), "during the text encoding"):  # each rank encodes alone
             batch = list(texts[start : start + TEXT_BATCH])
             tokens = clip.tokenizer(batch).to(device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())

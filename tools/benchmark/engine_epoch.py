@@ -5,10 +5,10 @@ as the engine runs it (``models.frozen.prepare_frozen_network``, channels-last).
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
+from runner.records import read_metrics
 from tools.benchmark.measure import cpu_seconds, measure_floor, peak_memory_mb
 
 
@@ -82,7 +82,7 @@ def engine_worker(spec: dict) -> dict:
     t0 = time.perf_counter()
     run(config, argv)
     total = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (config.run_path() / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(config.run_path())
     timed = timed_epochs(rows)
     return {
         "precision": runtime.precision,

@@ -19,6 +19,7 @@ from algorithms.methods import FAMILIES, METHODS, MethodSpec
 from algorithms.methods.visual_prompt import AUGMENT_CHOICES
 from algorithms.settings import RunConfig
 from common.errors import UserError
+from data.augment_recipes import NONE
 from models.prompts import PROMPT_CHOICES, prompts_reading
 
 OWN_SIZE = "own"  # --input-size not given: the image keeps its own size
@@ -121,8 +122,16 @@ def build_space(name: str, prompts=None, mappings=None, augments=None, input_siz
 
 
 def _augment(name: str) -> str:
-    if name not in AUGMENT_CHOICES:
-        raise UserError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENT_CHOICES)}")
+    """An ``--augments`` value: every spelling the method scripts' ``--augment`` takes (a recipe of
+    :mod:`data.augment_recipes`, steps joined by ``+``, or the per-prompt ``crop_flip``/``trivialaugment``)."""
+    if name in AUGMENT_CHOICES:
+        return name
+    from data.augment_recipes import resolve_recipe
+
+    try:
+        resolve_recipe(name, dict.fromkeys((a for a in AUGMENT_CHOICES if a != NONE), NONE))
+    except UserError as exc:
+        raise UserError(f"--augments: {exc}") from None
     return name
 
 

@@ -5,27 +5,27 @@ The run is the same command a researcher would type, so its folder is the one
 one is continued with ``--resume``). While the run trains, its ``metrics.jsonl`` (rewritten
 atomically after every epoch) is read and each epoch's validation accuracy is reported to Optuna;
 when the pruner says stop, the run is terminated. A run that exits with an error (out of memory, a
-bad flag combination) fails the trial with the run's last ``error:`` line as its reason.
+bad flag combination) fails the trial with the run's last ``error:`` line as its reason, and one
+line naming its log is printed. The run is a child of the launcher (:mod:`runner.launch`): it dies
+with the search, after its current step, with a checkpoint that the next search continues.
 """
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import queue
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cfg
 from algorithms.settings import RunConfig
 from common.errors import UserError
+from common.preemption import EXIT_STOPPED
+from runner import launch
 from runner.gpu_share import run_environment
-from tools.reproduce import FINISHED, PARTIAL, find_script, method_config, run_status
-from tools.search_space import TrialPlan
+from runner.records import lock_held, read_finished, read_metrics
+from tools.config_search.space import TrialPlan
+from tools.sweep.jobs import FINISHED, PARTIAL, find_script, method_config, run_status
 
 # flags the search sets itself; given after ``--`` they would be overridden silently
 RESERVED_FLAGS = ("--epochs", "--seed", "--val-fraction", "--results-path", "--resume", "--overwrite", "--run-name", "--prompt",
@@ -34,7 +34,15 @@ IN_USE = "is in use by"  # runner.run_lock's message: another process trains thi
 
 
 class TrialFailed(Exception):
-    """A run ended with an error; the trial is recorded as failed and the search goes on."""
+    """A run ended with an error; the trial is recorded as failed and the search goes on. ``log``: the run's output."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class TrialStopped(KeyboardInterrupt):
+    """The run was stopped by a signal (exit 75) with a checkpoint: the search is stopping, the trial is not failed."""
 
 
 @dataclass
@@ -62,6 +70,7 @@ class TrialRunner:
     log_dir: Path | None = None
     gpus: queue.Queue | None = field(default=None, repr=False)
     runs_per_gpu: int = 1  # runs sharing one GPU (told to each run, whose memory probes plan with its share)
+    stop_grace: float = launch.STOP_GRACE_S  # seconds a pruned or interrupted run has to stop with its checkpoint
 
     def __post_init__(self) -> None:
         for flag in self.fixed:
@@ -86,15 +95,15 @@ class TrialRunner:
             if lock_held(spec.run_dir):  # another worker trains the same configuration: follow it
                 reported = self._follow(spec, trial, reported)
                 continue
-            launch = spec.command + (["--resume"] if status == PARTIAL else [])
-            code, error, reported = self._launch(spec, launch, trial, log_name, reported)
+            launch_command = spec.command + (["--resume"] if status == PARTIAL else [])
+            code, error, reported, log = self._launch(spec, launch_command, trial, log_name, reported)
             if code == 0:
                 continue  # now finished
             if error and IN_USE in error:
                 continue  # lost a race for the folder: follow the winner
-            raise TrialFailed(error or f"exit status {code}")
+            raise TrialFailed(error or f"exit status {code}", log)
 
-    def _launch(self, spec: RunSpec, launch: list[str], trial, log_name: str, reported: int) -> tuple[int, str | None, int]:
+    def _launch(self, spec: RunSpec, launch_command: list[str], trial, log_name: str, reported: int) -> tuple[int, str | None, int, Path]:
         log_dir = self.log_dir or spec.run_dir.parent
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{log_name}.log"
@@ -102,27 +111,33 @@ class TrialRunner:
         try:
             env = run_environment(gpu, self.runs_per_gpu)
             env["VP_SEARCH_RUN_DIR"] = str(spec.run_dir)  # for wrappers of the script; the run itself ignores it
-            with open(log_path, "a") as log:
-                log.write(f"$ {shlex.join(launch)}\n")
-                log.flush()
-                proc = subprocess.Popen(launch, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cfg.REPO_ROOT)
-                try:
-                    while True:
-                        code = proc.poll()
-                        reported = self._report(spec, trial, reported)
-                        if code is not None:
-                            break
-                        time.sleep(self.poll_seconds)
-                except BaseException:  # pruned, interrupted: the run stops with the trial
-                    stop(proc)
-                    raise
+            if launch.stopping():
+                raise TrialStopped("the search is stopping")
+            proc = launch.start(launch_command, log_path, env)
+            try:
+                while True:
+                    code = launch.finished(proc)
+                    if launch.stopping():  # the search got a stop signal, forwarded to the run
+                        code = launch.stop(proc, self.stop_grace)
+                        raise TrialStopped(f"the run was stopped (exit {code}; {log_path})")
+                    reported = self._report(spec, trial, reported)
+                    if code is not None:
+                        break
+                    time.sleep(self.poll_seconds)
+            except BaseException:  # pruned, interrupted: the run stops with the trial
+                launch.stop(proc, self.stop_grace)
+                raise
         finally:
             if gpu is not None:
                 self.gpus.put(gpu)
-        return code, None if code == 0 else last_error(log_path), reported
+        if code == EXIT_STOPPED:
+            raise TrialStopped(f"the run was stopped with a checkpoint ({log_path})")
+        return code, None if code == 0 else last_error(log_path), reported, log_path
 
     def _follow(self, spec: RunSpec, trial, reported: int) -> int:
         while lock_held(spec.run_dir):
+            if launch.stopping():
+                raise TrialStopped("the search is stopping")
             reported = self._report(spec, trial, reported, prune=False)
             time.sleep(self.poll_seconds)
         return reported
@@ -146,50 +161,8 @@ class TrialRunner:
         return reported
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    try:
-        text = (run_dir / "metrics.jsonl").read_text()
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-    return rows
-
-
 def read_results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
-
-
-def lock_held(run_dir: Path) -> bool:
-    """Whether a live process holds the run folder's lock (``runner.run_lock``'s file beside it)."""
-    path = run_dir.parent / f".{run_dir.name}.lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock we took
-    return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a run (SIGTERM, then SIGKILL after 30 s); its last checkpoint stays for ``--resume``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return read_finished(run_dir) or {}
 
 
 def last_error(log_path: Path) -> str | None:

@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.errors import UserError
-from tools.make_table import variant_cells
-from tools.reproduce import BEYOND_DATASETS, PRESETS, expand_variants, plan
-from tools.search_space import TrialPlan
-from tools.search_trial import TrialFailed, TrialRunner
+from tools.config_search.space import TrialPlan
+from tools.config_search.trial import TrialFailed, TrialRunner
+from tools.sweep.jobs import expand_variants, plan
+from tools.sweep.presets import BEYOND_DATASETS, PRESETS
+from tools.tables.variants import variant_cells
 
 FIXED_PRESET = "beyond"
 

@@ -1,0 +1,135 @@
+"""``tools/leaderboard.py``'s command line: plan every row under the protocol, run what is not finished, write the board."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import cfg
+from common.errors import UserError
+from runner.config import split_passthrough, tool_parser
+from runner.launch import shell_lines
+from runner.records import FINISHED
+from tools.comparison.figures import pareto_figures
+from tools.comparison.plan import Protocol, clip_weights_missing, plan_rows, row_jobs
+from tools.comparison.rows import CLIP_ROWS, CNN_ROWS, cnn_rows, search_row
+from tools.comparison.table import FEWER_MARK, SUBSET_MARK, entries, markdown, to_csv, to_json
+from tools.sweep.cli import add_launch_flags, dataset_label, run_here, write_slurm
+from tools.sweep.presets import BEYOND_DATASETS
+
+
+def build_cli() -> argparse.ArgumentParser:
+    p = tool_parser("Every CNN method, linear probing, full fine-tuning and the search's choice under one protocol; "
+                    "writes leaderboard.md, .csv, .json and Pareto figures (docs/leaderboard.md). Flags after -- go to every run.")  # fmt: skip
+    p.add_argument("--datasets", "--dataset", nargs="+", required=True, type=dataset_label, metavar="NAME",
+                   help=f"datasets: registered names, or {', '.join(BEYOND_DATASETS)} (docs/beyond.md's data flags, as the search)")  # fmt: skip
+    p.add_argument("--networks", "--network", nargs="+", default=["resnet18"], metavar="NAME", help="frozen CNNs (default: resnet18)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], metavar="S", help="training seeds (default: 1 2 3)")
+    p.add_argument("--epochs", type=int, default=5, metavar="N", help="epochs of every row that trains epochs (default: 5)")
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F", help="validation split where the dataset has none; selection uses it (default: 0.1)")
+    p.add_argument("--data-path", default=None, metavar="DIR", help="data root passed to every run (default: each run's VP_DATA)")
+    p.add_argument("--results-path", default=None, metavar="DIR", help=f"results root of the runs (default: {cfg.RESULTS_PATH})")
+    p.add_argument("--output", default=None, metavar="DIR", help="where leaderboard.md/.csv/.json and the figures go (default: <results>/leaderboard)")
+    p.add_argument("--search-study", default=None, metavar="DIR", help="a finished search's folder (<results>/search/<study>): its best trial is a row (default: none)")
+    p.add_argument("--search-config", default=None, metavar="'METHOD FLAGS'", help="the search's choice given by hand, e.g. 'ilm_vp --input-size 192 --mapping linear' (default: none)")
+    p.add_argument("--rows", nargs="+", default=None, metavar="LABEL",
+                   help="only these rows (default: all): " + "; ".join(r.label for r in (*CNN_ROWS, *CLIP_ROWS)))  # fmt: skip
+    p.add_argument("--no-clip", action="store_true", help="leave the CLIP section out (by default it runs when the CLIP weights are on disk)")
+    p.add_argument("--report-only", action="store_true", help="train nothing: the board from the finished runs")
+    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
+                   help="local: run here, --runs-per-gpu at a time per GPU; slurm: write a job array; print: the commands (default: local)")  # fmt: skip
+    p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter of the run commands (default: this one)")
+    add_launch_flags(p, "leaderboard")
+    return p
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cfg.REPO_ROOT, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, extra = split_passthrough(argv)
+    try:
+        args = build_cli().parse_args(own)
+        protocol = Protocol(tuple(args.datasets), tuple(args.networks), tuple(args.seeds), args.epochs, args.val_fraction, tuple(extra))
+        protocol.check()
+        results = Path(args.results_path).expanduser().resolve() if args.results_path else cfg.RESULTS_PATH
+        rows = [r for r in cnn_rows() if args.rows is None or r.label in args.rows]
+        unknown = sorted(set(args.rows or ()) - {r.label for r in (*CNN_ROWS, *CLIP_ROWS)})
+        if unknown:
+            raise UserError(f"--rows: no row {', '.join(map(repr, unknown))}; see --help for the labels")
+        chosen = search_row(args.search_study, args.search_config)
+        rows += [chosen] if chosen else []
+        planned = plan_rows(rows, protocol, results, args.python, args.data_path)
+        notes = [] if chosen else ["search's choice: no row (give --search-study DIR or --search-config 'METHOD FLAGS')"]
+        clip_planned = []
+        if not args.no_clip:
+            probe = row_jobs(CLIP_ROWS[0], protocol, (None,))[0]
+            reason = clip_weights_missing(probe.method, probe.flags(results, args.data_path))
+            if reason is None:
+                clip_rows = [r for r in CLIP_ROWS if args.rows is None or r.label in args.rows]
+                clip_planned = plan_rows(clip_rows, protocol, results, args.python, args.data_path, own_network=True)
+            else:
+                notes.append(f"CLIP section skipped: {reason}")
+                print(f"CLIP section skipped: {reason}", file=sys.stderr)
+        everything = planned + clip_planned
+        todo = [p for p in everything if p.status != FINISHED]
+        print(f"{len(everything)} runs: {len(everything) - len(todo)} finished (read), {len(todo)} to run", file=sys.stderr)
+        if args.launcher == "print":
+            print(shell_lines([p.task() for p in todo]), end="")
+            return 0
+        if args.launcher == "slurm":
+            written = write_slurm(everything, Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm", args.slurm_name or "leaderboard",
+                                  limit=args.array_limit, cpus=args.cpus, time=args.time, sbatch=args.sbatch)  # fmt: skip
+            print(f"wrote {written[0]}; submit with: sbatch {shlex.quote(str(written[0]))}; then run this command again with --report-only"
+                  if written else "nothing to run: every run is finished", file=sys.stderr)  # fmt: skip
+            return 0
+        failures = []
+        if todo and not args.report_only:
+            failures = run_here(everything, args)
+        out = Path(args.output).expanduser() if args.output else results / "leaderboard"
+        write_board(out, planned, clip_planned, rows, protocol, notes, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the runs stopped with a checkpoint; the same command continues them", file=sys.stderr)
+        return 130
+    for p, code in failures:
+        print(f"failed (exit {code}): {p.label} (log: {p.run_dir / 'launcher.log'})", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def write_board(out: Path, planned, clip_planned, rows, protocol: Protocol, notes: list[str], argv: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    references = {r.label for r in rows if r.reference} | {"CLIP: linear probe"}
+    found = entries(planned, protocol.epochs, references)
+    clip_found = entries(clip_planned, protocol.epochs, references) if clip_planned else {}
+    command = shlex.join(["python", "tools/leaderboard.py", *argv])
+    text = "\n".join([
+        "# Leaderboard", "",
+        f"Protocol: datasets {', '.join(protocol.datasets)}; networks {', '.join(protocol.networks)}; seeds {' '.join(map(str, protocol.seeds))}; "
+        f"{protocol.epochs} epochs; validation fraction {protocol.val_fraction:g}; each method with its registered recipe; the epoch chosen on "
+        "validation only. ✝ best-on-test: the highest test accuracy over the epochs (the papers' protocol), beside it for reference, never for ranking. "
+        f"Marks: {FEWER_MARK} fewer finished seeds than asked; {SUBSET_MARK} a subset of the data or another budget.", "",
+        f"Made {dt.date.today().isoformat()} at commit {commit()} by:", "", f"    {command}", "",
+        markdown(found), *(["## CLIP", "", markdown(clip_found)] if clip_found else []),
+        *([f"- {n}" for n in notes] + [""] if notes else []),
+        "Missing runs: " + (str(sum(len(e.missing) for e in {**found, **clip_found}.values())) or "none"),
+        *[f"- {e.row} / {e.dataset}: {m}" for e in {**found, **clip_found}.values() for m in e.missing], "",
+    ])  # fmt: skip
+    (out / "leaderboard.md").write_text(text)
+    (out / "leaderboard.csv").write_text(to_csv({**found, **clip_found}))
+    (out / "leaderboard.json").write_text(json.dumps({"command": command, "protocol": protocol.__dict__, "rows": to_json({**found, **clip_found})},
+                                                     indent=2, default=str))  # fmt: skip
+    figures = pareto_figures({**found, **clip_found}, out)
+    print(text, file=sys.stderr)
+    print(f"wrote {out / 'leaderboard.md'}, .csv, .json" + (f" and {len(figures)} figure(s)" if figures else ""), file=sys.stderr)
