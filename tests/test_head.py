@@ -40,12 +40,16 @@ def trainer_for(method: str, tmp_path, cifar_root, *extra: str) -> Trainer:
     return Trainer(config, experiment, data, runtime, RunDir(tmp_path / method, enabled=False))
 
 
-def test_prompt_frozen_at_zero_plus_head_is_linear_probing_step_for_step(tmp_path, cifar_root):
+@pytest.mark.parametrize("method, flags", [
+    ("ilm_vp", ("--mapping", "head", "--prompt", "watermark", "--augment", "none")),
+    ("head_vp", ()),  # the registered method: its defaults are these flags
+])
+def test_prompt_frozen_at_zero_plus_head_is_linear_probing_step_for_step(tmp_path, cifar_root, method, flags):
     """The watermark prompt at zero passes the resized, normalised image, as linear probing's input
     does; then the losses of every epoch and the head's weights after each are linear probing's."""
     epochs = ("--epochs", "4", "--batch-size", "16", "--seed", "3")
     lp = trainer_for("linear_probing", tmp_path, cifar_root, *epochs, "--no-cache-features")
-    head = trainer_for("ilm_vp", tmp_path, cifar_root, *epochs, "--mapping", "head", "--prompt", "watermark", "--augment", "none")
+    head = trainer_for(method, tmp_path, cifar_root, *epochs, *flags)
     lp_layer, head_layer = lp.model.network.fc, head.model.label_mapping.linear
     assert torch.equal(lp_layer.weight, head_layer.weight) and torch.equal(lp_layer.bias, head_layer.bias)  # one init
     # the head's optimizer is linear probing's: Adam at 0.1, its multistep schedule

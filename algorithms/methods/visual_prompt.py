@@ -178,6 +178,18 @@ register_method(MethodSpec(
     "SMM: sample-specific masked visual prompt with ILM (Cai et al., ICML 2024); --mapping picks another mapping.",
     {**_VP_DEFAULTS, "mapping": "ilm", "prompt": "smm"},
 ))
+# Prompt + linear head (LoR-VP's ``lp`` output, EVP's linear probing with a prompt): a watermark,
+# which at zero leaves the network's input exactly linear probing's, trained with a new linear head
+# on the penultimate features in linear probing's own optimizer (--head-lr etc.); no augmentation,
+# as linear probing. The prompt's lr 1e-3 was chosen on DTD-10's validation split (docs/beyond.md,
+# "Prompt + linear head"): at the prompt methods' 1e-2 it fell below linear probing after one epoch.
+HEAD_PROMPT_LR = 1e-3
+register_method(MethodSpec(
+    "head_vp",
+    "visual_prompt",
+    "Prompt + linear head: a watermark prompt trained with a new linear head on the frozen features; at a zero prompt it is linear probing.",
+    {**_VP_DEFAULTS, "lr": HEAD_PROMPT_LR, "mapping": "head", "prompt": "watermark", "augment": NONE},
+))
 # ACAVP (Enomoto, NeurIPS 2025): SGD lr 40 with momentum 0.9, cosine decay, batch 256, 1000 epochs,
 # TrivialAugment (the prompt's default --augment), the one-off frequency mapping on CNNs. The paper
 # uses lr 40 with normalised gradients on CLIP; on a CNN lr 40 on raw gradients diverged (NaN loss

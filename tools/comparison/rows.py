@@ -2,8 +2,7 @@
 
 Every row trains with its method's registered defaults (the published recipe: optimizer, learning
 rate, schedule, augmentation, mapping); the protocol then sets what all rows share (data, split,
-validation fraction, epochs, seeds). A row that needs a registration another part provides
-(``needs_mapping``) is listed only once that registration exists.
+validation fraction, epochs, seeds).
 """
 from __future__ import annotations
 
@@ -19,14 +18,6 @@ class Row:
     method: str
     flags: tuple[str, ...] = ()
     reference: bool = False  # a line to read the others against (not ranked)
-    needs_mapping: str | None = None  # listed only when this --mapping is registered
-
-    def available(self) -> bool:
-        if self.needs_mapping is None:
-            return True
-        from algorithms.mappings import MAPPING_CHOICES
-
-        return self.needs_mapping in MAPPING_CHOICES.names()
 
 
 CNN_ROWS = (
@@ -43,7 +34,7 @@ CNN_ROWS = (
     Row("ACAVP", "acavp_vp"),
     Row("pad at 192 px + ILM (rescaled input)", "ilm_vp", ("--input-size", "192")),
     Row("ILM-VP + TrivialAugment", "ilm_vp", ("--augment", "trivialaugment")),
-    Row("prompt + linear head", "ilm_vp", ("--mapping", "head"), needs_mapping="head"),
+    Row("prompt + linear head", "head_vp"),
     Row("linear probing", "linear_probing", reference=True),
     Row("full fine-tuning", "full_finetune", reference=True),
 )
@@ -85,4 +76,4 @@ def search_row(study: str | None, config: str | None) -> Row | None:
 
 
 def cnn_rows() -> list[Row]:
-    return [row for row in CNN_ROWS if row.available()]
+    return list(CNN_ROWS)
