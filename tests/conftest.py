@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 os.environ["VP_DOWNLOAD"] = "0"  # tests never touch the network
@@ -73,12 +74,13 @@ def write_cifar10_pickles(root: Path, per_batch: int = 10, test: int = 20) -> Pa
 
 
 def write_image_folder(root: Path, classes: list[str], per_class: dict[str, int], size: int = 32, ext: str = ".png") -> Path:
-    """``root/{split}/<class>/<i>.png`` with random images; ``per_class`` maps split -> count."""
+    """``root/{split}/<class>/<i>.png`` with random images; ``per_class`` maps split -> count. The images are
+    seeded by a stable hash of (split, class index), the same in every process (``hash`` of a string is not)."""
     for split, count in per_class.items():
         for c, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for i, img in enumerate(random_images(count, size, seed=hash((split, c)) % 2**32)):
+            for i, img in enumerate(random_images(count, size, seed=zlib.crc32(f"{split}/{c}".encode()))):
                 Image.fromarray(img).save(folder / f"{i:04d}{ext}")
     return root
 

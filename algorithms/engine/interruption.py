@@ -3,7 +3,8 @@
 When the run is asked to stop (a cluster's SIGTERM or SIGUSR1 before preemption or the time
 limit), the loop finishes the current optimizer step and writes a checkpoint holding, besides
 the usual state, an :class:`EpochProgress`: how many steps of the epoch are done, the epoch's
-running sums, the augmentation generator and the global random state, and the hooks' partial
+running sums, the augmentation generator and the global random state, the learning rate the
+epoch began with (its metric row's: the schedule steps within the epoch), and the hooks' partial
 statistics, then raises :class:`common.preemption.Stopped`. ``--resume`` then skips the done steps (the epoch's order depends only on the seed
 and the epoch) and continues as if never stopped: on a CPU, bit for bit.
 """
@@ -31,6 +32,7 @@ class EpochProgress:
     rng_state: torch.Tensor  # torch's global CPU generator
     entries: dict[str, Any] = field(default_factory=dict)  # the metric-row entries of the epoch's hooks
     hook_seconds: float = 0.0  # time the epoch's hooks took before the stop
+    lr: float | None = None  # the learning rate the epoch began with, its metric row's (None in older checkpoints)
 
     def state_dict(self) -> dict[str, Any]:
         state = asdict(self)

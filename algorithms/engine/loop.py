@@ -82,7 +82,8 @@ class Trainer:
         self.trained_parameters = params
         self.guard = NumericalGuard(self.device, scaled=self.scaler.is_enabled())
         self.partial: EpochProgress | None = None  # an epoch stopped on request, from --resume
-        self._epoch_entries: tuple[dict, float] = ({}, 0.0)  # the running epoch's hook entries and their seconds
+        # the running epoch's hook entries, their seconds, and its learning rate at its start (its metric row's)
+        self._epoch_entries: tuple[dict, float, float] = ({}, 0.0, config.lr)
         # polled after every optimizer step (under torchrun every --log-interval steps, all ranks
         # together): a signal's name stops the run with an exact mid-epoch checkpoint (SIGTERM/SIGUSR1
         # through common.preemption)
@@ -269,13 +270,14 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.runtime.synchronize()
             t0 = time.perf_counter()
-            if self.partial is not None and self.partial.epoch == epoch:  # its hooks ran before the stop
+            if self.partial is not None and self.partial.epoch == epoch:  # its hooks and first steps ran before the stop
                 entries, t0 = self.partial.entries, t0 - self.partial.hook_seconds
+                lr = lr if self.partial.lr is None else self.partial.lr  # the schedule has moved on since the epoch began
             else:
                 entries = self.before_epoch(epoch)
             self.runtime.synchronize()
             t1 = time.perf_counter()
-            self._epoch_entries = (entries, t1 - t0)
+            self._epoch_entries = (entries, t1 - t0, lr)
             train = self.train_epoch(epoch)
             self.runtime.synchronize()
             t2 = time.perf_counter()
