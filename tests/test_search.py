@@ -69,6 +69,7 @@ def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_rec
     assert "identity" not in space.mappings  # it cannot map 1000 source labels to fewer classes: no trial wasted on it
     assert recipe("pad", "blmplus").name == "blmplus_vp" and recipe("smm", "ilm").name == "smm_vp"
     assert recipe("watermark", "hungarian").name == "ilm_vp"  # no method of its own: the generic recipe
+    assert recipe("watermark", "head").name == "head_vp" and recipe("watermark", "ilm").name == "ilm_vp"  # head_vp serves head trials only
     # a prompt registered with its own method (optimizer, lr) joins the space and keeps its recipe's lr
     register_prompt("fake_sgd_prompt", "a test prompt")(type("FakeSGD", (PROMPTS["watermark"],), {}))
     register_method(MethodSpec("fake_sgd_vp", "visual_prompt", "test", {"lr": 40.0, "optimizer": "sgd", "prompt": "fake_sgd_prompt"}))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from algorithms.mappings import MAPPING_CHOICES
+from algorithms.mappings import MAPPING_CHOICES, reads_features
 from algorithms.mappings.base import maps_fewer_targets
 from algorithms.methods import FAMILIES, METHODS, MethodSpec
 from algorithms.methods.visual_prompt import AUGMENT_CHOICES
@@ -41,14 +41,17 @@ def cnn_prompt_methods() -> list[MethodSpec]:
 def recipe(prompt: str, mapping: str) -> MethodSpec:
     """The method whose defaults train ``prompt``: one with that default prompt (the default
     ``pad`` when a method names none), preferring one with ``mapping`` as its default; else the
-    first registered prompt method (ILM-VP), which takes any ``--prompt``."""
+    first registered prompt method (ILM-VP), which takes any ``--prompt``. A method built around a
+    mapping that reads features (``head_vp``: its lr and recipe are the head's) is the recipe of
+    that mapping's trials only."""
     base = RunConfig(method="")
     methods = cnn_prompt_methods()
     if not methods:
         raise UserError("no method trains a CNN visual prompt")
-    own = [m for m in methods if m.defaults.get("prompt", base.prompt) == prompt]
+    own_mapping = [m for m in methods if not reads_features(m.defaults.get("mapping", base.mapping)) or m.defaults.get("mapping") == mapping]
+    own = [m for m in own_mapping if m.defaults.get("prompt", base.prompt) == prompt]
     if not own:  # a prompt without a method of its own trains with the generic recipe
-        own = [m for m in methods if "prompt" not in m.defaults]
+        own = [m for m in own_mapping if "prompt" not in m.defaults]
     candidates = own or methods
     return next((m for m in candidates if m.defaults.get("mapping", base.mapping) == mapping), candidates[0])
 
