@@ -7,12 +7,19 @@ from pathlib import Path
 from algorithms.methods import resolve_settings
 from algorithms.settings import RunConfig
 
+DATA_PATH = "/datasets"  # the data root of every hand-made run (as tests/test_help.py's pinned names)
+
 
 def fake_run(
     root: Path, method: str, dataset: str, network: str, seed: int, acc: float | None, *,
     epochs: int = 5, done: int | None = None, val_acc: float | None = None, losses: bool = False, **config,
 ) -> Path:  # fmt: skip
-    """A run folder as the engine writes it: finished when ``acc`` is given, else partial after ``done`` epochs."""
+    """A run folder as the engine writes it: finished when ``acc`` is given, else partial after ``done`` epochs.
+
+    The data root is fixed (``DATA_PATH``) because it is part of the folder hash: the default one
+    lies under the checkout, so the folder names (which tests/golden/ holds) would depend on where
+    the repository is."""
+    config.setdefault("data_path", DATA_PATH)
     cfg = resolve_settings(RunConfig(method=method, network=network, dataset=dataset, seed=seed, epochs=epochs, **config))
     path = cfg.run_path().relative_to(cfg.results_root)
     run = root / path
