@@ -4,7 +4,9 @@ tools/search.py computes and passes as ``VP_SEARCH_RUN_DIR``).
 
 ``FAKE_RUNS`` (JSON) maps ``prompt/mapping`` (or a method name, or ``default``) to per-epoch
 ``val`` and ``test`` accuracies, ``seed_step`` (added per seed above 1), ``sleep`` (seconds per
-epoch) or ``fail`` (an error line to exit with). ``FAKE_LOG`` gets one line per start.
+epoch), ``hold_first`` (the first start of all waits after its first epoch until it is killed:
+a run cut off mid-way however slow the machine) or ``fail`` (an error line to exit with).
+``FAKE_LOG`` gets one line per start.
 """
 import json
 import os
@@ -37,6 +39,7 @@ def main() -> int:
     entry = table.get(method, table.get(f"{prompt}/{mapping}", table.get("default", {})))
     with open(os.environ["FAKE_LOG"], "a") as log:
         log.write(json.dumps({"argv": argv, "pid": os.getpid(), "runs_per_gpu": os.environ.get("VP_RUNS_PER_GPU"), "t": time.time()}) + "\n")
+    hold = entry.get("hold_first") and len(Path(os.environ["FAKE_LOG"]).read_text().splitlines()) == 1
     if "fail" in entry:
         print(entry["fail"], file=sys.stderr)
         return 2
@@ -53,6 +56,9 @@ def main() -> int:
         rows.append({"epoch": epoch + 1, "val_acc": val[epoch], "test_acc": test[epoch]})
         write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         (run_dir / "ckpt.pth").write_bytes(b"x")
+        held_until = time.time() + 300  # killed here (SIGTERM from the search or its parent-death signal)
+        while hold and time.time() < held_until:  # (a bound: a run the test failed to kill does not stay)
+            time.sleep(0.05)
     best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
     results = {"epochs": epochs, "best_test_acc": max(test), "final_test_acc": test[-1], "val_selected_test_acc": best["test_acc"],
                "val_selected_epoch": best["epoch"], "best_val_acc": best["val_acc"]}  # fmt: skip

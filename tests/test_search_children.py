@@ -36,7 +36,8 @@ def wait_for(condition, seconds: float = 120.0) -> bool:
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_search_leaves_no_run_alive_and_the_next_one_continues_its_trial_at_once(how, tmp_path, monkeypatch, cifar_root):
-    runs = {"default": {"val": [20, 30, 40], "sleep": 1.0}}
+    # the first run stops after its first epoch until killed: the kill lands mid-run however slow the machine
+    runs = {"default": {"val": [20, 30, 40], "sleep": 0.2, "hold_first": True}}
     python, log = fake_python(tmp_path, monkeypatch, runs)
     results = tmp_path / "res"
     # the default heartbeat (60 s): the cut-off trial is queued again because its process is gone, not by a timeout
