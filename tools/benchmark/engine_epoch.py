@@ -75,7 +75,7 @@ def engine_worker(spec: dict) -> dict:
     from algorithms.engine import Trainer
 
     phase_cpu = {"mapping": 0.0, "train": 0.0, "test": 0.0}
-    for method, phase in (("refresh_mapping", "mapping"), ("train_epoch", "train"), ("evaluate", "test")):
+    for method, phase in (("before_epoch", "mapping"), ("train_epoch", "train"), ("evaluate", "test")):  # before_epoch: the mapping refit hook
         setattr(Trainer, method, _cpu_timed(getattr(Trainer, method), phase_cpu, phase))
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
