@@ -8,6 +8,8 @@ import contextlib
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,8 +66,8 @@ def test_figures_and_curves_equal_the_figures_before_the_record(tree, tmp_path):
     assert figures.load_metrics(run) == json.loads((GOLDEN / "curves_rows.json").read_text())
     argv = {"gain": ["gain", str(tree), "--network", "resnet18", "--where", "train_fraction=null"],
             "fraction": ["fraction", str(tree), "--dataset", "gtsrb", "--network", "resnet18"], "curves": ["curves", str(run)]}  # fmt: skip
-    with contextlib.redirect_stderr(io.StringIO()):
-        for name, args in argv.items():
-            assert figures.main([*args, "-o", str(tmp_path / f"{name}.png")]) == 0
+    for name, args in argv.items():  # each in a fresh interpreter: matplotlib's global state is not the test session's
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "plots.py"), *args, "-o", str(tmp_path / f"{name}.png")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
     hashes = {n: hashlib.sha256((tmp_path / f"{n}.png").read_bytes()).hexdigest() for n in argv}
     assert hashes == json.loads((GOLDEN / "figures.json").read_text())
