@@ -44,7 +44,7 @@ def test_every_row_runs_on_the_same_data_split_epochs_and_seeds(tmp_path, cifar_
             "--seeds", "1", "2", "--epochs", "3", "--launcher", "print", "--search-config", "ilm_vp --prompt watermark --mapping flm",
             "--", "--batch-size", "16"]  # fmt: skip
     commands, err = printed(argv)
-    rows = comparison.cnn_rows()
+    rows = list(comparison.CNN_ROWS)
     assert len(commands) == 2 * (len(rows) + 1)  # every row and the search's choice, two seeds each
     assert {Path(c[1]).stem for c in commands} == {r.method for r in rows}
     for command in commands:

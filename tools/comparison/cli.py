@@ -16,7 +16,7 @@ from runner.launch import shell_lines
 from runner.records import FINISHED
 from tools.comparison.figures import pareto_figures
 from tools.comparison.plan import Protocol, clip_weights_missing, plan_rows, row_jobs
-from tools.comparison.rows import CLIP_ROWS, CNN_ROWS, cnn_rows, search_row
+from tools.comparison.rows import CLIP_ROWS, CNN_ROWS, search_row
 from tools.comparison.table import FEWER_MARK, SUBSET_MARK, entries, markdown, to_csv, to_json
 from tools.sweep.cli import add_launch_flags, dataset_label, run_here, write_slurm
 from tools.sweep.presets import BEYOND_DATASETS
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol = Protocol(tuple(args.datasets), tuple(args.networks), tuple(args.seeds), args.epochs, args.val_fraction, tuple(extra))
         protocol.check()
         results = Path(args.results_path).expanduser().resolve() if args.results_path else cfg.RESULTS_PATH
-        rows = [r for r in cnn_rows() if args.rows is None or r.label in args.rows]
+        rows = [r for r in CNN_ROWS if args.rows is None or r.label in args.rows]
         unknown = sorted(set(args.rows or ()) - {r.label for r in (*CNN_ROWS, *CLIP_ROWS)})
         if unknown:
             raise UserError(f"--rows: no row {', '.join(map(repr, unknown))}; see --help for the labels")

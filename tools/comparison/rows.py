@@ -74,6 +74,3 @@ def search_row(study: str | None, config: str | None) -> Row | None:
     flags = tuple(best.user_attrs.get("flags", ()))
     return Row(f"{SEARCH_LABEL} (trial {best.number}): {' '.join(flags)}", best.user_attrs["method"], flags)
 
-
-def cnn_rows() -> list[Row]:
-    return list(CNN_ROWS)
