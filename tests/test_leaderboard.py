@@ -68,8 +68,9 @@ def test_a_tiny_comparison_is_resumable_and_its_numbers_are_the_run_folders(tmp_
     python.write_text(f'#!/bin/bash\nexec {sys.executable} {REPO / "tests" / "search_entry.py"} "$@"\n')
     python.chmod(0o755)
     results = tmp_path / "res"
+    # 30 epochs: long enough that the SIGTERM sent once the first checkpoint appears lands mid-run (at 3, an idle machine finished the run first)
     argv = ["--datasets", "cifar10", "--network", TINY_NETWORK, "--data-path", str(cifar_root), "--results-path", str(results), "--seeds", "1",
-            "--epochs", "3", "--rows", "ILM-VP", "linear probing", "--no-clip", "--python", str(python), "--", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+            "--epochs", "30", "--rows", "ILM-VP", "linear probing", "--no-clip", "--python", str(python), "--", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
     entry = [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO)!r}]; import conftest; "
              "from tools.comparison import main; sys.exit(main(sys.argv[1:]))"]  # fmt: skip
     first = subprocess.Popen([*entry, *argv], cwd=REPO, stderr=subprocess.PIPE, text=True)
