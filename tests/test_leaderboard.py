@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -68,17 +69,19 @@ def test_a_tiny_comparison_is_resumable_and_its_numbers_are_the_run_folders(tmp_
     python.write_text(f'#!/bin/bash\nexec {sys.executable} {REPO / "tests" / "search_entry.py"} "$@"\n')
     python.chmod(0o755)
     results = tmp_path / "res"
-    # 30 epochs: long enough that the SIGTERM sent once the first checkpoint appears lands mid-run (at 3, an idle machine finished the run first)
+    # the first run holds after its first epoch's checkpoint until the SIGTERM below (tests/search_entry.py), so it always lands mid-run
     argv = ["--datasets", "cifar10", "--network", TINY_NETWORK, "--data-path", str(cifar_root), "--results-path", str(results), "--seeds", "1",
-            "--epochs", "30", "--rows", "ILM-VP", "linear probing", "--no-clip", "--python", str(python), "--", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+            "--epochs", "3", "--rows", "ILM-VP", "linear probing", "--no-clip", "--python", str(python), "--", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
     entry = [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO)!r}]; import conftest; "
              "from tools.comparison import main; sys.exit(main(sys.argv[1:]))"]  # fmt: skip
-    first = subprocess.Popen([*entry, *argv], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    hold = {**os.environ, "VP_TEST_HOLD_ONCE": str(tmp_path / "held")}
+    first = subprocess.Popen([*entry, *argv], cwd=REPO, stderr=subprocess.PIPE, text=True, env=hold)
     deadline = time.time() + 300
     while time.time() < deadline and not list(results.rglob("ckpt.pth")):
         time.sleep(0.2)
     first.send_signal(signal.SIGTERM)  # the comparison is stopped: its run stops with a checkpoint
     assert first.wait(timeout=300) == 130, first.stderr.read()[-3000:]
+    assert (tmp_path / "held").is_file(), "the first run did not hold after its checkpoint"
     stopped = [p.parent for p in results.rglob("ckpt.pth") if not (p.parent / "results.json").is_file()]
     assert stopped, "a run was cut off before its end"
     done = subprocess.run([*entry, *argv], cwd=REPO, capture_output=True, text=True, timeout=900)
