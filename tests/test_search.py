@@ -93,6 +93,32 @@ def test_space_is_built_from_the_registries_with_a_learning_rate_around_each_rec
         del PROMPTS["fake_sgd_prompt"], PROMPT_DESCRIPTIONS["fake_sgd_prompt"], METHODS["fake_sgd_vp"]
 
 
+def test_a_mapping_with_its_own_learning_rate_gets_an_axis_around_its_recipe():
+    """``--mapping head`` declares ``--head-lr``: the full space searches it around head_vp's rate, only in head trials."""
+    from algorithms.mappings.head import HeadOptions
+    from common.options import options_from
+    from tools.config_search.space import build_space, mapping_rates, recipe, suggest
+
+    head_rate = options_from(HeadOptions, recipe("watermark", "head").defaults).head_lr
+    assert mapping_rates("head", recipe("watermark", "head")) == [("head_lr", "--head-lr", head_rate)]
+    assert mapping_rates("ilm", recipe("pad", "ilm")) == [] and mapping_rates("linear", recipe("pad", "linear")) == []  # no rate of its own
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(1))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        drawn = suggest(trial, build_space("full", prompts=["watermark"], mappings=["head", "ilm"]))
+        seen.add(trial.params["mapping"])
+        if trial.params["mapping"] == "head":
+            rate = float(drawn.flags[drawn.flags.index("--head-lr") + 1])
+            assert head_rate / 3 * 0.999 <= rate <= head_rate * 3 * 1.001 and "head_lr_scale" in trial.params
+        else:
+            assert "--head-lr" not in drawn.flags and "head_lr_scale" not in trial.params
+        study.tell(trial, 0.0)
+    assert seen == {"head", "ilm"}
+    plain = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(1))
+    assert "--head-lr" not in suggest(plain.ask(), build_space("autovp", prompts=["watermark"], mappings=["head"])).flags  # no lr axis
+
+
 def beyond_runs(results: Path, data: Path, values: dict[str, list[float]]) -> dict[str, list[Path]]:
     """Finished runs of the beyond preset on CIFAR-10 (seeds 1, 2) with these val-selected accuracies."""
     folders = {}

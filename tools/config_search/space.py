@@ -7,18 +7,20 @@ without editing this file. A trial is turned into an ordinary command of a metho
 mapping) as its default, so a prompt with its own method (its optimizer, learning rate,
 augmentation) trains with that method's defaults; the learning rate, where searched, is a
 log-uniform factor around that recipe's default rate, so a prompt trained by SGD at lr 40 and
-one trained by Adam at 0.01 share one axis.
+one trained by Adam at 0.01 share one axis. A mapping with a learning rate of its own (``head``'s
+``--head-lr``, declared in its options) gets an axis of its own the same way, around its recipe's rate.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from algorithms.mappings import MAPPING_CHOICES, reads_features
-from algorithms.mappings.base import maps_fewer_targets
+from algorithms.mappings.base import MAPPING_OPTIONS, maps_fewer_targets
 from algorithms.methods import FAMILIES, METHODS, MethodSpec
 from algorithms.methods.visual_prompt import AUGMENT_CHOICES
 from algorithms.settings import RunConfig
 from common.errors import UserError
+from common.options import flag_of, option_fields, options_from
 from data.augment_recipes import NONE
 from models.prompts import PROMPT_CHOICES, prompts_reading
 
@@ -58,6 +60,17 @@ def recipe(prompt: str, mapping: str) -> MethodSpec:
 
 def recipe_lr(method: MethodSpec) -> float:
     return float(method.defaults.get("lr", RunConfig(method="").lr))
+
+
+def mapping_rates(mapping: str, method: MethodSpec) -> list[tuple[str, str, float]]:
+    """The learning rates ``mapping`` declares among its options (an option named ``*_lr`` with a
+    number for default: ``head``'s ``--head-lr``), as (option, flag, the rate of ``method``'s recipe)."""
+    cls = MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(mapping))
+    if cls is None:
+        return []
+    defaults = options_from(cls, method.defaults)
+    rates = [(f.name, getattr(defaults, f.name)) for f, _meta in option_fields(cls) if f.name.endswith("_lr")]
+    return [(name, flag_of(cls, name), float(rate)) for name, rate in rates if isinstance(rate, (int, float))]
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,9 @@ def suggest(trial, space: Space) -> TrialPlan:
     if space.lr_factor is not None:
         factor = trial.suggest_float("lr_scale", 1 / space.lr_factor, space.lr_factor, log=True)
         flags += ["--lr", format_lr(recipe_lr(method) * factor)]
+        for name, flag, rate in mapping_rates(mapping, method):
+            scale = trial.suggest_float(f"{name}_scale", 1 / space.lr_factor, space.lr_factor, log=True)
+            flags += [flag, format_lr(rate * scale)]
     return TrialPlan(method.name, tuple(flags), dict(trial.params))
 
 
