@@ -48,20 +48,22 @@ def test_prompt_frozen_at_zero_plus_head_is_linear_probing_step_for_step(tmp_pat
     """The watermark prompt at zero passes the resized, normalised image, as linear probing's input
     does; then the losses of every epoch and the head's weights after each are linear probing's."""
     epochs = ("--epochs", "4", "--batch-size", "16", "--seed", "3")
-    lp = trainer_for("linear_probing", tmp_path, cifar_root, *epochs, "--no-cache-features")
     head = trainer_for(method, tmp_path, cifar_root, *epochs, *flags)
+    head_opt = head.optimizations[1]
+    rate = options_from(HeadOptions, get_method(method).defaults).head_lr  # the method's head rate (linear probing's 0.1 unless it sets one)
+    assert head_opt.optimizer.param_groups[0]["lr"] == rate
+    lp = trainer_for("linear_probing", tmp_path, cifar_root, *epochs, "--no-cache-features", "--lr", repr(rate))
     lp_layer, head_layer = lp.model.network.fc, head.model.label_mapping.linear
     assert torch.equal(lp_layer.weight, head_layer.weight) and torch.equal(lp_layer.bias, head_layer.bias)  # one init
-    # the head's optimizer is linear probing's: Adam at 0.1, its multistep schedule
-    head_opt = head.optimizations[1]
-    assert type(head_opt.optimizer) is type(lp.optimizer) and head_opt.optimizer.param_groups[0]["lr"] == lp.optimizer.param_groups[0]["lr"] == 0.1
+    # the head's optimizer is linear probing's: Adam, its multistep schedule
+    assert type(head_opt.optimizer) is type(lp.optimizer) and lp.optimizer.param_groups[0]["lr"] == rate
     for epoch in range(4):
         a, b = lp.train_epoch(epoch), head.train_epoch(epoch)
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=1e-6) and b["train_acc"] == a["train_acc"]
         torch.testing.assert_close(head_layer.weight, lp_layer.weight, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(head_layer.bias, lp_layer.bias, rtol=1e-4, atol=1e-5)
         assert head_opt.optimizer.param_groups[0]["lr"] == pytest.approx(lp.optimizer.param_groups[0]["lr"])
-    assert lp.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**2)  # the schedule did decay (both milestones at epoch int(0.5 * 4) = int(0.72 * 4) = 2)
+    assert lp.optimizer.param_groups[0]["lr"] == pytest.approx(rate * 0.1**2)  # the schedule did decay (both milestones at epoch int(0.5 * 4) = int(0.72 * 4) = 2)
     assert torch.count_nonzero(head.model.input_transform.delta) == 0  # the prompt stayed at zero
     assert head.evaluate(head.test_loader)["acc"] == pytest.approx(lp.evaluate(lp.test_loader)["acc"])
 
