@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from algorithms.methods.visual_prompt import HEAD_LR
 from common.errors import UserError
 
 
@@ -36,6 +37,8 @@ CNN_ROWS = (
     Row("ILM-VP + TrivialAugment", "ilm_vp", ("--augment", "trivialaugment")),
     Row("prompt + linear head", "head_vp"),
     Row("linear probing", "linear_probing", reference=True),
+    # the head of "prompt + linear head" learns at its own rate: linear probing at that rate tells the prompt's share from the rate's
+    Row(f"linear probing at lr {HEAD_LR:g} (prompt + head's head rate)", "linear_probing", ("--lr", repr(HEAD_LR)), reference=True),
     Row("full fine-tuning", "full_finetune", reference=True),
 )
 CLIP_ROWS = (
