@@ -329,6 +329,19 @@ def test_help_lists_the_groupings_with_their_default():
     assert "(default: ViT-B/16)" in text and "(default: 200)" in text
 
 
+def test_help_lists_only_the_prompts_dvp_takes_and_their_flags():
+    """The prompts DVP refuses are not offered, nor their flags (ACAVP's --warp-pivot); the ones it takes keep theirs."""
+    from algorithms.methods.dvp import UNAVAILABLE_PROMPTS
+
+    text = build_parser("dvp").format_help()
+    prompt_help = text.split("  --prompt NAME", 1)[1].split("  --prompt-init", 1)[0]
+    assert "resize_padding:" in prompt_help and "lowrank:" in prompt_help
+    assert not any(f"  {name}:" in prompt_help for name in UNAVAILABLE_PROMPTS)
+    assert "--warp-pivot" not in text and "--rank R" in text and "--prompt-size PX" in text
+    assert "--warp-pivot" in build_parser("ilm_tp_vp").format_help()  # the CLIP scripts that take ACAVP still offer it
+    assert "--input-size" not in build_parser("ilm_tp_vp").format_help()  # pad's flag: pad is a CNN prompt (CLIP's "pad" is padding)
+
+
 # ---------------------------------------------------------------------------------------------
 # The released description files (../shared/attributes), read where VP_SHARED is set: gpt3/ from AttrVR's code
 # (MIT licence, copyright 2024 Chengyi Cai), dvp-causes/ from DVP's (MIT licence, copyright 2025 Chengyi Cai);

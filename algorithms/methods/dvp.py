@@ -37,6 +37,7 @@ from algorithms.methods.registry import MethodSpec, get_method, register_family,
 from algorithms.runtime import Runtime
 from algorithms.settings import RunConfig
 from common.argtypes import positive_int
+from common.choices import Choices
 from common.errors import UserError
 from common.options import ALWAYS, Options, option
 from common.seeding import init_generator
@@ -63,6 +64,22 @@ UNAVAILABLE_PROMPTS = {
     "random_patch": "its P prompts would each need their own stream of locations",
     "acavp": "it trains with its own gradient rule and augmentation, which DVP's recipe does not have",
 }
+
+
+def _refuse_unavailable(name: str) -> bool:
+    """``--prompt``'s check beyond the listed names: one line with DVP's reason, else CLIP's own refusal."""
+    if name in UNAVAILABLE_PROMPTS:
+        raise UserError(f"--prompt {name} is not available to DVP: {UNAVAILABLE_PROMPTS[name]}")
+    return CLIP_PROMPT_CHOICES.accepts is not None and CLIP_PROMPT_CHOICES.accepts(name)
+
+
+# ``--prompt`` of DVP: CLIP's prompts but those above, so its --help lists neither them nor their flags
+DVP_PROMPT_CHOICES = Choices(
+    "prompt",
+    lambda: {name: text for name, text in CLIP_PROMPT_CHOICES.entries().items() if name not in UNAVAILABLE_PROMPTS},
+    CLIP_PROMPT_CHOICES.aliases,
+    accepts=_refuse_unavailable,
+)
 AUGMENT = "random_resized_crop_flip"  # DVP's training views (random resized crop at 192, flip)
 RELEASED = ", ".join(CLUSTERS)  # the eleven CoOp datasets with released description files
 SOURCES = {
@@ -131,8 +148,7 @@ def check_dvp(config: RunConfig) -> None:
     kind, options = grouping(config), config.options(DVPOptions)
     if config.mapping != "identity":
         raise UserError(f"--mapping {config.mapping} does not apply to DVP: its descriptions reach the classes through its reweighting matrix")
-    if config.prompt in UNAVAILABLE_PROMPTS:
-        raise UserError(f"--prompt {config.prompt} is not available to DVP: {UNAVAILABLE_PROMPTS[config.prompt]}")
+    DVP_PROMPT_CHOICES.resolve(config.prompt)  # a config written by hand passes the command line's check too
     prompt_options(config, CLIP)
     if kind == "cause" and options.clusters is not None:
         raise UserError("--clusters applies to --grouping cluster")
@@ -252,7 +268,7 @@ register_family(
     build_dvp,
     options=(CLIPModelOptions, DVPOptions),
     networks=CLIP_NETWORKS,
-    prompts=CLIP_PROMPT_CHOICES,
+    prompts=DVP_PROMPT_CHOICES,
     check=check_dvp,
     complete=complete_dvp,
     input_size=clip_input_side,

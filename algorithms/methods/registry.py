@@ -54,8 +54,8 @@ class Family:
     options: tuple[type[Options], ...] = ()
 
     def option_classes(self) -> list[type[Options]]:
-        """Every options class whose flags its scripts take: its own, then every prompt's if it takes ``--prompt``."""
-        return distinct([*self.options, *(prompt_option_classes() if self.prompts is not None else ())])
+        """Every options class whose flags its scripts take: its own, then those of the prompts its ``--prompt`` lists."""
+        return distinct([*self.options, *(prompt_option_classes(self.prompts.names()) if self.prompts is not None else ())])
 
     @property
     def trains_epochs(self) -> bool:

@@ -19,7 +19,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TypeVar
@@ -91,9 +91,11 @@ def prompt_class(name: str, kind: str = "cnn") -> type:
     return PROMPTS[prompt_choices(kind).resolve(name)]
 
 
-def option_classes() -> list[type[Options]]:
-    """Every registered prompt's options class, once each (several prompts may share one)."""
-    return distinct(getattr(cls, "OPTIONS", None) for _name, cls in sorted(PROMPTS.items()))
+def option_classes(names: Iterable[str] | None = None) -> list[type[Options]]:
+    """The options classes of the prompts ``names`` (None: every registered prompt), once each
+    (several prompts may share one)."""
+    chosen = sorted(PROMPTS) if names is None else sorted(names)
+    return distinct(getattr(PROMPTS[name], "OPTIONS", None) for name in chosen)
 
 
 def readers(options: type[Options]) -> list[str]:
