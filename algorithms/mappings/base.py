@@ -136,9 +136,14 @@ def reads_features(name: str) -> bool:
     return MAPPING_CHOICES.resolve(name) in FEATURE_READERS
 
 
+def mapping_options(name: str) -> type[Options] | None:
+    """The options class ``--mapping name`` reads (an alias resolved); None: it has no options."""
+    return MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(name))
+
+
 def check_mapping_options(config) -> None:
     """An option of a mapping other than ``config.mapping``, given: one error (a run's settings, duck-typed)."""
-    chosen = MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(config.mapping))
+    chosen = mapping_options(config.mapping)
     for name, cls in MAPPING_OPTIONS.items():
         if cls is not chosen:
             for option_name in given(cls, config.option_values):
@@ -148,7 +153,7 @@ def check_mapping_options(config) -> None:
 def complete_mapping_options(config) -> None:
     """Every option of the chosen mapping joins the run's settings, defaults included (and so its identity):
     runs of other mappings keep their folders, and a later change of a default names new ones."""
-    cls = MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(config.mapping))
+    cls = mapping_options(config.mapping)
     if cls is not None:
         config.option_values.update(asdict(config.options(cls)))
 

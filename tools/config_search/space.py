@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from algorithms.mappings import MAPPING_CHOICES, reads_features
-from algorithms.mappings.base import MAPPING_OPTIONS, maps_fewer_targets
+from algorithms.mappings.base import mapping_options, maps_fewer_targets
 from algorithms.methods import FAMILIES, METHODS, MethodSpec
 from algorithms.methods.visual_prompt import AUGMENT_CHOICES
 from algorithms.settings import RunConfig
@@ -65,7 +65,7 @@ def recipe_lr(method: MethodSpec) -> float:
 def mapping_rates(mapping: str, method: MethodSpec) -> list[tuple[str, str, float]]:
     """The learning rates ``mapping`` declares among its options (an option named ``*_lr`` with a
     number for default: ``head``'s ``--head-lr``), as (option, flag, the rate of ``method``'s recipe)."""
-    cls = MAPPING_OPTIONS.get(MAPPING_CHOICES.resolve(mapping))
+    cls = mapping_options(mapping)
     if cls is None:
         return []
     defaults = options_from(cls, method.defaults)
