@@ -2,14 +2,9 @@
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
 import sys
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
-
-import torch
 
 import cfg
 from algorithms.engine import Trainer, check_same_data, data_identity, schedule_warnings
@@ -24,30 +19,9 @@ from common.seeding import seed_everything
 from data.registry import SubsetSpec, get_dataset_info, load_dataset
 from runner.config import build_parser, checked_config, config_from_args, session_flags
 from runner.devices import arithmetic, setup_runtime, shutdown_runtime
+from runner.provenance import git_commit, hardware, library_versions
 from runner.requeue import requeue
 from runner.run_dir import NoRunError, RunDir, run_folder, runs_in_other_arithmetic, runs_on_other_data, similar_runs
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("torch", "torchvision", "timm", "open_clip_torch", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    versions["cuda"] = torch.version.cuda or "none"
-    return versions
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(cfg.REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(cfg.REPO_ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def data_root_for(config: RunConfig) -> Path:
@@ -199,6 +173,7 @@ def write_config(run_dir: RunDir, config: RunConfig, runtime, data, argv: list[s
                 **resolved,
             },
             "versions": library_versions(),
+            "hardware": hardware(runtime.device),
             "git_commit": git_commit(),
             "command": [sys.executable, *(sys.argv if argv is None else argv)],
         },

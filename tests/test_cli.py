@@ -37,6 +37,7 @@ def test_tiny_run_writes_every_output(method, tmp_path, cifar_root):
     assert results["trainable_params"] == 3 * 64 * 64
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["method"] == method and "torch" in config["versions"] and config["git_commit"]
+    assert config["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and config["hardware"]["threads"] >= 1
     mapping = json.loads((run / "mappings" / "epoch_001.json").read_text())
     assert list(mapping) == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert len(set(mapping.values())) == 10 and all(v.startswith("source class") for v in mapping.values())
