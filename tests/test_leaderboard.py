@@ -57,6 +57,17 @@ def test_every_row_runs_on_the_same_data_split_epochs_and_seeds(tmp_path, cifar_
     assert "CLIP section skipped:" in err  # no CLIP weights on this machine: one line
 
 
+def test_the_slurm_array_holds_the_printed_commands_and_says_to_report_after(tmp_path, cifar_root):
+    argv = ["--datasets", "cifar10", "--network", TINY_NETWORK, "--data-path", str(cifar_root), "--results-path", str(tmp_path),
+            "--seeds", "1", "--epochs", "2", "--no-clip", "--", "--batch-size", "16"]  # fmt: skip
+    commands, _ = printed([*argv[:-3], "--launcher", "print", *argv[-3:]])
+    _, err = printed([*argv[:-3], "--launcher", "slurm", "--slurm-name", "board", *argv[-3:]])
+    tasks = (tmp_path / "slurm" / "board.jobs.tsv").read_text().splitlines()
+    assert len(tasks) == len(commands) and all(" ".join(map(shlex.quote, c[1:])) in task for c, task in zip(commands, tasks, strict=True))
+    assert (tmp_path / "slurm" / "board.sbatch").is_file() and "then run this command again with --report-only" in err
+    assert not (tmp_path / "leaderboard").exists()  # the board is written by --report-only, after the array
+
+
 def test_the_protocol_cannot_be_changed_per_run(tmp_path, cifar_root, capsys):
     argv = ["--datasets", "cifar10", "--data-path", str(cifar_root), "--results-path", str(tmp_path), "--launcher", "print", "--", "--epochs", "9"]
     assert comparison.main(argv) == 2

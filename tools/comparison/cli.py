@@ -5,20 +5,19 @@ import argparse
 import datetime as dt
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import cfg
 from common.errors import UserError
 from runner.config import split_passthrough, tool_parser
-from runner.launch import shell_lines
+from runner.provenance import git_commit
 from runner.records import FINISHED
 from tools.comparison.figures import pareto_figures
 from tools.comparison.plan import Protocol, clip_weights_missing, plan_rows, row_jobs
 from tools.comparison.rows import CLIP_ROWS, CNN_ROWS, search_row
 from tools.comparison.table import FEWER_MARK, SUBSET_MARK, entries, markdown, to_csv, to_json
-from tools.sweep.cli import add_launch_flags, dataset_label, run_here, write_slurm
+from tools.sweep.cli import INTERRUPTED, add_launch_flags, dataset_label, dispatch
 from tools.sweep.presets import BEYOND_DATASETS
 
 
@@ -40,18 +39,9 @@ def build_cli() -> argparse.ArgumentParser:
                    help="only these rows (default: all): " + "; ".join(r.label for r in (*CNN_ROWS, *CLIP_ROWS)))  # fmt: skip
     p.add_argument("--no-clip", action="store_true", help="leave the CLIP section out (by default it runs when the CLIP weights are on disk)")
     p.add_argument("--report-only", action="store_true", help="train nothing: the board from the finished runs")
-    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
-                   help="local: run here, --runs-per-gpu at a time per GPU; slurm: write a job array; print: the commands (default: local)")  # fmt: skip
     p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter of the run commands (default: this one)")
     add_launch_flags(p, "leaderboard")
     return p
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cfg.REPO_ROOT, timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,25 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         everything = planned + clip_planned
         todo = [p for p in everything if p.status != FINISHED]
         print(f"{len(everything)} runs: {len(everything) - len(todo)} finished (read), {len(todo)} to run", file=sys.stderr)
-        if args.launcher == "print":
-            print(shell_lines([p.task() for p in todo]), end="")
-            return 0
-        if args.launcher == "slurm":
-            written = write_slurm(everything, Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm", args.slurm_name or "leaderboard",
-                                  limit=args.array_limit, cpus=args.cpus, time=args.time, sbatch=args.sbatch)  # fmt: skip
-            print(f"wrote {written[0]}; submit with: sbatch {shlex.quote(str(written[0]))}; then run this command again with --report-only"
-                  if written else "nothing to run: every run is finished", file=sys.stderr)  # fmt: skip
-            return 0
         failures = []
-        if todo and not args.report_only:
-            failures = run_here(everything, args)
+        if not args.report_only and (todo or args.launcher != "local"):
+            failures = dispatch(everything, args, results, args.slurm_name or "leaderboard", then="; then run this command again with --report-only")
+            if failures is None:
+                return 0
         out = Path(args.output).expanduser() if args.output else results / "leaderboard"
         write_board(out, planned, clip_planned, rows, protocol, notes, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the runs stopped with a checkpoint; the same command continues them", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     for p, code in failures:
         print(f"failed (exit {code}): {p.label} (log: {p.run_dir / 'launcher.log'})", file=sys.stderr)
@@ -120,7 +103,7 @@ def write_board(out: Path, planned, clip_planned, rows, protocol: Protocol, note
         f"{protocol.epochs} epochs; validation fraction {protocol.val_fraction:g}; each method with its registered recipe; the epoch chosen on "
         "validation only. ✝ best-on-test: the highest test accuracy over the epochs (the papers' protocol), beside it for reference, never for ranking. "
         f"Marks: {FEWER_MARK} fewer finished seeds than asked; {SUBSET_MARK} a subset of the data or another budget.", "",
-        f"Made {dt.date.today().isoformat()} at commit {commit()} by:", "", f"    {command}", "",
+        f"Made {dt.date.today().isoformat()} at commit {git_commit(short=True)} by:", "", f"    {command}", "",
         markdown(found), *(["## CLIP", "", markdown(clip_found)] if clip_found else []),
         *([f"- {n}" for n in notes] + [""] if notes else []),
         "Missing runs: " + (str(sum(len(e.missing) for e in {**found, **clip_found}.values())) or "none"),

@@ -54,6 +54,27 @@ def run_here(planned: list[PlannedJob], args: argparse.Namespace) -> list[tuple[
     return launch_local(planned, gpus, runs_per_gpu)
 
 
+INTERRUPTED = "interrupted: the runs stopped with a checkpoint; the same command continues them"
+
+
+def dispatch(planned: list[PlannedJob], args: argparse.Namespace, results: Path, name: str, then: str) -> list[tuple[PlannedJob, int]] | None:
+    """The launcher ``--launcher`` names, for every planned run (finished ones are skipped): ``print``
+    writes the commands, ``slurm`` the job array (``then``: what to do after submitting), both
+    returning None; ``local`` runs them here and returns the failures."""
+    if args.launcher == "print":
+        print(shell_lines([p.task() for p in planned if p.status != FINISHED]), end="")
+        return None
+    if args.launcher == "slurm":
+        out = Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm"
+        written = write_slurm(planned, out, name, limit=args.array_limit, cpus=args.cpus, time=args.time, sbatch=args.sbatch)
+        if written is None:
+            print("nothing to run: every run is finished", file=sys.stderr)
+        else:
+            print(f"wrote {written[0]} and {written[1]}; submit with: sbatch {shlex.quote(str(written[0]))}{then}", file=sys.stderr)
+        return None
+    return run_here(planned, args)
+
+
 def write_slurm(planned: list[PlannedJob], out_dir: Path, name: str, *, limit: int = 32, cpus: int = 8, time: str = "24:00:00", sbatch=()) -> tuple[Path, Path] | None:
     """Write ``<name>.jobs.tsv`` and ``<name>.sbatch`` for the unfinished jobs (None if there are none)."""
     todo = [p for p in planned if p.status != FINISHED]
@@ -81,8 +102,6 @@ def build_cli() -> argparse.ArgumentParser:
                    help=f"a comparison preset (beyond): only these configurations (default: all): {', '.join(BEYOND_BY_LABEL)}")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help=f"training seeds (default: the preset's, else {' '.join(map(str, PAPER_SEEDS))})")
     p.add_argument("--train-fractions", nargs="+", type=float, metavar="F", help="also sweep --train-fraction (default: the preset's, else none)")
-    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
-                   help="local: run here, --runs-per-gpu jobs per GPU; slurm: write a job array; print: the commands")  # fmt: skip
     p.add_argument("--results-path", default=None, metavar="DIR", help=f"results root passed to every run (default: {cfg.RESULTS_PATH})")
     p.add_argument("--data-path", default=None, metavar="DIR", help="data root passed to every run (default: each run's VP_DATA)")
     p.add_argument("--python", default=sys.executable, metavar="EXE", help="interpreter in the generated commands")
@@ -92,6 +111,8 @@ def build_cli() -> argparse.ArgumentParser:
 
 def add_launch_flags(p: argparse.ArgumentParser, name_default: str) -> None:
     """The flags of the one launcher (runner/launch.py) that every tool running runs shares: GPUs, sharing, the SLURM array."""
+    p.add_argument("--launcher", choices=["local", "slurm", "print"], default="local",
+                   help="local: run here, --runs-per-gpu at a time per GPU; slurm: write a job array; print: the commands (default: local)")  # fmt: skip
     p.add_argument("--gpus", nargs="*", metavar="ID", help="local: GPU ids to use (default: the visible ones)")
     p.add_argument("--runs-per-gpu", type=runs_per_gpu_value, default=1, metavar="N|auto",
                    help="local: runs at once on each GPU (on the CPU without GPUs: at once in all), each its own process;"
@@ -141,24 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(planned)} runs: {counts[FINISHED]} finished (skipped), {counts[PARTIAL]} partial (resumed), {counts[NEW]} new",
             file=sys.stderr,
         )
-        if args.launcher == "print":
-            print(shell_lines([p.task() for p in planned if p.status != FINISHED]), end="")
+        failures = dispatch(planned, args, results, args.slurm_name or args.preset or "grid", then="")
+        if failures is None:
             return 0
-        if args.launcher == "slurm":
-            name = args.slurm_name or args.preset or "grid"
-            out = Path(args.slurm_dir).expanduser() if args.slurm_dir else results / "slurm"
-            written = write_slurm(planned, out, name, limit=args.array_limit, cpus=args.cpus, time=args.time, sbatch=args.sbatch)
-            if written is None:
-                print("nothing to run: every run is finished", file=sys.stderr)
-            else:
-                print(f"wrote {written[0]} and {written[1]}; submit with: sbatch {shlex.quote(str(written[0]))}", file=sys.stderr)
-            return 0
-        failures = run_here(planned, args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the runs stopped with a checkpoint; the same command continues them", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     if failures:
         print(f"{len(failures)} run(s) failed:", file=sys.stderr)
