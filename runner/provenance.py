@@ -73,3 +73,4 @@ def hardware(device: torch.device) -> dict[str, object]:
     if settings:
         info["environment"] = settings
     return info
+

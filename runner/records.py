@@ -109,6 +109,11 @@ class RunRecord:
         return self.written.get("resolved") or {}
 
     @property
+    def machine(self) -> str:
+        """What the run computed on, in one line (:func:`machine_label`); ``""`` if not recorded."""
+        return machine_label(self.written.get("hardware") or {})
+
+    @property
     def method(self) -> str:
         return self.config.get("method", "")
 
@@ -158,6 +163,17 @@ class RunRecord:
         if epochs is not None and self.epochs is not None and self.epochs != epochs:
             notes.append(f"{self.epochs}/{epochs} epochs")
         return notes
+
+
+def machine_label(recorded: dict) -> str:
+    """A run's ``hardware`` record (:func:`runner.provenance.hardware`) in one line (``""`` for a run recorded before there was one):
+    the GPU on CUDA, else the CPU with its kernels' instruction set and threads. Times, and the
+    low-order bits of results, compare only between runs with the same label."""
+    if not recorded:
+        return ""
+    if recorded.get("gpu"):
+        return str(recorded["gpu"])
+    return f"{recorded.get('cpu', '?')} ({recorded.get('cpu_capability', '?')}, {recorded.get('threads', '?')} threads)"
 
 
 def read_run(path: Path) -> RunRecord | None:

@@ -33,6 +33,18 @@ def test_the_pareto_front_by_hand():
     assert [p[2] for p in comparison.pareto_front(points)] == ["b", "a", "d"]
 
 
+def test_time_is_the_median_over_seeds_and_the_machines_are_named():
+    from tools.comparison.cli import computed_on
+    from tools.comparison.table import Entry, markdown
+
+    slowed = Entry("ILM-VP", "dtd10", "net", False, [1, 2, 3], val_selected={1: 50.0, 2: 52.0, 3: 54.0},
+                   epoch_seconds={1: 20.0, 2: 22.0, 3: 170.0}, machines={1: "", 2: "cpu A", 3: "cpu A"})  # fmt: skip
+    (line,) = [row for row in markdown({("ILM-VP", "dtd10", "net"): slowed}).splitlines() if "ILM-VP" in row]
+    assert "| 52.0 ± 2.0 |" in line and "| 22.0 [20.0, 170.0] |" in line  # a neighbour's slowdown moves the median less than a mean (70.7)
+    said = computed_on({("ILM-VP", "dtd10", "net"): slowed})
+    assert said.startswith("Computed on: cpu A: 2 runs; not recorded") and "compare only between runs of one machine" in said
+
+
 def printed(argv: list[str]) -> tuple[list[list[str]], str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -106,6 +118,7 @@ def test_a_tiny_comparison_is_resumable_and_its_numbers_are_the_run_folders(tmp_
         results_json = read_run(Path(run_dir)).results
         assert row["val_selected_mean"] == results_json["val_selected_test_acc"] and row["trainable_params"] == results_json["trainable_params"]
         assert row["best_on_test"]["1"] == results_json["best_test_acc"] and row["peak_memory_mb"]["1"] == results_json["peak_memory_mb"]
+        assert row["epoch_seconds_median"] == results_json["mean_epoch_seconds"] and row["machines"]["1"] == read_run(Path(run_dir)).machine != ""
         assert "train 1000" in row["differences"]  # cifar10 here is the 1000/500 subset: marked
     text = (results / "leaderboard" / "leaderboard.md").read_text()
     assert "| cifar10 | tiny_test_net | ILM-VP |" in text and "§ test 500, train 1000" in text and "*linear probing* (reference)" in text

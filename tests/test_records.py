@@ -90,3 +90,13 @@ def test_the_table_says_a_run_is_running(tmp_path):
         assert "seed 1 incomplete, running, 1/5 epochs" in line
     finally:
         lock.release()
+
+
+def test_the_machine_a_run_computed_on_is_one_line_and_empty_for_an_older_run(tmp_path):
+    older = fake_run(tmp_path, "ilm_vp", "cifar10", "resnet18", 1, 60.0, epochs=2)
+    newer = fake_run(tmp_path, "ilm_vp", "cifar10", "resnet18", 2, 61.0, epochs=2)
+    written = json.loads((newer / "config.json").read_text())
+    written["hardware"] = {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "threads": 2}
+    (newer / "config.json").write_text(json.dumps(written))
+    assert records.read_run(older).machine == "" and records.read_run(newer).machine == "AMD EPYC (AVX512, 2 threads)"
+    assert records.machine_label({"cpu": "AMD EPYC", "cpu_capability": "AVX512", "threads": 16, "gpu": "NVIDIA H200", "cudnn": 91002}) == "NVIDIA H200"

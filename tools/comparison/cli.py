@@ -16,7 +16,7 @@ from runner.records import FINISHED
 from tools.comparison.figures import pareto_figures
 from tools.comparison.plan import Protocol, clip_weights_missing, plan_rows, row_jobs
 from tools.comparison.rows import CLIP_ROWS, CNN_ROWS, search_row
-from tools.comparison.table import FEWER_MARK, SUBSET_MARK, entries, markdown, to_csv, to_json
+from tools.comparison.table import FEWER_MARK, SUBSET_MARK, entries, machines, markdown, to_csv, to_json
 from tools.sweep.cli import INTERRUPTED, add_launch_flags, dataset_label, dispatch
 from tools.sweep.presets import BEYOND_DATASETS
 
@@ -106,6 +106,7 @@ def write_board(out: Path, planned, clip_planned, rows, protocol: Protocol, note
         f"Made {dt.date.today().isoformat()} at commit {git_commit(short=True)} by:", "", f"    {command}", "",
         markdown(found), *(["## CLIP", "", markdown(clip_found)] if clip_found else []),
         *([f"- {n}" for n in notes] + [""] if notes else []),
+        computed_on({**found, **clip_found}), "",
         "Missing runs: " + (str(sum(len(e.missing) for e in {**found, **clip_found}.values())) or "none"),
         *[f"- {e.row} / {e.dataset}: {m}" for e in {**found, **clip_found}.values() for m in e.missing], "",
     ])  # fmt: skip
@@ -116,3 +117,12 @@ def write_board(out: Path, planned, clip_planned, rows, protocol: Protocol, note
     figures = pareto_figures({**found, **clip_found}, out)
     print(text, file=sys.stderr)
     print(f"wrote {out / 'leaderboard.md'}, .csv, .json" + (f" and {len(figures)} figure(s)" if figures else ""), file=sys.stderr)
+
+
+def computed_on(found) -> str:
+    """The machines the table's runs computed on: seconds per epoch compare only within one."""
+    counts = machines(found)
+    if not counts:
+        return "Computed on: no finished run yet."
+    parts = [f"{label or 'not recorded (a run older than the record)'}: {n} run{'s' * (n != 1)}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return "Computed on: " + "; ".join(parts) + "." + (" Seconds per epoch compare only between runs of one machine." if len(counts) > 1 else "")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.comparison.table import Entry, mean_std
+from tools.comparison.table import Entry, mean_std, median_range
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -27,7 +27,7 @@ def pareto_figures(found: dict[tuple[str, str, str], Entry], out_dir: Path) -> l
         if not group:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-        for ax, (what, cost) in zip(axes, (("trainable parameters", lambda e: e.trainable_params), ("seconds per epoch", lambda e: mean_std(e.epoch_seconds)[0]))):
+        for ax, (what, cost) in zip(axes, (("trainable parameters", lambda e: e.trainable_params), ("seconds per epoch (median over seeds)", lambda e: median_range(e.epoch_seconds)[0]))):
             points = [(cost(e), mean_std(e.val_selected)[0], e.row) for e in group if cost(e)]
             for x, y, label in points:
                 ax.scatter([x], [y], s=28)

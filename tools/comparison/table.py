@@ -27,6 +27,7 @@ class Entry:
     differences: list[str] = field(default_factory=list)  # subset or budget against the protocol
     missing: list[str] = field(default_factory=list)
     run_dirs: dict[int, str] = field(default_factory=dict)
+    machines: dict[int, str] = field(default_factory=dict)  # seed -> what it computed on ("" if not recorded)
     command: str = ""
 
     @property
@@ -37,6 +38,13 @@ class Entry:
 def mean_std(values: dict[int, float]) -> tuple[float | None, float | None]:
     vals = list(values.values())
     return (statistics.fmean(vals) if vals else None), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def median_range(values: dict[int, float]) -> tuple[float | None, float | None, float | None]:
+    """Median, lowest and highest: a time over seeds, where one run slowed by a neighbour on its
+    machine should move the figure less than a mean lets it."""
+    vals = list(values.values())
+    return (statistics.median(vals), min(vals), max(vals)) if vals else (None, None, None)
 
 
 def val_selected(results: dict) -> float | None:
@@ -69,6 +77,7 @@ def entries(planned: list[PlannedJob], epochs: int, references: set[str]) -> dic
         if results.get("trainable_params") is not None:
             entry.trainable_params = int(results["trainable_params"])
         entry.run_dirs[seed] = str(p.run_dir)
+        entry.machines[seed] = record.machine
         entry.differences = sorted(set(entry.differences) | set(record.differences(epochs if record.epochs is not None else None)))
     return found
 
@@ -80,9 +89,25 @@ def _cell(values: dict[int, float], digits: int = 1) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def _time_cell(values: dict[int, float]) -> str:
+    median, low, high = median_range(values)
+    if median is None:
+        return "–"
+    return f"{median:.1f}" + (f" [{low:.1f}, {high:.1f}]" if len(values) > 1 else "")
+
+
+def machines(found: dict[tuple[str, str, str], Entry]) -> dict[str, int]:
+    """How many of the table's runs computed on each machine (``""``: not recorded)."""
+    counts: dict[str, int] = {}
+    for e in found.values():
+        for label in e.machines.values():
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
 def markdown(found: dict[tuple[str, str, str], Entry]) -> str:
     lines = [
-        "| dataset | network | method | val-selected test acc. (%) | best-on-test (%) ✝ | trainable params | s / epoch | peak memory (MiB) | seeds | marks |",
+        "| dataset | network | method | val-selected test acc. (%) | best-on-test (%) ✝ | trainable params | s / epoch (median [min, max]) | peak memory (MiB) | seeds | marks |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in found.values():
@@ -91,7 +116,7 @@ def markdown(found: dict[tuple[str, str, str], Entry]) -> str:
         label = f"*{e.row}* (reference)" if e.reference else e.row
         lines.append(
             f"| {e.dataset} | {e.network} | {label} | {_cell(e.val_selected)} | {_cell(e.best_on_test)} | "
-            f"{'–' if e.trainable_params is None else f'{e.trainable_params:,}'} | {_cell(e.epoch_seconds)} | {_cell(e.peak_memory_mb, 0)} | "
+            f"{'–' if e.trainable_params is None else f'{e.trainable_params:,}'} | {_time_cell(e.epoch_seconds)} | {_cell(e.peak_memory_mb, 0)} | "
             f"{' '.join(map(str, sorted(e.val_selected))) or '–'} | {'; '.join(marks)} |"
         )
     return "\n".join(lines) + "\n"
@@ -101,12 +126,12 @@ def to_csv(found: dict[tuple[str, str, str], Entry]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["dataset", "network", "method", "reference", "val_selected_mean", "val_selected_std", "best_on_test_mean", "best_on_test_std",
-                     "trainable_params", "epoch_seconds_mean", "peak_memory_mb_mean", "seeds", "expected_seeds", "differences"])  # fmt: skip
+                     "trainable_params", "epoch_seconds_median", "peak_memory_mb_mean", "seeds", "expected_seeds", "differences"])  # fmt: skip
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for e in found.values():
         (vm, vs), (bm, bs) = mean_std(e.val_selected), mean_std(e.best_on_test)
         writer.writerow([e.dataset, e.network, e.row, int(e.reference), fmt(vm), fmt(vs), fmt(bm), fmt(bs), "" if e.trainable_params is None else e.trainable_params,
-                         fmt(mean_std(e.epoch_seconds)[0]), fmt(mean_std(e.peak_memory_mb)[0]), " ".join(map(str, sorted(e.val_selected))),
+                         fmt(median_range(e.epoch_seconds)[0]), fmt(mean_std(e.peak_memory_mb)[0]), " ".join(map(str, sorted(e.val_selected))),
                          " ".join(map(str, sorted(e.expected_seeds))), "; ".join(e.differences)])  # fmt: skip
     return out.getvalue()
 
@@ -115,5 +140,6 @@ def to_json(found: dict[tuple[str, str, str], Entry]) -> list[dict]:
     rows = []
     for e in found.values():
         (vm, vs), (bm, bs) = mean_std(e.val_selected), mean_std(e.best_on_test)
-        rows.append({**asdict(e), "val_selected_mean": vm, "val_selected_std": vs, "best_on_test_mean": bm, "best_on_test_std": bs})
+        rows.append({**asdict(e), "val_selected_mean": vm, "val_selected_std": vs, "best_on_test_mean": bm, "best_on_test_std": bs,
+                     "epoch_seconds_median": median_range(e.epoch_seconds)[0]})  # fmt: skip
     return rows
