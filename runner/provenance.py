@@ -73,4 +73,3 @@ def hardware(device: torch.device) -> dict[str, object]:
     if settings:
         info["environment"] = settings
     return info
-

@@ -124,5 +124,5 @@ def computed_on(found) -> str:
     counts = machines(found)
     if not counts:
         return "Computed on: no finished run yet."
-    parts = [f"{label or 'not recorded (a run older than the record)'}: {n} run{'s' * (n != 1)}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    parts = [f"{label or 'not recorded (a run older than the record)'}: {n} run{'s' * (n != 1)}" for label, n in counts.most_common()]
     return "Computed on: " + "; ".join(parts) + "." + (" Seconds per epoch compare only between runs of one machine." if len(counts) > 1 else "")

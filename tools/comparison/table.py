@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from runner.records import read_run
@@ -96,13 +97,9 @@ def _time_cell(values: dict[int, float]) -> str:
     return f"{median:.1f}" + (f" [{low:.1f}, {high:.1f}]" if len(values) > 1 else "")
 
 
-def machines(found: dict[tuple[str, str, str], Entry]) -> dict[str, int]:
+def machines(found: dict[tuple[str, str, str], Entry]) -> Counter[str]:
     """How many of the table's runs computed on each machine (``""``: not recorded)."""
-    counts: dict[str, int] = {}
-    for e in found.values():
-        for label in e.machines.values():
-            counts[label] = counts.get(label, 0) + 1
-    return counts
+    return Counter(label for e in found.values() for label in e.machines.values())
 
 
 def markdown(found: dict[tuple[str, str, str], Entry]) -> str:
